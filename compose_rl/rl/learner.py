@@ -1,0 +1,235 @@
+"""The RL learner: one explicit loop, readable top to bottom.
+
+    for step:
+        samples  = collector.collect(engine, step)        # rollouts + verifier/game rewards
+        A        = advantages(samples)                     # group-normalized, batch mean or RAE
+        samples  = drop samples that carry no signal      # uniform groups, A == 0
+        old_logp = recompute on the learner (no grad)      # PPO's pi_old, same numerics as pi_theta
+        for epoch, minibatch:
+            loss = PPO-clip or REINFORCE (+ KL to reference, - entropy bonus, + replay NLL)
+            backward, clip grad norm, Adam step
+        engine.load_weights(policy)                        # weight sync, policy_version = step + 1
+        log metrics, samples; checkpoint atomically every N steps
+
+Identical (prompt, completion) pairs are scored once per forward pass and shared: in Kuhn poker
+most turns repeat one of 12 prompts with one of 2 answers.
+"""
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from compose_rl.rl import advantages as adv_lib
+from compose_rl.rl.logprobs import completion_logprobs
+from compose_rl.rl.losses import aggregate, kl_k3, ppo_clip_loss, reinforce_loss
+from compose_rl.types import Sample
+
+
+@dataclass
+class LearnerHooks:
+    """What the pipeline plugs in: periodic eval, extra state to checkpoint, replay examples."""
+
+    evaluate: Callable[[int], dict] | None = None
+    extra_state: Callable[[], dict] | None = None
+    load_extra_state: Callable[[dict], None] | None = None
+    replay: Callable[[int], list[tuple[list[int], list[int]]]] | None = None  # step -> (prompt ids, target ids)
+    on_step_end: Callable[[int], None] | None = None
+    stats: dict = field(default_factory=dict)
+
+
+def compute_advantages(samples: list[Sample], how: str, baselines: adv_lib.RoleBaselines | None) -> None:
+    rewards = [s.reward for s in samples]
+    if how in ("group", "group_unscaled"):
+        a = adv_lib.group_normalized(rewards, [s.group for s in samples], scale=(how == "group"))
+    elif how == "batch_mean":
+        a = adv_lib.batch_mean(rewards)
+    elif how == "rae":
+        a = baselines.advantages(rewards, [s.game for s in samples], [s.role for s in samples])
+    else:
+        raise ValueError(f"unknown advantage estimator {how!r}")
+    for s, v in zip(samples, a):
+        s.advantage = float(v)
+
+
+def _unique_pairs(samples: list[Sample]):
+    index: dict[tuple, int] = {}
+    owner = []
+    for s in samples:
+        key = (tuple(s.prompt_ids), tuple(s.completion_ids))
+        owner.append(index.setdefault(key, len(index)))
+    pairs = list(index)
+    return [list(p) for p, _ in pairs], [list(c) for _, c in pairs], torch.tensor(owner, dtype=torch.long)
+
+
+def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: int):
+    """Loss of one minibatch and its diagnostics. Old log-probs come from `s.old_logprobs` (learner-recomputed)."""
+    prompts, comps, owner = _unique_pairs(batch)
+    logp_u, mask_u, ent_u = completion_logprobs(model, prompts, comps, pad=pad, with_entropy=True)
+    logp, mask, ent = logp_u[owner], mask_u[owner], ent_u[owner]
+    width = logp.shape[1]
+    old = torch.zeros_like(logp)
+    for i, s in enumerate(batch):
+        old[i, : len(s.old_logprobs)] = torch.tensor(s.old_logprobs[:width], dtype=old.dtype)
+    advs = torch.tensor([s.advantage for s in batch], dtype=logp.dtype, device=logp.device)
+    if cfg.algorithm == "ppo":
+        loss, clip_frac = ppo_clip_loss(logp, old, advs, mask, clip=cfg.clip, how=cfg.token_aggregation, max_len=max_len)
+    else:
+        loss, clip_frac = reinforce_loss(logp, advs, mask, how=cfg.token_aggregation, max_len=max_len), torch.tensor(0.0)
+    entropy = aggregate(ent, mask, "token_mean")
+    kl = torch.tensor(0.0)
+    if ref_model is not None:
+        with torch.no_grad():
+            ref_u, _ = completion_logprobs(ref_model, prompts, comps, pad=pad)
+        kl = aggregate(kl_k3(logp, ref_u[owner]), mask, "token_mean")
+        loss = loss + cfg.kl_coef * kl
+    if cfg.entropy_coef > 0:
+        loss = loss - cfg.entropy_coef * entropy
+    approx_kl_old = aggregate(kl_k3(logp.detach(), old), mask, "token_mean")
+    return loss, {"loss/clip_frac": float(clip_frac), "loss/entropy": float(entropy), "loss/kl_ref": float(kl),
+                  "loss/approx_kl_old": float(approx_kl_old)}
+
+
+def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_tokens: int,
+           hooks: LearnerHooks | None = None, resume: dict | None = None, sync: Callable | None = None) -> dict:
+    """Train for cfg.steps steps. `resume` = the checkpoint meta/tensors of this stage, if any."""
+    hooks = hooks or LearnerHooks()
+    model, pad = policy.model, policy.tokenizer.pad_token_id or 0
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    ref_model = None
+    if cfg.kl_coef > 0:
+        ref_model = copy.deepcopy(model).eval()
+        for p in ref_model.parameters():
+            p.requires_grad_(False)
+    baselines = adv_lib.RoleBaselines(cfg.rae_decay) if cfg.advantage == "rae" else None
+    start = 0
+    if resume is not None:
+        tensors, meta = resume
+        model.load_state_dict(tensors["model"])
+        opt.load_state_dict(tensors["optimizer"])
+        if ref_model is not None and "ref_model" in tensors:
+            ref_model.load_state_dict(tensors["ref_model"])
+        if baselines is not None:
+            baselines.load_state_dict(meta["baselines"])
+        if hooks.load_extra_state is not None:
+            hooks.load_extra_state(meta.get("extra", {}))
+        start = meta["step"] + 1
+        run.truncate_metrics(stage, meta["step"])
+        engine.load_weights(sync() if sync else None, start)
+    model.train()
+
+    last: dict = {}
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"rl [{stage}]", dynamic_ncols=True)
+    for step in bar:
+        t0 = time.perf_counter()
+        # 1. rollouts: samples scored by the verifier or the game
+        samples, metrics, texts = collector.collect(engine, step)
+        t_gen = time.perf_counter() - t0
+        n_all = len(samples)
+        gen_tokens = sum(len(s.completion_ids) for s in samples)
+        rewards = [s.reward for s in samples]
+
+        # 2. advantages
+        compute_advantages(samples, cfg.advantage, baselines)
+        mixed = adv_lib.mixed_groups(rewards, [s.group for s in samples])
+        n_groups = len({s.group for s in samples})
+
+        # 3. keep only samples with signal
+        if cfg.drop_uniform_groups and cfg.advantage in ("group", "group_unscaled"):
+            samples = [s for s in samples if s.group in mixed]
+        if cfg.drop_zero_advantage:
+            samples = [s for s in samples if s.advantage != 0.0]
+        samples = [s for s in samples if s.completion_ids]
+
+        # 4. old log-probs recomputed on the learner (the engine's may differ numerically)
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            if samples:
+                prompts, comps, owner = _unique_pairs(samples)
+                old_u, mask_u = completion_logprobs(model, prompts, comps, pad=pad)
+                for i, s in enumerate(samples):
+                    s.old_logprobs = old_u[owner[i], : len(s.completion_ids)].tolist()
+
+        # 5. gradient steps
+        stats: dict[str, float] = {}
+        losses = []
+        rng = random.Random(seed * 31 + step)
+        for _epoch in range(cfg.ppo_epochs):
+            order = list(range(len(samples)))
+            rng.shuffle(order)
+            for i in range(0, len(order), cfg.minibatch):
+                batch = [samples[j] for j in order[i: i + cfg.minibatch]]
+                loss, stats = policy_loss(model, ref_model, batch, cfg, pad, max_new_tokens)
+                loss = loss * len(batch) / max(len(samples), 1)  # minibatches sum to the batch loss
+                if hooks.replay is not None:
+                    loss = loss + _replay_loss(model, hooks.replay(step), pad) * len(batch) / max(len(samples), 1)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                stats["loss/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+                opt.step()
+                losses.append(float(loss))
+        if not samples and hooks.replay is not None:
+            # no RL signal this step, but replay still keeps the atomics alive
+            loss = _replay_loss(model, hooks.replay(step), pad)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+        t_learn = time.perf_counter() - t1
+
+        # 6. weight sync: the engine generates with the new policy, stamped with its version
+        t2 = time.perf_counter()
+        engine.load_weights(sync() if sync else None, step + 1)
+        t_sync = time.perf_counter() - t2
+
+        # 7. metrics
+        dt = time.perf_counter() - t0
+        metrics.update(stats)
+        metrics.update({
+            "reward/mean": sum(rewards) / max(n_all, 1),
+            "reward/std": (sum((r - sum(rewards) / max(n_all, 1)) ** 2 for r in rewards) / max(n_all, 1)) ** 0.5,
+            "rollout/samples": n_all,
+            "rollout/samples_trained": len(samples),
+            "rollout/groups_with_signal": len(mixed) / max(n_groups, 1),
+            "rollout/response_tokens": gen_tokens / max(n_all, 1),
+            "loss/policy": sum(losses) if losses else 0.0,
+            "perf/step_s": dt,
+            "perf/gen_s": t_gen,
+            "perf/learn_s": t_learn,
+            "perf/sync_s": t_sync,
+            "perf/samples_per_s": n_all / dt,
+            "perf/tokens_per_s": gen_tokens / max(t_gen, 1e-9),
+        })
+        if hooks.evaluate is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+            metrics.update(hooks.evaluate(step))
+        run.log(stage, step, metrics)
+        run.write_samples(stage, step, texts[: cfg.samples_logged])
+        bar.set_postfix(reward=f"{metrics['reward/mean']:+.3f}", signal=f"{metrics['rollout/groups_with_signal']:.2f}")
+        last = metrics
+
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            tensors = {"model": model.state_dict(), "optimizer": opt.state_dict()}
+            if ref_model is not None:
+                tensors["ref_model"] = ref_model.state_dict()
+            meta = {"stage": stage, "step": step,
+                    "baselines": baselines.state_dict() if baselines else None,
+                    "extra": hooks.extra_state() if hooks.extra_state else {}}
+            run.save_checkpoint(f"{stage}-{step:06d}", tensors, meta)
+        if hooks.on_step_end is not None:
+            hooks.on_step_end(step)
+    bar.close()
+    return last
+
+
+def _replay_loss(model, pairs, pad: int) -> torch.Tensor:
+    """Supervised NLL on replayed atomic examples (limits forgetting of stage-1 skills)."""
+    prompts = [p for p, _ in pairs]
+    targets = [t for _, t in pairs]
+    logp, mask = completion_logprobs(model, prompts, targets, pad=pad)
+    return -(logp * mask).sum() / mask.sum().clamp(min=1.0)

@@ -1,0 +1,128 @@
+"""The run directory: resolved recipe, one metrics stream, readable samples, atomic checkpoints.
+
+Layout: recipe.resolved.yaml, metrics.jsonl, progress.json, checkpoints/<stage-index>-<step>/,
+samples/, eval/, report.md + PNGs. A checkpoint is written to a temporary folder and renamed into
+place, then `checkpoints/LATEST` is replaced atomically: a kill at any moment leaves either the old
+or the new checkpoint complete, never a half-written one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @classmethod
+    def create(cls, output: str | Path, name: str, resolved_yaml: str) -> "RunDir":
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = Path(output) / f"{name}-{stamp}"
+        path, k = base, 1
+        while path.exists():
+            path, k = Path(f"{base}-{k}"), k + 1
+        for sub in ("checkpoints", "samples", "eval"):
+            (path / sub).mkdir(parents=True)
+        _atomic_write(path / "recipe.resolved.yaml", resolved_yaml)
+        return cls(path)
+
+    # ------------------------------------------------------------------ metrics
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def log(self, stage: str, step: int, metrics: dict[str, Any]) -> None:
+        row = {"stage": stage, "step": step, "time": round(time.time(), 3), **metrics}
+        with open(self.metrics_file, "a") as f:
+            f.write(json.dumps(row, default=float) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_file.exists():
+            return []
+        rows = []
+        for line in self.metrics_file.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+        return rows
+
+    def truncate_metrics(self, stage: str, after_step: int) -> None:
+        """On resume, forget rows of `stage` logged after the checkpoint we restart from."""
+        rows = [r for r in self.read_metrics() if not (r.get("stage") == stage and r.get("step", -1) > after_step)]
+        _atomic_write(self.metrics_file, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def write_samples(self, stage: str, step: int, texts: list[str]) -> None:
+        if texts:
+            with open(self.path / "samples" / f"{stage}.txt", "a") as f:
+                f.write(f"===== {stage} step {step} =====\n" + "\n---\n".join(texts) + "\n")
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        p = self.path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(p, json.dumps(obj, indent=2, default=float))
+
+    def read_json(self, rel: str, default: Any = None) -> Any:
+        p = self.path / rel
+        return json.loads(p.read_text()) if p.exists() else default
+
+    # ------------------------------------------------------------------ progress (which stages are done)
+    def progress(self) -> dict:
+        return self.read_json("progress.json", {"done": [], "labels": {}})
+
+    def mark_done(self, index: int, label: str) -> None:
+        prog = self.progress()
+        if index not in prog["done"]:
+            prog["done"].append(index)
+        prog["labels"][str(index)] = label
+        self.write_json("progress.json", prog)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, tag: str, tensors: dict[str, Any], meta: dict[str, Any], keep: int = 2) -> Path:
+        ckdir = self.path / "checkpoints"
+        final = ckdir / tag
+        tmp = Path(tempfile.mkdtemp(dir=ckdir, prefix=f".{tag}."))
+        torch.save(tensors, tmp / "state.pt")
+        (tmp / "meta.json").write_text(json.dumps(meta, default=float))
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _atomic_write(ckdir / "LATEST", tag)
+        # keep the newest `keep` checkpoints
+        done = sorted((p for p in ckdir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda p: p.stat().st_mtime)
+        for old in done[:-keep]:
+            if old.name != tag:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def latest_checkpoint(self) -> tuple[dict, dict] | None:
+        ckdir = self.path / "checkpoints"
+        latest = ckdir / "LATEST"
+        if not latest.exists():
+            return None
+        tag = latest.read_text().strip()
+        d = ckdir / tag
+        if not (d / "meta.json").exists():
+            return None
+        meta = json.loads((d / "meta.json").read_text())
+        tensors = torch.load(d / "state.pt", weights_only=False)
+        return tensors, meta

@@ -1,0 +1,75 @@
+"""Stage 1: supervised fine-tuning on atomic skills with TRL's SFTTrainer, then the mastery gate.
+
+We tokenize ourselves (prompt through the policy's chat formatting, completion + EOS, a mask
+over the completion) so that SFT sees exactly the token boundary the RL engine produces; TRL takes
+pre-tokenized `input_ids`/`completion_mask` as they are and trains on the completion only.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+
+def encode_pair(policy, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    tok = policy.tokenizer
+    p = tok(policy.format_prompt(prompt), add_special_tokens=False)["input_ids"]
+    c = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return p, c
+
+
+def run_sft(policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: int) -> dict:
+    """Train on (prompt, completion) pairs; every logged loss goes to metrics.jsonl as `sft/...`."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    rows = []
+    for prompt, completion in pairs:
+        p, c = encode_pair(policy, prompt, completion)
+        rows.append({"input_ids": p + c, "completion_mask": [0] * len(p) + [1] * len(c)})
+    dataset = Dataset.from_list(rows)
+    steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
+    total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
+
+    class _Log(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                run.log(stage, state.global_step, {f"sft/{k}": v for k, v in logs.items() if isinstance(v, (int, float))})
+
+    args = SFTConfig(
+        output_dir=str(Path(run.path) / "sft-trainer"),
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.lr,
+        max_steps=total,
+        lr_scheduler_type="linear",
+        warmup_steps=min(20, total // 10),
+        logging_steps=max(1, min(25, total // 10)),
+        save_strategy="no",
+        report_to=[],
+        use_cpu=not torch.cuda.is_available(),
+        seed=seed,
+        data_seed=seed,
+        completion_only_loss=True,
+        max_length=None,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        padding_free=False,
+    )
+    trainer = SFTTrainer(model=policy.model, args=args, train_dataset=dataset, processing_class=policy.tokenizer,
+                         callbacks=[_Log()])
+    out = trainer.train()
+    policy.model.eval()
+    return {"sft/train_loss": float(out.training_loss), "sft/steps": total, "sft/examples": len(rows)}
+
+
+def mastery_gate(skill_accuracy: dict[str, float], threshold: float) -> tuple[bool, str]:
+    """Cheng et al.'s prerequisite as a check: every atomic skill at or above `threshold`."""
+    below = {k: v for k, v in skill_accuracy.items() if v < threshold}
+    table = ", ".join(f"{k}={v:.2f}" for k, v in sorted(skill_accuracy.items()))
+    if below:
+        worst = ", ".join(f"{k}={v:.2f}" for k, v in sorted(below.items(), key=lambda kv: kv[1]))
+        return False, (f"mastery gate: {len(below)}/{len(skill_accuracy)} skills below {threshold:.2f}: {worst} "
+                       f"(all: {table}); train longer (sft.examples, sft.epochs) or set sft.gate: warn")
+    return True, f"mastery gate passed: all {len(skill_accuracy)} skills >= {threshold:.2f} ({table})"

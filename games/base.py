@@ -1,0 +1,151 @@
+"""The `Game` base class: an OpenSpiel game plus a text interface for a language model.
+
+A game module defines a subclass and an instance `GAME`. The text interface has three parts:
+
+* `render(state, player)`: the player's information state as readable text. It is built from the
+  public action history plus that player's own private information only, never from `str(state)`
+  (which prints every player's private cards). The player's private information comes last.
+* `prompt(state, player)`: rules, the legal actions, the answer instruction, then `render(...)`,
+  so the most decision-relevant private information (e.g. the card) is at the very end.
+* `parse(text, state)`: the last `\\boxed{...}` in the text mapped to a legal action id, or None.
+  `answer_text(state, a)` is the exact completion the strict parser accepts for action `a`.
+"""
+from __future__ import annotations
+
+import random
+import re
+
+import pyspiel
+
+BOX_OPEN = "\\boxed{"
+INSTRUCTION = "Reply with \\boxed{<action>}."
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` in `text`, braces balanced; None when absent or unclosed.
+
+    "Last" is the last occurrence of the opening `\\boxed{`: for `\\boxed{a \\boxed{b}}` that is
+    the inner box (`"b"`). An unclosed last box makes the answer invalid; the parser never falls
+    back to an earlier box.
+    """
+    if not isinstance(text, str):
+        return None
+    start = text.rfind(BOX_OPEN)
+    if start < 0:
+        return None
+    i = start + len(BOX_OPEN)
+    depth = 1
+    for j in range(i, len(text)):
+        c = text[j]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i:j]
+    return None
+
+
+_WRAPPER = re.compile(r"^\\(?:text|textbf|texttt|mathrm|mathbf|mbox)\s*\{(.*)\}$", re.S)
+
+
+def normalize_lenient(s: str) -> str:
+    """Lenient form of an answer: unwrap `\\text{..}`-style wrappers, strip quotes, brackets and a
+    trailing period, collapse whitespace, case-fold."""
+    s = s.strip()
+    for _ in range(3):
+        m = _WRAPPER.match(s)
+        if not m:
+            break
+        s = m.group(1).strip()
+    s = s.strip(" \t\r\n\"'`[]().")
+    s = re.sub(r"\s+", " ", s)
+    return s.casefold()
+
+
+class Game:
+    """Base class. Subclasses set `name`, `rules`, and implement `render` and `_action_name`."""
+
+    name: str = ""
+    rules: str = ""
+    params: dict = {}
+
+    def __init__(self) -> None:
+        self._game: pyspiel.Game | None = None
+
+    # ------------------------------------------------------------------ OpenSpiel plumbing
+    @property
+    def openspiel_game(self) -> pyspiel.Game:
+        if self._game is None:
+            self._game = pyspiel.load_game(self.name, dict(self.params))
+        return self._game
+
+    @property
+    def num_players(self) -> int:
+        return self.openspiel_game.num_players()
+
+    def __getstate__(self):  # pickle without the C++ game; reloaded lazily
+        d = dict(self.__dict__)
+        d["_game"] = None
+        return d
+
+    def __repr__(self) -> str:
+        return f"<Game {self.name}>"
+
+    def new_initial_state(self, rng: random.Random) -> pyspiel.State:
+        state = self.openspiel_game.new_initial_state()
+        self.resolve_chance(state, rng)
+        return state
+
+    def resolve_chance(self, state: pyspiel.State, rng: random.Random) -> None:
+        while state.is_chance_node():
+            outcomes, probs = zip(*state.chance_outcomes())
+            state.apply_action(rng.choices(outcomes, weights=probs)[0])
+
+    @staticmethod
+    def player_actions(state: pyspiel.State) -> list[tuple[int, int]]:
+        """Public (player, action) moves so far, chance outcomes removed."""
+        return [(pa.player, pa.action) for pa in state.full_history() if pa.player >= 0]
+
+    # ------------------------------------------------------------------ text interface
+    def render(self, state: pyspiel.State, player: int) -> str:
+        raise NotImplementedError
+
+    def _action_name(self, state: pyspiel.State, action: int) -> str:
+        raise NotImplementedError
+
+    def action_names(self, state: pyspiel.State) -> dict[int, str]:
+        if state.is_terminal():
+            return {}
+        return {a: self._action_name(state, a) for a in state.legal_actions()}
+
+    def actions_text(self, state: pyspiel.State) -> str:
+        """The legal-action line and the answer instruction."""
+        return "Actions: " + ", ".join(self.action_names(state).values()) + ". " + INSTRUCTION
+
+    def prompt(self, state: pyspiel.State, player: int) -> str:
+        return f"{self.rules}\n{self.actions_text(state)}\n{self.render(state, player)}"
+
+    def answer_text(self, state: pyspiel.State, action: int) -> str:
+        return BOX_OPEN + self.action_names(state)[action] + "}"
+
+    def _lenient_key(self, s: str) -> str:
+        return normalize_lenient(s)
+
+    def parse(self, text: str, state: pyspiel.State, lenient: bool = False) -> int | None:
+        content = last_boxed(text)
+        if content is None or state.is_terminal() or state.is_chance_node():
+            return None
+        names = self.action_names(state)
+        if not lenient:
+            for a, n in names.items():
+                if n == content:
+                    return a
+            return None
+        key = self._lenient_key(content)
+        if not key:
+            return None
+        for a, n in names.items():
+            if self._lenient_key(n) == key:
+                return a
+        return None
