@@ -43,7 +43,8 @@ def _as_game(game) -> Game:
 
 
 def _is_perfect_info(game: Game) -> bool:
-    return game.openspiel_game.get_type().information == pyspiel.GameType.Information.PERFECT_INFORMATION
+    info = game.openspiel_game.get_type().information
+    return info == pyspiel.GameType.Information.PERFECT_INFORMATION
 
 
 def opponent_kinds(game) -> list[str]:

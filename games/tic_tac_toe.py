@@ -1,7 +1,7 @@
 """Tic-tac-toe (OpenSpiel `tic_tac_toe`). Player 0 is x and moves first; player 1 is o.
 
-Cells are named by column letter and row number: action id = 3 * row + col -> "abc"[col] + str(row + 1),
-so "a1" is the top-left cell (action 0) and "c3" the bottom-right (action 8). The board is shown
+Cells are named by column letter and row number: action id 3 * row + col is named
+"abc"[col] + str(row + 1), so "a1" is the top-left cell (action 0) and "c3" the bottom-right (action 8). The board is shown
 as a labelled grid and the player's mark is the last line.
 """
 from __future__ import annotations

@@ -91,7 +91,7 @@ def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: i
     if cfg.entropy_coef > 0:
         loss = loss - cfg.entropy_coef * entropy
     approx_kl_old = aggregate(kl_k3(logp.detach(), old), mask, "token_mean")
-    return loss, {"loss/clip_frac": float(clip_frac), "loss/entropy": float(entropy), "loss/kl_ref": float(kl),
+    return loss, {"loss/clip_frac": float(clip_frac), "loss/entropy": float(entropy.detach()), "loss/kl_ref": float(kl.detach()),
                   "loss/approx_kl_old": float(approx_kl_old)}
 
 

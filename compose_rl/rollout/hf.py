@@ -86,7 +86,6 @@ class HFEngine:
             do_sample=not greedy,
             temperature=None if greedy else sampling.temperature,
             top_p=None if greedy else sampling.top_p,
-            top_k=0,  # no top-k truncation: sample the full distribution
             max_new_tokens=sampling.max_new_tokens,
             eos_token_id=eos,
             pad_token_id=pad,

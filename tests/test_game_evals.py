@@ -1,0 +1,218 @@
+"""LM game evaluations: exact action probabilities, the full exploitability path, play vs opponents."""
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+from open_spiel.python import policy as os_policy
+
+from compose_rl.evals.games import (
+    exact_value_vs,
+    exploitability_of_tables,
+    game_eval_suite,
+    infostates,
+    lm_action_logprobs,
+    lm_action_probs,
+    lm_policy_tables,
+    play_vs,
+    tables_from_fn,
+)
+from compose_rl.models import load_policy
+from compose_rl.types import Completion, SamplingParams
+from games import get_game
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return load_policy("tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def kuhn():
+    return get_game("kuhn_poker")
+
+
+def _ids(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def reference_logprobs(policy, game, state, player):
+    """Slow reference: one unpadded forward per action on prompt ids + completion ids + EOS."""
+    tok = policy.tokenizer
+    prompt = _ids(tok, policy.format_prompt(game.prompt(state, player)))
+    out = {}
+    for a in state.legal_actions(player):
+        comp = _ids(tok, game.answer_text(state, a)) + [tok.eos_token_id]
+        with torch.no_grad():
+            logits = policy.model(torch.tensor([prompt + comp])).logits[0].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        out[a] = sum(logp[len(prompt) - 1 + j, t].item() for j, t in enumerate(comp))
+    return out
+
+
+def test_exact_probs_match_reference(policy, kuhn):
+    leduc = get_game("leduc_poker")
+    cases = [(kuhn, [(i.state, i.player) for i in infostates(kuhn)]),
+             (leduc, [(i.state, i.player) for i in random.Random(0).sample(infostates(leduc), 12)])]
+    for game, states in cases:
+        refs = [reference_logprobs(policy, game, s, p) for s, p in states]
+        for share_prefix in (True, False):
+            # small batches: several batches with mixed prompt lengths and action counts
+            probs, mass = lm_action_probs(policy, game, states, batch_size=5,
+                                          return_legal_mass=True, share_prefix=share_prefix)
+            raw = lm_action_logprobs(policy, game, states, batch_size=5, share_prefix=share_prefix)
+            for (s, p), pr, m, lp, ref in zip(states, probs, mass, raw, refs):
+                assert set(pr) == set(s.legal_actions(p))
+                assert sum(pr.values()) == pytest.approx(1.0, abs=1e-9)
+                assert 0.0 < m <= 1.0
+                lse = math.log(sum(math.exp(v) for v in ref.values()))
+                for a in pr:
+                    assert pr[a] == pytest.approx(math.exp(ref[a] - lse), abs=1e-5)
+                    assert lp[a] == pytest.approx(ref[a], abs=1e-3 + 1e-6 * abs(ref[a]))
+                assert m == pytest.approx(math.exp(lse), rel=1e-3)
+
+
+def test_policy_tables_keys(policy, kuhn):
+    tables, mass = lm_policy_tables(policy, kuhn, return_legal_mass=True)
+    assert set(tables) == {i.key for i in infostates(kuhn)} and len(tables) == 12
+    assert set(mass) == set(tables)
+    expl, nash_conv = exploitability_of_tables(kuhn, tables)
+    assert 0.0 <= expl <= 2.0 and nash_conv == pytest.approx(2 * expl)
+
+
+def test_trained_always_bet_reaches_always_bet_exploitability(kuhn):
+    """Teach a fresh tiny model "\\boxed{bet}" (action 1) at the 12 Kuhn prompts: its exact
+    exploitability must approach that of "always bet" (1/3, see test_exploitability.py)."""
+    pol = load_policy("tiny", seed=1)
+    tok, model = pol.tokenizer, pol.model
+    rows, labels = [], []
+    for info in infostates(kuhn):
+        prompt = _ids(tok, pol.format_prompt(kuhn.prompt(info.state, info.player)))
+        comp = _ids(tok, kuhn.answer_text(info.state, 1)) + [tok.eos_token_id]
+        rows.append(prompt + comp)
+        labels.append([-100] * len(prompt) + comp)
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    lab = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
+    attn = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(30):
+        loss = model(input_ids=ids, attention_mask=attn, labels=lab).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    tables, mass = lm_policy_tables(pol, kuhn, return_legal_mass=True)
+    assert min(t[1] for t in tables.values()) > 0.99
+    assert min(mass.values()) > 0.9
+    expl, nash_conv = exploitability_of_tables(kuhn, tables)
+    assert expl == pytest.approx(1 / 3, abs=0.01)
+    assert nash_conv == pytest.approx(2 / 3, abs=0.02)
+
+
+# ----------------------------------------------------------------------------- play
+
+class ScriptedEngine:
+    """Answers from a table prompt -> text (a default for unknown prompts); counts calls."""
+
+    policy_version = 0
+
+    def __init__(self, answers: dict[str, str] | None = None, default: str = "garbage"):
+        self.answers = answers or {}
+        self.default = default
+        self.calls = 0
+        self.prompts = 0
+
+    def generate(self, prompts, sampling):
+        self.calls += 1
+        self.prompts += len(prompts)
+        out = []
+        for p in prompts:
+            text = self.answers.get(p, self.default)
+            out.append([Completion(prompt_ids=[], token_ids=[], logprobs=[], text=text, finish_reason="stop")
+                        for _ in range(sampling.n)])
+        return out
+
+    def load_weights(self, state, version):
+        self.policy_version = version
+
+
+def first_legal_engine(game):
+    """Always the first legal action (Kuhn: always pass), keyed by the exact prompt text."""
+    return ScriptedEngine({game.prompt(i.state, i.player): game.answer_text(i.state, i.legal[0])
+                           for i in infostates(game)})
+
+
+def first_legal(state, player):
+    return {state.legal_actions(player)[0]: 1.0}
+
+
+SAMPLING = SamplingParams(temperature=1.0, max_new_tokens=16)
+
+
+def test_play_first_legal(kuhn):
+    engine = first_legal_engine(kuhn)
+    n = 400
+    res = play_vs(engine, lambda s: s, kuhn, "random", n_games=n, seed=3, sampling=SAMPLING)
+    assert res["n"] == n and res["n_win"] + res["n_draw"] + res["n_loss"] == n
+    assert res["win"] + res["draw"] + res["loss"] == pytest.approx(1.0)
+    assert res["invalid_rate"] == 0.0 and res["invalid_games"] == 0
+    assert engine.calls <= 2  # lockstep: at most 2 LM turns per Kuhn game -> at most 2 waves
+    assert engine.prompts == res["lm_turns"] >= n
+    assert not math.isnan(res["mean_return_seat0"]) and not math.isnan(res["mean_return_seat1"])
+    assert 1 <= len(res["transcripts"]) <= 3 and "LM return" in res["transcripts"][0]
+    # sampled play agrees with the exact value of the same policy (both seats averaged)
+    exact = exact_value_vs(kuhn, tables_from_fn(kuhn, first_legal),
+                           os_policy.UniformRandomPolicy(kuhn.openspiel_game))
+    assert abs(res["mean_return"] - exact) < max(res["ci95"], 1e-9) * 1.5
+    # reproducible
+    again = play_vs(first_legal_engine(kuhn), lambda s: s, kuhn, "random", n_games=n, seed=3, sampling=SAMPLING)
+    assert again["mean_return"] == res["mean_return"]
+
+
+def test_play_garbage_loses_everything(kuhn):
+    engine = ScriptedEngine(default="I think \\boxed{raise}")  # not a Kuhn action
+    res = play_vs(engine, lambda s: s, kuhn, "random", n_games=10, seed=0, sampling=SAMPLING)
+    assert res["loss"] == 1.0 and res["n_loss"] == 10
+    assert res["invalid_rate"] == 1.0 and res["invalid_games"] == 10
+    assert res["mean_return"] == -1.0
+    assert engine.calls == 1
+
+
+def test_play_tic_tac_toe_both_seats():
+    game = get_game("tic_tac_toe")
+    res = play_vs(ScriptedEngine(default="nope"), lambda s: s, game, "random", n_games=4, seed=0,
+                  sampling=SAMPLING)
+    assert res["n_loss"] == 4 and res["invalid_rate"] == 1.0
+
+
+def test_game_eval_suite(policy, kuhn):
+    engine = first_legal_engine(kuhn)
+    metrics, transcripts = game_eval_suite(policy, engine, ["kuhn_poker"], ["random", "nash", "minimax"],
+                                           n_games=20, seed=0, sampling=SAMPLING)
+    for key in ("exploitability", "nash_conv", "legal_mass", "vs_random/win", "vs_random/mean_return",
+                "vs_random/ci95", "vs_random/invalid_rate", "vs_nash/mean_return", "vs_random/exact_value",
+                "vs_nash/exact_value"):
+        assert f"eval/kuhn_poker/{key}" in metrics, key
+    assert not any("minimax" in k for k in metrics)  # not a Kuhn opponent: skipped
+    assert all(isinstance(v, float) for v in metrics.values())
+    assert set(transcripts) == {"kuhn_poker/vs_random", "kuhn_poker/vs_nash"}
+    tables = lm_policy_tables(policy, kuhn)
+    assert metrics["eval/kuhn_poker/exploitability"] == pytest.approx(exploitability_of_tables(kuhn, tables)[0])
+    assert metrics["eval/kuhn_poker/vs_random/n"] == 20.0
+
+
+def test_play_with_hf_engine_smoke(policy, kuhn):
+    """The real transformers engine with the untrained tiny model: runs end to end (mostly invalid)."""
+    from compose_rl.rollout.hf import HFEngine
+
+    res = play_vs(HFEngine(policy.model, policy.tokenizer), policy.format_prompt, kuhn, "random",
+                  n_games=4, seed=0, sampling=SamplingParams(temperature=1.0, max_new_tokens=12, seed=0))
+    assert res["n"] == 4 and res["n_win"] + res["n_draw"] + res["n_loss"] == 4
+    assert 0.0 <= res["invalid_rate"] <= 1.0

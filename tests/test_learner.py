@@ -1,0 +1,95 @@
+"""The learner's numerics and a few real steps on the tiny model."""
+import torch
+
+from compose_rl.recipe import recipe_from_dict
+from compose_rl.rl.learner import _unique_pairs, compute_advantages
+from compose_rl.rl.logprobs import completion_logprobs
+from compose_rl.rollout.hf import HFEngine
+from compose_rl.types import Sample, SamplingParams
+
+
+def test_completion_logprobs_match_a_slow_loop(tiny_policy):
+    model, tok = tiny_policy.model, tiny_policy.tokenizer
+    prompts = [tok("ab(", add_special_tokens=False)["input_ids"], tok("x", add_special_tokens=False)["input_ids"]]
+    comps = [tok("cd", add_special_tokens=False)["input_ids"], tok("yz!", add_special_tokens=False)["input_ids"]]
+    with torch.no_grad():
+        logp, mask = completion_logprobs(model, prompts, comps, pad=tok.pad_token_id)
+        for i, (p, c) in enumerate(zip(prompts, comps)):
+            ids = torch.tensor([p + c])
+            lp = torch.log_softmax(model(ids).logits[0], -1)
+            ref = [lp[len(p) - 1 + j, c[j]].item() for j in range(len(c))]
+            assert torch.allclose(logp[i, : len(c)], torch.tensor(ref), atol=1e-5)
+            assert mask[i].sum() == len(c)
+            assert torch.all(logp[i, len(c):] == 0)
+
+
+def test_engine_logprobs_match_learner(tiny_policy):
+    engine = HFEngine(tiny_policy.model, tiny_policy.tokenizer)
+    outs = engine.generate(["abc\n", "abc\n", "q\n"], SamplingParams(temperature=1.0, max_new_tokens=6, n=2, seed=3))
+    assert [len(o) for o in outs] == [2, 2, 2]
+    flat = [c for o in outs for c in o]
+    with torch.no_grad():
+        logp, _ = completion_logprobs(tiny_policy.model, [c.prompt_ids for c in flat], [c.token_ids for c in flat])
+    for i, c in enumerate(flat):
+        assert len(c.logprobs) == len(c.token_ids)
+        assert c.finish_reason in ("stop", "length")
+        assert torch.allclose(logp[i, : len(c.token_ids)], torch.tensor(c.logprobs), atol=1e-4)
+
+
+def test_unique_pairs_share_forward():
+    s = [Sample([1, 2], [3], [0.0], 1.0), Sample([1, 2], [3], [0.0], 0.0), Sample([1], [3], [0.0], 0.0)]
+    prompts, comps, owner = _unique_pairs(s)
+    assert prompts == [[1, 2], [1]] and comps == [[3], [3]] and owner.tolist() == [0, 0, 1]
+
+
+def test_compute_advantages_dispatch():
+    s = [Sample([1], [2], [0.0], r, group=g) for r, g in [(1, 0), (0, 0), (1, 1), (1, 1)]]
+    compute_advantages(s, "group_unscaled", None)
+    assert [x.advantage for x in s] == [0.5, -0.5, 0.0, 0.0]
+
+
+def _strcomp_recipe(tmp_path, **rl):
+    return recipe_from_dict({
+        "name": "t", "output": str(tmp_path), "stages": ["sft", "rl"],
+        "task": {"n_functions": 4, "test_depths": [1, 2]},
+        "rollout": {"max_new_tokens": 12},
+        "sft": {"examples": 64, "max_steps": 3, "batch_size": 16, "gate": "off", "gate_items": 1},
+        "rl": {"steps": 3, "prompts_per_step": 4, "group_size": 4, "lr": 1e-2, "drop_uniform_groups": False,
+               "drop_zero_advantage": False, "advantage": "batch_mean", "checkpoint_every": 2, **rl},
+        "eval": {"items_per_depth": 2, "pass_k": 2, "pass_k_items": 1},
+    })
+
+
+def test_rl_steps_change_parameters_and_log_finite_loss(tmp_path):
+    from compose_rl.pipeline import start_run
+
+    pipe = start_run(_strcomp_recipe(tmp_path, kl_coef=0.1, replay_fraction=0.25))
+    pipe.build()
+    before = {k: v.clone() for k, v in pipe.policy.model.state_dict().items()}
+    pipe.stage_rl(1, "rl", None)
+    after = pipe.policy.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    rows = [r for r in pipe.run.read_metrics() if r["stage"] == "rl"]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    for r in rows:
+        assert torch.isfinite(torch.tensor(r["loss/policy"]))
+        assert r["rollout/samples"] == 16
+        assert 0.0 <= r["rollout/groups_with_signal"] <= 1.0
+    ck = sorted(p.name for p in (pipe.run.path / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert "rl-000002" in ck and "rl-final" in ck
+
+
+def test_sft_stage_lowers_loss_and_gate_reports(tmp_path):
+    from compose_rl.pipeline import start_run
+
+    r = _strcomp_recipe(tmp_path)
+    r = r.model_copy(update={"sft": r.sft.model_copy(update={"max_steps": 8, "lr": 3e-3, "gate": "warn"})})
+    pipe = start_run(r)
+    pipe.build()
+    before = {k: v.clone() for k, v in pipe.policy.model.state_dict().items()}
+    pipe.stage_sft(0, "sft")
+    rows = [x for x in pipe.run.read_metrics() if x["stage"] == "sft" and "sft/loss" in x]
+    assert rows and rows[-1]["sft/loss"] < rows[0]["sft/loss"]
+    assert any(not torch.equal(before[k], v) for k, v in pipe.policy.model.state_dict().items())
+    gate = pipe.run.read_json("eval/sft-gate.json")
+    assert set(gate["skills"]) == {f"func_{i}" for i in range(4)} and gate["passed"] in (True, False)
