@@ -147,6 +147,24 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _flags_first(argv: list[str]) -> list[str]:
+    """Let flags and `key=value` overrides come in any order after the subcommand."""
+    if not argv:
+        return argv
+    flags, rest, i = [], [], 1
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--"):
+            flags.append(a)
+            if a in ("--resume", "--set") and i + 1 < len(argv):
+                flags.append(argv[i + 1])
+                i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return [argv[0], *flags, *rest]
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -172,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     rp.set_defaults(fn=cmd_report)
     ls = sub.add_parser("list", help="tasks, games, models, recipes")
     ls.set_defaults(fn=cmd_list)
-    args = p.parse_args(argv)
+    args = p.parse_args(_flags_first(sys.argv[1:] if argv is None else argv))
     if getattr(args, "recipe", None) and "=" in args.recipe and args.cmd == "recipe":
         return _err(f"first argument {args.recipe!r} looks like an override; put the recipe file first")
     return args.fn(args)

@@ -251,6 +251,7 @@ class Pipeline:
 
     # ---- games: exploitability tracking, average policy, best checkpoint
     def track_policy(self, step: int, label: str) -> dict:
+        from compose_rl.evals.exploitability import own_reach
         from compose_rl.evals.games import lm_policy_tables
 
         out = {}
@@ -258,7 +259,8 @@ class Pipeline:
             game = next(g for g, _ in self.mixture if g.name == name)
             tables = lm_policy_tables(self.policy, game)
             cur = exploitability_from_tables(game, tables)
-            avg.update(tables)
+            # reach-weighted: the average is the behaviour policy of the mixture of past policies (fictitious play)
+            avg.update(tables, reach=own_reach(game, tables))
             av = avg.exploitability(game)
             out[f"eval/{name}/exploitability"] = cur[0]
             out[f"eval/{name}/nash_conv"] = cur[1]
@@ -324,7 +326,7 @@ class Pipeline:
                                                r.seed + 1000, self.sampling(train=False))
         if r.eval.exploitability:
             for name, avg in self.average.items():
-                if avg.count:
+                if avg.updates:
                     game = next(g for g, _ in self.mixture if g.name == name)
                     metrics[f"eval/{name}/exploitability_avg"] = avg.exploitability(game)[0]
         if r.eval.transfer_strcomp:
@@ -335,7 +337,8 @@ class Pipeline:
                                        self.max_new_tokens, r.rollout.temperature, r.seed)
             metrics.update({k.replace("eval/strcomp", "eval/transfer_strcomp"): v for k, v in m.items()})
         self.run.write_json(f"eval/{label}-games.json", metrics)
-        return metrics, transcripts
+        texts = [f"[{key}]\n{t}" for key, ts in transcripts.items() for t in ts[:2]]
+        return metrics, texts
 
 
 EXACT_GAMES = ("kuhn_poker", "leduc_poker")

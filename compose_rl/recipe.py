@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class RecipeError(ValueError):
@@ -152,6 +152,12 @@ class SftCfg(Section):
     """Learning rate (AdamW, linear decay)."""
     gate: Literal["enforce", "warn", "off"] = "enforce"
     """Mastery gate after SFT: `enforce` stops before RL if any skill is below `mastery`, `warn` only reports."""
+
+    @field_validator("gate", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        # YAML 1.1 reads a bare `off` as false and `on` as true
+        return {False: "off", True: "enforce"}.get(v, v) if isinstance(v, bool) else v
     mastery: float = Field(0.9, ge=0.0, le=1.0)
     """Held-out accuracy every atomic skill must reach (games: valid-action rate per game)."""
     gate_items: int = Field(20, gt=0)

@@ -173,7 +173,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
                 loss.backward()
                 stats["loss/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                 opt.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
         if not samples and hooks.replay is not None:
             # no RL signal this step, but replay still keeps the atomics alive
             loss = _replay_loss(model, hooks.replay(step), pad)
