@@ -1,4 +1,4 @@
-"""`compose-rl`: recipe | validate | ablate | eval | report | list.
+"""`compose-rl`: recipe | validate | eval | ablate | report | list.
 
 Errors a user can fix (bad recipe, unknown model, failed gate) print one line and exit non-zero
 (2 for bad input, 3 for a failed mastery gate); nothing is written for an invalid recipe.
@@ -121,6 +121,32 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    """Evaluate a run's newest checkpoint with its recipe's eval suites (results go to the same run dir)."""
+    from compose_rl.pipeline import Pipeline
+    from compose_rl.recipe import RecipeError, load_recipe
+    from compose_rl.report import write_report
+    from compose_rl.rundir import RunDir
+
+    run = RunDir(Path(args.run))
+    if not (run.path / "recipe.resolved.yaml").is_file():
+        return _err(f"{run.path}: not a run directory (no recipe.resolved.yaml)")
+    try:
+        recipe = load_recipe(run.path / "recipe.resolved.yaml", args.overrides)
+    except RecipeError as e:
+        return _err(str(e))
+    ck = run.latest_checkpoint()
+    if ck is None:
+        return _err(f"{run.path}: no complete checkpoint to evaluate")
+    pipe = Pipeline(recipe, run)
+    pipe.build()
+    pipe.policy.model.load_state_dict(ck[0]["model"])
+    pipe.engine.load_weights(pipe.sync(), ck[1].get("step", 0))
+    pipe.evaluate(f"eval-{ck[1].get('stage', 'checkpoint')}-{ck[1].get('step', 0)}")
+    print(write_report(run))
+    return 0
+
+
 def cmd_report(args) -> int:
     from compose_rl.report import write_report
     from compose_rl.rundir import RunDir
@@ -185,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("overrides", nargs="*")
     a.add_argument("--smoke", action="store_true")
     a.set_defaults(fn=cmd_ablate)
+    ev = sub.add_parser("eval", help="evaluate a run directory's newest checkpoint")
+    ev.add_argument("run")
+    ev.add_argument("overrides", nargs="*")
+    ev.set_defaults(fn=cmd_eval)
     rp = sub.add_parser("report", help="rebuild report.md and plots of a run directory")
     rp.add_argument("run")
     rp.set_defaults(fn=cmd_report)

@@ -125,8 +125,8 @@ class RolloutCfg(Section):
     """Temperature for evaluation (0 = greedy)."""
     max_lag: int = Field(0, ge=0)
     """Largest allowed policy-version lag of a sample (0 = strictly on-policy)."""
-    batch_size: int = Field(64, gt=0)
-    """Sequences generated together."""
+    batch_size: int = Field(256, gt=0)
+    """Sequences generated together (each distinct prompt is encoded once)."""
 
 
 class RayCfg(Section):

@@ -93,3 +93,19 @@ def test_sft_stage_lowers_loss_and_gate_reports(tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in pipe.policy.model.state_dict().items())
     gate = pipe.run.read_json("eval/sft-gate.json")
     assert set(gate["skills"]) == {f"func_{i}" for i in range(4)} and gate["passed"] in (True, False)
+
+
+def test_engine_greedy_equals_transformers_generate(tiny_policy):
+    import torch
+
+    model, tok = tiny_policy.model, tiny_policy.tokenizer
+    prompts = ["func_1(\"abc\")\n", "Your card: K\n", "x"]
+    engine = HFEngine(model, tok)
+    outs = engine.generate(prompts + prompts[:1], SamplingParams(temperature=0.0, max_new_tokens=8))
+    for p, o in zip(prompts + prompts[:1], outs):
+        ids = torch.tensor([tok(p, add_special_tokens=False)["input_ids"]])
+        ref = model.generate(ids, do_sample=False, max_new_tokens=8, eos_token_id=tok.eos_token_id,
+                             pad_token_id=tok.pad_token_id)[0, ids.shape[1]:].tolist()
+        if tok.eos_token_id in ref:
+            ref = ref[: ref.index(tok.eos_token_id) + 1]
+        assert o[0].token_ids == ref

@@ -88,8 +88,8 @@ def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: i
             ref_u, _ = completion_logprobs(ref_model, prompts, comps, pad=pad)
         kl = aggregate(kl_k3(logp, ref_u[owner]), mask, "token_mean")
         loss = loss + cfg.kl_coef * kl
-    if cfg.entropy_coef > 0:
-        loss = loss - cfg.entropy_coef * entropy
+    if cfg.entropy_coef > 0 and not any(s.info.get("legal_answers") for s in batch):
+        loss = loss - cfg.entropy_coef * entropy  # token entropy when the legal actions are not known
     approx_kl_old = aggregate(kl_k3(logp.detach(), old), mask, "token_mean")
     return loss, {"loss/clip_frac": float(clip_frac), "loss/entropy": float(entropy.detach()), "loss/kl_ref": float(kl.detach()),
                   "loss/approx_kl_old": float(approx_kl_old)}
@@ -166,6 +166,11 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             for i in range(0, len(order), cfg.minibatch):
                 batch = [samples[j] for j in order[i: i + cfg.minibatch]]
                 loss, stats = policy_loss(model, ref_model, batch, cfg, pad, max_new_tokens)
+                if cfg.entropy_coef > 0:
+                    h = legal_action_entropy(model, policy.tokenizer, batch, pad)
+                    if h is not None:
+                        loss = loss - cfg.entropy_coef * h
+                        stats["loss/legal_entropy"] = float(h.detach())
                 loss = loss * len(batch) / max(len(samples), 1)  # minibatches sum to the batch loss
                 if hooks.replay is not None:
                     loss = loss + _replay_loss(model, hooks.replay(step), pad) * len(batch) / max(len(samples), 1)
@@ -225,6 +230,41 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             hooks.on_step_end(step)
     bar.close()
     return last
+
+
+def legal_action_entropy(model, tokenizer, batch: list[Sample], pad: int, max_actions: int = 16):
+    """Entropy of the policy's exact distribution over the legal actions, averaged over the batch's turns.
+
+    p(a | prompt) = softmax over legal a of log pi(answer_text(a) + EOS | prompt): the same quantity the
+    exploitability evaluation scores. A token-level entropy bonus would also reward garbage tokens;
+    this one only spreads mass between legal actions. Prompts with more than `max_actions` legal
+    actions (bargaining offers) are skipped. None when no sample carries its legal answers.
+    """
+    weight: dict[tuple, int] = {}
+    answers: dict[tuple, list[str]] = {}
+    for s in batch:
+        legal = s.info.get("legal_answers")
+        if legal and 1 < len(legal) <= max_actions:
+            key = tuple(s.prompt_ids)
+            answers[key] = legal
+            weight[key] = weight.get(key, 0) + 1
+    if not answers:
+        return None
+    prompts, comps, owners = [], [], []
+    for k, (key, legal) in enumerate(answers.items()):
+        for text in legal:
+            prompts.append(list(key))
+            comps.append(tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+            owners.append(k)
+    logp, mask = completion_logprobs(model, prompts, comps, pad=pad)
+    seq = (logp * mask).sum(-1)
+    total, norm = seq.new_zeros(()), 0
+    owners_t = torch.tensor(owners, device=seq.device)
+    for k, key in enumerate(answers):
+        lp = torch.log_softmax(seq[owners_t == k], dim=-1)
+        total = total + weight[key] * -(lp.exp() * lp).sum()
+        norm += weight[key]
+    return total / norm
 
 
 def _replay_loss(model, pairs, pad: int) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Rollout engine on transformers `generate` (CPU or GPU).
 
-Identical prompts are generated together (`num_return_sequences`): in Kuhn poker there are 12
-distinct prompts, so a batch of 64 turns costs about 12 prompt encodings instead of 64.
+Each distinct prompt is encoded once and its KV cache shared by every sample drawn from it: in
+Kuhn poker there are 12 distinct prompts, so a batch of 140 turns costs 12 prompt encodings, and a
+string-task group of 8 costs one. Decoding is a plain sampling loop over the model's KV cache.
 Log-probabilities are those of the model's own distribution (temperature 1, no top-p), which is
 what the learner recomputes; vLLM's default `raw_logprobs` mode reports the same quantity.
 """
@@ -62,54 +63,74 @@ class HFEngine:
         return out
 
     def _run(self, batch, sampling: SamplingParams, produced: dict) -> None:
-        tok = self.tokenizer
+        """Prefill each distinct prompt once, copy its KV cache to every sample drawn from it, then decode
+        all rows together. `generate(num_return_sequences=k)` would prefill the same prompt k times."""
+        tok, model = self.tokenizer, self.model
         eos = tok.eos_token_id
         pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        device = next(model.parameters()).device
         prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p, _ in batch]
-        # expand: one row per requested sample, left-padded
-        rows, owners = [], []
-        for (p, count), ids in zip(batch, prompt_ids):
-            rows += [ids] * count
-            owners += [(p, ids)] * count
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        attn = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        counts = torch.tensor([count for _, count in batch])
+        width = max(len(r) for r in prompt_ids)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attn = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, r in enumerate(prompt_ids):  # left padding: every prompt ends at the same column
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
             attn[i, width - len(r):] = 1
-        input_ids = input_ids.to(self.model.device)
-        attn = attn.to(self.model.device)
-        greedy = sampling.temperature <= 0
-        gen = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attn,
-            do_sample=not greedy,
-            temperature=None if greedy else sampling.temperature,
-            top_p=None if greedy else sampling.top_p,
-            max_new_tokens=sampling.max_new_tokens,
-            eos_token_id=eos,
-            pad_token_id=pad,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-        new = gen.sequences[:, width:]
-        logits = torch.stack(gen.logits, dim=1).float()  # (rows, steps, vocab), unprocessed
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        for i, (p, ids) in enumerate(owners):
-            toks = new[i].tolist()
-            if eos in toks:
-                cut = toks.index(eos)
-                toks_kept, reason = toks[: cut + 1], "stop"
-            else:
-                toks_kept, reason = toks, "length"
-            text_ids = toks_kept[:-1] if reason == "stop" else toks_kept
-            produced.setdefault(p, []).append(
-                Completion(
-                    prompt_ids=list(ids),
-                    token_ids=toks_kept,
-                    logprobs=logp[i, : len(toks_kept)].tolist(),
-                    text=tok.decode(text_ids, skip_special_tokens=True),
-                    finish_reason=reason,
-                    policy_version=self.policy_version,
-                )
-            )
+        ids, attn = ids.to(device), attn.to(device)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
+        rows = torch.repeat_interleave(torch.arange(len(batch)), counts).to(device)
+        cache = out.past_key_values
+        cache.batch_select_indices(rows)
+        logits = out.logits[rows, -1].float()
+        attn = attn[rows]
+        next_pos = pos[rows, -1:] + 1
+        n = len(rows)
+        tokens = torch.full((n, sampling.max_new_tokens), pad, dtype=torch.long, device=device)
+        logps = torch.zeros((n, sampling.max_new_tokens), device=device)
+        finished = torch.zeros(n, dtype=torch.bool, device=device)
+        lengths = torch.full((n,), sampling.max_new_tokens, dtype=torch.long, device=device)
+        for t in range(sampling.max_new_tokens):
+            logp_model = torch.log_softmax(logits, dim=-1)
+            tok_t = _sample(logits, sampling)
+            tok_t = torch.where(finished, torch.full_like(tok_t, pad), tok_t)
+            tokens[:, t] = tok_t
+            logps[:, t] = logp_model.gather(-1, tok_t[:, None]).squeeze(-1)
+            just = (~finished) & (tok_t == eos)
+            lengths = torch.where(just, torch.full_like(lengths, t + 1), lengths)
+            finished |= just
+            if bool(finished.all()) or t + 1 == sampling.max_new_tokens:
+                break
+            attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=device)], dim=1)
+            out = model(input_ids=tok_t[:, None], attention_mask=attn, position_ids=next_pos,
+                        past_key_values=cache, use_cache=True)
+            cache, logits, next_pos = out.past_key_values, out.logits[:, -1].float(), next_pos + 1
+        owners = rows.tolist()
+        for i in range(n):
+            p, _ = batch[owners[i]]
+            k = int(lengths[i])
+            toks = tokens[i, :k].tolist()
+            reason = "stop" if bool(finished[i]) else "length"
+            text_ids = toks[:-1] if reason == "stop" else toks
+            produced.setdefault(p, []).append(Completion(
+                prompt_ids=list(prompt_ids[owners[i]]),
+                token_ids=toks,
+                logprobs=logps[i, :k].tolist(),
+                text=tok.decode(text_ids, skip_special_tokens=True),
+                finish_reason=reason,
+                policy_version=self.policy_version,
+            ))
+
+
+def _sample(logits: torch.Tensor, sampling: SamplingParams) -> torch.Tensor:
+    """Greedy at temperature 0; else temperature, then nucleus (top-p) truncation, then a draw."""
+    if sampling.temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_p, idx = probs.sort(dim=-1, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < sampling.top_p  # always keeps the top token
+        sorted_p = sorted_p * keep
+        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+    return torch.multinomial(probs, 1).squeeze(-1)

@@ -206,6 +206,9 @@ def play_games(
             for (sl, p, obs, text), comps in zip(batch, outs):
                 comp = comps[0]
                 attempt = sl.env.retries_this_turn
+                # the exact answer texts of the legal actions, for the learner's legal-action entropy bonus
+                legal = [sl.game.answer_text(sl.env.state, a) for a in sl.env.state.legal_actions()] \
+                    if kind == "policy" else []
                 res = sl.env.step(comp.text)
                 if sl.log is not None:
                     sl.log.append(f"--- P{p} ({kind}) sees:\n{obs}")
@@ -236,6 +239,7 @@ def play_games(
                         "action": res.action_name,
                         "attempt": attempt,
                         "final": not retried,
+                        "legal_answers": legal,
                     },
                 )
                 sl.samples.append((p, sample))

@@ -1,0 +1,269 @@
+"""RL step throughput: our learner (compose_rl.rl.learner.run_rl) vs TRL's GRPOTrainer, same work per step.
+
+Both sides, per optimizer step, on CPU with transformers `generate`:
+  - generate P prompts x G completions (temperature 1, top_p 1, max_new_tokens M),
+  - score each with StrCompTask.reward (our verifier),
+  - group-normalized advantages (mean/std per group), no KL (beta = 0), 1 iteration per batch,
+  - one optimizer step (clipped surrogate, token-mean loss, grad clip 1.0).
+
+Same model (loaded by the same Pipeline.build with the same seed, fresh for every run), same
+tokenizer, the same prompts in the same order (TRL's dataset = our collector's problems for steps
+0..S-1, `shuffle_dataset=False`), same thread count. Our side runs the real path
+(`Pipeline.stage_rl`), timed by the learner's own `perf/step_s`; TRL is timed from
+`on_step_begin` to `on_step_end`. Step 0 of every run is warm-up and is discarded.
+
+Runs are interleaved per model in the order given by --order (default OTO: ours, TRL, ours) so
+that a drift in machine load hits both sides; every run reports its own numbers and the table
+pools the runs of each side.
+
+    python bench/bench_rl_vs_trl.py                       # tiny + smollm2, defaults below
+    python bench/bench_rl_vs_trl.py --models tiny --steps 8 --order OTOT
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# threads before torch is imported (see shared/notes/platform-facts.md: contended cores + 2 threads = very slow)
+_THREADS = "1"
+for _i, _a in enumerate(sys.argv):
+    if _a == "--threads" and _i + 1 < len(sys.argv):
+        _THREADS = sys.argv[_i + 1]
+    elif _a.startswith("--threads="):
+        _THREADS = _a.split("=", 1)[1]
+os.environ["OMP_NUM_THREADS"] = _THREADS
+os.environ["MKL_NUM_THREADS"] = _THREADS
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import warnings  # noqa: E402
+
+import torch  # noqa: E402
+
+warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
+
+# model -> (prompts_per_step P, group_size G, max_new_tokens M, steps S)
+DEFAULTS = {
+    "tiny": (16, 8, 32, 6),
+    "smollm2-135m-instruct": (4, 4, 32, 3),
+}
+LR = 1e-5
+SEED = 0
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def make_recipe(model: str, P: int, G: int, M: int, S: int, out: str, seed: int, lr: float):
+    from compose_rl.recipe import recipe_from_dict
+
+    return recipe_from_dict({
+        "name": f"bench-{model}",
+        "seed": seed,
+        "output": out,
+        "stages": ["rl"],
+        "model": {"name": model},
+        "task": {"n_functions": 12, "cot": "none"},
+        # batch_size = P*G: one generate call per step, like TRL (the default 64 would split 128 rows in 2)
+        "rollout": {"engine": "hf", "workers": 0, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": M,
+                    "batch_size": P * G},
+        "rl": {"steps": S, "prompts_per_step": P, "group_size": G, "algorithm": "ppo", "ppo_epochs": 1,
+               "minibatch": max(256, P * G), "lr": lr, "advantage": "group", "token_aggregation": "token_mean",
+               "drop_uniform_groups": False, "drop_zero_advantage": False, "kl_coef": 0.0, "entropy_coef": 0.0,
+               "replay_fraction": 0.0, "eval_every": 0, "samples_logged": 0, "checkpoint_every": 10_000},
+    })
+
+
+def build_pipeline(model: str, P: int, G: int, M: int, S: int, out: str, seed: int, lr: float):
+    from compose_rl.pipeline import start_run
+
+    pipe = start_run(make_recipe(model, P, G, M, S, out, seed, lr))
+    pipe.build()
+    return pipe
+
+
+def summarize(steps: list[dict]) -> dict:
+    """steps: [{'s': seconds, 'samples': n, 'tokens': n}, ...] without the warm-up step."""
+    t = sum(x["s"] for x in steps)
+    n = sum(x["samples"] for x in steps)
+    k = sum(x["tokens"] for x in steps)
+    ss = sorted(x["s"] for x in steps)
+    return {"steps": len(steps), "s_per_step": t / len(steps), "median_s": ss[len(ss) // 2],
+            "samples_per_s": n / t, "tokens_per_s": k / t, "tokens_per_sample": k / max(n, 1)}
+
+
+# ------------------------------------------------------------------------------------------ ours
+def run_ours(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-ours-") as out:
+        pipe = build_pipeline(model, P, G, M, S, out, seed, lr)
+        t0 = time.perf_counter()
+        pipe.stage_rl(0, "rl", None)
+        wall = time.perf_counter() - t0
+        rows = [r for r in pipe.run.read_metrics() if r.get("stage") == "rl"]
+    steps = [{"s": r["perf/step_s"], "samples": r["rollout/samples"],
+              "tokens": r["rollout/response_tokens"] * r["rollout/samples"],
+              "gen_s": r["perf/gen_s"], "learn_s": r["perf/learn_s"]} for r in rows]
+    res = summarize(steps[1:])
+    res.update(gen_s=sum(x["gen_s"] for x in steps[1:]) / len(steps[1:]),
+               learn_s=sum(x["learn_s"] for x in steps[1:]) / len(steps[1:]),
+               warmup_s=steps[0]["s"], wall_s=wall, per_step_s=[round(x["s"], 3) for x in steps],
+               reward_mean=sum(r["reward/mean"] for r in rows) / len(rows))
+    return res
+
+
+# ------------------------------------------------------------------------------------------ TRL
+def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float) -> dict:
+    from datasets import Dataset
+    from transformers import PrinterCallback, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from compose_rl.rollout.collectors import step_seed
+
+    with tempfile.TemporaryDirectory(prefix="bench-trl-") as out:
+        pipe = build_pipeline(model, P, G, M, S, out, seed, lr)  # same model init, tokenizer, task as ours
+        policy, task = pipe.policy, pipe.task
+        tok = policy.tokenizer
+        tok.padding_side = "left"
+        # the exact problems our collector draws at steps 0..S-1, in order (TRL: shuffle_dataset=False)
+        problems = [p for step in range(S) for p in task.rl_problems(P, seed=step_seed(seed, step))]
+        ds = Dataset.from_dict({"prompt": [policy.format_prompt(p.prompt) for p in problems],
+                                "pidx": list(range(len(problems)))})
+        eos = tok.eos_token_id  # our HFEngine stops on this id only
+        counter = {"tokens": 0, "samples": 0, "gen_s": 0.0, "rewards": []}
+
+        def strcomp_reward(prompts, completions, completion_ids, pidx, **kw):
+            out_r = []
+            for text, ids, i in zip(completions, completion_ids, pidx):
+                truncated = eos not in ids  # same rule as HFEngine: no EOS within max_new_tokens
+                out_r.append(task.reward(problems[i], text, truncated=truncated))
+                counter["tokens"] += len(ids)  # includes the EOS, like our Sample.completion_ids
+                counter["samples"] += 1
+            counter["rewards"] += out_r
+            return out_r
+
+        steps: list[dict] = []
+
+        class Timer(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                counter["tokens"] = counter["samples"] = 0
+                counter["gen_s"] = 0.0
+                self.t0 = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):
+                steps.append({"s": time.perf_counter() - self.t0, "samples": counter["samples"],
+                              "tokens": counter["tokens"], "gen_s": counter["gen_s"]})
+
+        cfg = GRPOConfig(
+            output_dir=out, use_cpu=True, use_vllm=False, seed=seed, bf16=False, fp16=False,
+            per_device_train_batch_size=P * G, gradient_accumulation_steps=1, steps_per_generation=1,
+            num_generations=G, max_completion_length=M, temperature=1.0, top_p=1.0, top_k=0,
+            beta=0.0, num_iterations=1, epsilon=0.2, loss_type="bnpo", scale_rewards="group",
+            learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
+            max_steps=S, logging_steps=1, report_to=[], save_strategy="no", remove_unused_columns=False,
+            shuffle_dataset=False, disable_tqdm=True, dataloader_num_workers=0, log_completions=False,
+            mask_truncated_completions=False,
+        )
+        trainer = GRPOTrainer(model=policy.model, reward_funcs=[strcomp_reward], args=cfg, train_dataset=ds,
+                              processing_class=tok, callbacks=[Timer()])
+        trainer.remove_callback(PrinterCallback)  # keep stdout for the table (TRL still logs; we don't print it)
+        inner_generate = trainer._generate_single_turn  # time TRL's generate for the gen/learn split
+
+        def timed_generate(*args, **kw):
+            t = time.perf_counter()
+            try:
+                return inner_generate(*args, **kw)
+            finally:
+                counter["gen_s"] += time.perf_counter() - t
+        trainer._generate_single_turn = timed_generate
+        assert cfg.generation_batch_size == P * G and cfg.steps_per_generation == 1, \
+            (cfg.generation_batch_size, cfg.steps_per_generation)
+        t0 = time.perf_counter()
+        trainer.train()
+        wall = time.perf_counter() - t0
+    assert len(steps) == S, f"TRL ran {len(steps)} steps, expected {S}"
+    assert all(x["samples"] == P * G for x in steps), [x["samples"] for x in steps]
+    res = summarize(steps[1:])
+    gen = sum(x["gen_s"] for x in steps[1:]) / len(steps[1:])
+    res.update(gen_s=gen, learn_s=res["s_per_step"] - gen, warmup_s=steps[0]["s"], wall_s=wall, per_step_s=[round(x["s"], 3) for x in steps],
+               reward_mean=sum(counter["rewards"]) / max(len(counter["rewards"]), 1))
+    return res
+
+
+# ------------------------------------------------------------------------------------------ main
+def pooled(runs: list[dict]) -> dict:
+    """Pool the post-warm-up steps of several runs of one side (weighted by steps)."""
+    n = sum(r["steps"] for r in runs)
+    t = sum(r["s_per_step"] * r["steps"] for r in runs)
+    return {"s_per_step": t / n,
+            "samples_per_s": sum(r["samples_per_s"] * r["s_per_step"] * r["steps"] for r in runs) / t,
+            "tokens_per_s": sum(r["tokens_per_s"] * r["s_per_step"] * r["steps"] for r in runs) / t}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="tiny,smollm2-135m-instruct", help="comma-separated model names")
+    ap.add_argument("--steps", type=int, default=None, help="steps per run, incl. 1 warm-up (default: per model)")
+    ap.add_argument("--order", default="OTO", help="run order per model: O = ours, T = TRL (default OTO)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, both sides (default 1)")
+    ap.add_argument("--lr", type=float, default=LR)
+    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--json", default=None, help="also write all per-run results to this file")
+    a = ap.parse_args()
+    if set(a.order) - {"O", "T"} or "O" not in a.order or "T" not in a.order:
+        ap.error("--order: a string of O (ours) and T (TRL) holding both, e.g. OTO")
+    torch.set_num_threads(a.threads)
+
+    results = {}
+    for model in [m.strip() for m in a.models.split(",") if m.strip()]:
+        P, G, M, S = DEFAULTS.get(model, DEFAULTS["smollm2-135m-instruct"])
+        S = a.steps or S
+        if S < 2:
+            ap.error("--steps: at least 2 (step 0 is discarded as warm-up)")
+        runs = {"O": [], "T": []}
+        for k, side in enumerate(a.order):
+            log(f"[{model}] run {k + 1}/{len(a.order)}: {'ours' if side == 'O' else 'TRL'} "
+                f"P={P} G={G} M={M} steps={S}, threads={torch.get_num_threads()}")
+            fn = run_ours if side == "O" else run_trl
+            r = fn(model, P, G, M, S, a.seed, a.lr)
+            log(f"    {json.dumps({k2: (round(v, 4) if isinstance(v, float) else v) for k2, v in r.items()})}")
+            runs[side].append(r)
+        results[model] = {"P": P, "G": G, "M": M, "S": S, "ours": runs["O"], "trl": runs["T"],
+                          "ours_pooled": pooled(runs["O"]), "trl_pooled": pooled(runs["T"])}
+
+    hdr = (f"{'model':<22} {'PxG':>5} {'M':>3} {'ours s/step':>11} {'TRL s/step':>10} {'ours smp/s':>10} "
+           f"{'TRL smp/s':>9} {'ours tok/s':>10} {'TRL tok/s':>9} {'ours/TRL smp/s':>14} {'ours/TRL tok/s':>14}")
+    print(f"\nRL step throughput, ours vs TRL GRPOTrainer (CPU, {a.threads} thread(s), order {a.order}, "
+          f"warm-up step discarded per run)")
+    print(hdr)
+    print("-" * len(hdr))
+    for model, r in results.items():
+        o, t = r["ours_pooled"], r["trl_pooled"]
+        print(f"{model:<22} {r['P']}x{r['G']:<3} {r['M']:>3} {o['s_per_step']:>11.3f} {t['s_per_step']:>10.3f} "
+              f"{o['samples_per_s']:>10.1f} {t['samples_per_s']:>9.1f} {o['tokens_per_s']:>10.0f} "
+              f"{t['tokens_per_s']:>9.0f} {o['samples_per_s'] / t['samples_per_s']:>14.2f} "
+              f"{o['tokens_per_s'] / t['tokens_per_s']:>14.2f}")
+    print("\nper run (s/step after warm-up; gen = generate call(s), learn = the rest of the step):")
+    for model, r in results.items():
+        for i, x in enumerate(r["ours"]):
+            print(f"  {model} ours#{i + 1}: {x['s_per_step']:.3f} s/step (gen {x['gen_s']:.3f}, learn {x['learn_s']:.3f}), "
+                  f"{x['tokens_per_sample']:.1f} tok/sample, steps {x['per_step_s']}")
+        for i, x in enumerate(r["trl"]):
+            print(f"  {model} TRL#{i + 1}:  {x['s_per_step']:.3f} s/step (gen {x['gen_s']:.3f}, learn {x['learn_s']:.3f}), "
+                  f"{x['tokens_per_sample']:.1f} tok/sample, "
+                  f"steps {x['per_step_s']}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Build the rollout engine a recipe asks for (everything but in-process transformers).
+
+    rollout.engine  rollout.workers   engine
+    hf              0                 HFEngine sharing the learner's module (pipeline.make_engine)
+    vllm            0                 VLLMEngine in the learner's process
+    hf | vllm       N >= 1            RayRolloutPool of N actors, each with an HF or vLLM engine
+
+`make_distributed_engine(recipe, policy)` returns `(engine, sync)`; `sync()` returns the weights to
+hand to `engine.load_weights(state, version)`: `policy.state_dict_for_inference()` (LoRA merged,
+keys of the base HF model). Engines start from an HF folder on disk: `policy.folder`, or for a model
+that has none (tiny) the policy is saved to a temporary folder first (removed at exit). The engine
+then receives the policy's current weights once, so it starts in sync whatever the folder holds.
+
+On a Ray cluster (`ray.address` set) a folder that exists only on the driver's disk is packed into
+the object store once; a worker on another node unpacks it into its temp folder.
+"""
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compose_rl.rollout.vllm_engine import require_vllm
+
+
+# ------------------------------------------------------------------------------- model folders
+def policy_folder(policy) -> Path:
+    """A folder vLLM / a worker can load: `policy.folder`, else the policy saved to a temp folder."""
+    if policy.folder is not None and (Path(policy.folder) / "config.json").is_file():
+        return Path(policy.folder)
+    folder = Path(tempfile.mkdtemp(prefix="compose-rl-policy-"))
+    atexit.register(shutil.rmtree, folder, True)
+    policy.save(folder)  # sets policy.folder when it was None
+    return folder
+
+
+def pack_folder(folder: Path) -> dict[str, bytes]:
+    """Every file of an HF folder as {relative path: bytes} (to ship it through the object store)."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _materialize(folder: str, blob_ref) -> str:
+    """`folder` if it exists on this node, else the shipped copy unpacked into a temp folder."""
+    if (Path(folder) / "config.json").is_file() or blob_ref is None:
+        return folder
+    import ray
+
+    key = hashlib.sha1(folder.encode()).hexdigest()[:12]
+    dest = Path(tempfile.gettempdir()) / f"compose-rl-shipped-{key}-{os.getpid()}"
+    if not (dest / "config.json").is_file():
+        files = ray.get(blob_ref)
+        for rel, data in files.items():
+            path = dest / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        atexit.register(shutil.rmtree, dest, True)
+    return str(dest)
+
+
+# ------------------------------------------------------------------------------- engine factories
+@dataclass
+class HFWorkerEngine:
+    """Picklable recipe for an HFEngine built inside a worker from an HF folder."""
+
+    folder: str
+    batch_size: int = 64
+    folder_blob: Any = None  # ObjectRef of pack_folder(folder), for nodes that lack the folder
+
+    def __call__(self, rank: int = 0):
+        from compose_rl.models.hf import load_folder
+        from compose_rl.rollout.hf import HFEngine
+
+        import torch
+
+        model, tokenizer = load_folder(Path(_materialize(self.folder, self.folder_blob)))
+        if torch.cuda.is_available():
+            model = model.to("cuda")
+        return HFEngine(model, tokenizer, self.batch_size)
+
+
+@dataclass
+class VLLMWorkerEngine:
+    """Picklable recipe for a VLLMEngine built inside a worker from an HF folder."""
+
+    folder: str
+    seed: int = 0
+    max_model_len: int | None = None
+    kv_cache_gb: float = 1.0
+    gpu_memory_utilization: float = 0.3
+    folder_blob: Any = None
+
+    def __call__(self, rank: int = 0):
+        from compose_rl.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(_materialize(self.folder, self.folder_blob), seed=self.seed + rank,
+                          max_model_len=self.max_model_len, kv_cache_gb=self.kv_cache_gb,
+                          gpu_memory_utilization=self.gpu_memory_utilization)
+
+
+def _max_model_len(policy) -> int | None:
+    cfg = getattr(policy.model, "config", None)
+    n = getattr(cfg, "max_position_embeddings", None)
+    return min(int(n), 4096) if n else None
+
+
+# ------------------------------------------------------------------------------- entry point
+def make_distributed_engine(recipe, policy):
+    """(engine, sync) for `recipe.rollout` (engine hf|vllm, workers N) and `recipe.ray`."""
+    ro = recipe.rollout
+    if ro.engine not in ("hf", "vllm"):
+        raise ValueError(f"rollout.engine: unknown engine {ro.engine!r}; use hf or vllm")
+    if ro.engine == "vllm":
+        require_vllm()  # one-line ValueError: how to install it, or use engine: hf
+
+    def sync():
+        return policy.state_dict_for_inference()
+
+    if ro.workers == 0 and ro.engine == "hf":
+        from compose_rl.rollout.hf import HFEngine
+
+        return HFEngine(policy.model, policy.tokenizer, ro.batch_size), (lambda: None)
+
+    if ro.workers > 0:
+        from compose_rl.rollout.ray_workers import connect_ray
+
+        connect_ray(recipe.ray.address, recipe.ray.num_cpus)  # fail fast on a bad address, before saving anything
+    folder = policy_folder(policy)
+    max_len = _max_model_len(policy)
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if ro.workers == 0:
+        from compose_rl.rollout.vllm_engine import VLLMEngine
+
+        engine = VLLMEngine(folder, seed=recipe.seed, max_model_len=max_len)
+    else:
+        from compose_rl.rollout.ray_workers import RayRolloutPool
+
+        address = recipe.ray.address
+        blob = None
+        if address:  # a cluster: other nodes may not see this disk
+            import ray
+
+            blob = ray.put(pack_folder(folder))
+        if ro.engine == "vllm":
+            factory: Any = VLLMWorkerEngine(str(folder), seed=recipe.seed, max_model_len=max_len, folder_blob=blob)
+        else:
+            factory = HFWorkerEngine(str(folder), batch_size=ro.batch_size, folder_blob=blob)
+        gpus = 0.0
+        if cuda:
+            import ray
+
+            total = float(ray.cluster_resources().get("GPU", 0.0))
+            gpus = min(1.0, total / ro.workers) if total else 0.0
+        engine = RayRolloutPool(factory, ro.workers, ray_address=address, num_cpus=recipe.ray.num_cpus,
+                                seed=recipe.seed, gpus_per_worker=gpus)
+        if blob is not None:
+            engine._folder_blob = blob  # keep the shipped folder alive for actor restarts
+    engine.load_weights(sync(), 0)  # start from the policy's current weights, whatever the folder holds
+    return engine, sync

@@ -1,0 +1,394 @@
+"""Ray rollout workers: N actors, each holding an engine (HF or vLLM), behind the Engine protocol.
+
+    pool = RayRolloutPool(HFWorkerEngine(folder), n_workers=2)      # local Ray, 2 actors
+    pool.load_weights(policy.state_dict_for_inference(), version=1)  # ray.put once, every actor loads
+    pool.generate(prompts, sampling)                                  # contiguous shards, order kept
+
+Where Ray runs
+- `ray_address=None`: a local Ray is started (`num_cpus` = all CPUs unless given, no dashboard,
+  object store capped at min(30% of RAM, 4 GiB)). A Ray already initialised in this process is reused.
+- `ray_address="auto"`: join the cluster this machine belongs to (`ray start` ran here, or
+  RAY_ADDRESS is set). `"host:port"`: join the cluster whose head listens there (GCS port, 6379 by
+  default). Multi-node: on the head `ray start --head --port=6379 --num-cpus=N`, on every other node
+  `ray start --address=HEAD_IP:6379`, all in the same Python environment (same venv path); then run
+  the recipe anywhere in the cluster with `ray.address: auto` (or `HEAD_IP:6379`). The learner stays
+  in the driver process; actors are placed by Ray. Model folders that exist only on the driver's
+  disk are shipped to the other nodes through the object store (see factory.py).
+- An address where no Ray head answers fails within ~20 s (a TCP connect, then a GCS request with a
+  deadline, before `ray.init`, which would otherwise wait for minutes) with a one-line
+  ConnectionError naming the address and what to do.
+
+Actors
+Each actor sets torch to 1 thread (two processes with 2 threads each on 2 cores are many times
+slower than 1 each), seeds torch/random with (seed, rank) so that workers draw different samples,
+and builds its engine with `engine_factory(rank)` — a picklable callable. Actors ask Ray for
+min(1, cluster CPUs / N) CPUs each (plus a GPU share when `gpus_per_worker` is set).
+
+Weights
+`load_weights(state, version)` puts the state dict in the object store once (`ray.put`) and every
+actor loads that one object; the ref of the latest weights is kept so a restarted actor reloads them.
+On GPU clusters the same object-store path works (actors copy to their device); an NCCL broadcast
+would be faster for big models and is not implemented here.
+
+Fault tolerance
+If an actor dies during `generate` (process killed, OOM, node lost: Ray raises RayActorError), it is
+replaced by a new actor with the same rank, the latest weights are reloaded from the object store,
+and exactly its shard is re-issued; the other shards' results are kept. Every completion therefore
+appears exactly once and in prompt order. A line on the `compose_rl.rollout.ray_workers` logger
+(WARNING, printed to stderr by default) says which worker died and what was redone. A shard that
+kills its worker `max_restarts` times in a row raises RuntimeError. An actor that cannot start (its
+constructor raises, or the cluster lacks resources) raises WorkerStartError naming the cause.
+
+Staleness (`rollout.max_lag`)
+`filter_stale(samples, current_version, max_lag)` drops samples whose `policy_version` is older than
+`current_version - max_lag` and returns how many it dropped (for a `rollout/stale_dropped` metric).
+Stale samples are DROPPED, not importance-weighted. With the synchronous `generate` used here every
+sample is produced by the weights of the latest sync, so the lag is always 0 and nothing is dropped;
+the filter matters once generation overlaps learning.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import socket
+import threading
+from dataclasses import replace
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from compose_rl.types import Completion, SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+class WorkerStartError(RuntimeError):
+    """A rollout worker could not start; the message names the worker and the cause."""
+
+
+# ------------------------------------------------------------------------------- staleness
+def filter_stale(samples: Sequence[Any], current_version: int, max_lag: int) -> tuple[list[Any], int]:
+    """Keep samples with `policy_version >= current_version - max_lag`; return (kept, n_dropped).
+
+    max_lag 0 = strictly on-policy: only samples of the current version are kept.
+    """
+    if max_lag < 0:
+        raise ValueError(f"max_lag must be >= 0 (got {max_lag})")
+    oldest = current_version - max_lag
+    kept = [s for s in samples if s.policy_version >= oldest]
+    return kept, len(samples) - len(kept)
+
+
+# ------------------------------------------------------------------------------- connecting
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _check_reachable(address: str, timeout_s: float) -> None:
+    """TCP-connect to a Ray head (host:port, optionally ray://); raise ConnectionError if it fails."""
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConnectionError(
+            f"ray.address {address!r} is not `auto` or host:port (e.g. 10.0.0.5:6379); fix ray.address"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise ConnectionError(
+            f"ray.address {address!r}: cannot reach a Ray head there ({_one_line(e)}); start one with "
+            f"`ray start --head --port={port}` on that host, fix ray.address, or set it to null for a local Ray"
+        ) from None
+
+
+def _probe_gcs(address: str, timeout_s: float) -> None:
+    """Ask the Ray GCS at `address` for a key; raise ConnectionError if nothing Ray-like answers.
+
+    A TCP port that accepts connections is not enough (a proxy or another service would make
+    `ray.init` wait for minutes), so a GCS request with a deadline is made in a daemon thread.
+    Skipped (no error) if Ray's internal client is unavailable in this Ray version.
+    """
+    try:
+        from ray._raylet import GcsClient
+    except Exception:  # noqa: BLE001 - private API moved: rely on the TCP check alone
+        return
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            GcsClient(address=address).internal_kv_get(b"compose_rl_probe", None, timeout=timeout_s)
+            outcome.append(None)
+        except BaseException as e:  # noqa: BLE001
+            outcome.append(e)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout_s + 2.0)
+    if not outcome:
+        raise ConnectionError(
+            f"ray.address {address!r}: no answer from a Ray head within {timeout_s + 2:.0f} s; check that "
+            "`ray start --head` runs there and that the port is the GCS port (6379 by default)"
+        )
+    if outcome[0] is not None:
+        raise ConnectionError(
+            f"ray.address {address!r}: something answers there but it is not a Ray head ({_one_line(outcome[0])}); "
+            "give the head's GCS address (ray start --head prints it) or set ray.address to null for a local Ray"
+        )
+
+
+def _resolve_auto() -> str:
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        addr = canonicalize_bootstrap_address("auto")
+    except ConnectionError:
+        addr = None
+    except Exception as e:  # noqa: BLE001 - private API: fall back to Ray's own error
+        raise ConnectionError(f"ray.address 'auto': cannot find a running Ray cluster ({_one_line(e)})") from None
+    if not addr:
+        raise ConnectionError(
+            "ray.address 'auto': no running Ray cluster on this machine (none started with `ray start` and "
+            "RAY_ADDRESS unset); run `ray start --head` first, give host:port, or set ray.address to null for a local Ray"
+        )
+    return addr
+
+
+def connect_ray(address: str | None = None, num_cpus: int | None = None, connect_timeout_s: float = 8.0) -> bool:
+    """Make sure this process is connected to Ray; return True if this call started a local Ray.
+
+    Reuses an existing connection. An unreachable `address` raises ConnectionError (one line) within
+    about `connect_timeout_s`.
+    """
+    import ray
+
+    if address:
+        target = _resolve_auto() if address == "auto" else address
+        _check_reachable(target, connect_timeout_s)
+        if not target.startswith("ray://"):  # Ray Client addresses speak another protocol
+            _probe_gcs(target, connect_timeout_s)
+    if ray.is_initialized():
+        return False
+    if address:
+        try:
+            ray.init(address=target, include_dashboard=False, log_to_driver=True)
+        except Exception as e:  # noqa: BLE001
+            raise ConnectionError(f"ray.address {address!r}: joining the cluster failed ({_one_line(e)})") from None
+        return False
+    total = _total_memory_bytes()
+    store = int(min(0.3 * total, 4 * 2**30)) if total else None
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count() or 1,
+        include_dashboard=False,
+        object_store_memory=store,
+        log_to_driver=True,
+    )
+    return True
+
+
+def _total_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# ------------------------------------------------------------------------------- the actor
+class RolloutWorker:
+    """Body of a Ray actor (wrapped with ray.remote by the pool): one engine, one thread."""
+
+    def __init__(self, engine_factory: Callable[[int], Any], rank: int, seed: int = 0):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+        torch.manual_seed(seed * 1_000_003 + rank)
+        random.seed(seed * 1_000_003 + rank)
+        self.rank = rank
+        self.engine = engine_factory(rank)
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def generate(self, prompts: list[str], sampling: SamplingParams) -> list[list[Completion]]:
+        return self.engine.generate(prompts, sampling)
+
+    def load_weights(self, state: Mapping[str, torch.Tensor] | None, version: int) -> int:
+        self.engine.load_weights(state, version)
+        return version
+
+
+def shard_bounds(n_items: int, n_shards: int) -> list[tuple[int, int]]:
+    """Contiguous (start, end) ranges, sizes differing by at most one, empty ones left out."""
+    base, extra = divmod(n_items, n_shards)
+    out, start = [], 0
+    for k in range(n_shards):
+        size = base + (1 if k < extra else 0)
+        if size:
+            out.append((start, start + size))
+        start += size
+    return out
+
+
+# ------------------------------------------------------------------------------- the pool
+class RayRolloutPool:
+    """N Ray actors with an engine each, used as one Engine (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine_factory: Callable[[int], Any],
+        n_workers: int,
+        ray_address: str | None = None,
+        num_cpus: int | None = None,
+        *,
+        seed: int = 0,
+        gpus_per_worker: float = 0.0,
+        max_restarts: int = 3,
+        start_timeout_s: float = 300.0,
+    ):
+        if n_workers < 1:
+            raise ValueError(f"RayRolloutPool: n_workers must be >= 1 (got {n_workers})")
+        import ray
+
+        self.started_ray = connect_ray(ray_address, num_cpus)
+        self.engine_factory = engine_factory
+        self.n_workers = n_workers
+        self.seed = seed
+        self.max_restarts = max_restarts
+        self.start_timeout_s = start_timeout_s
+        self.policy_version = 0
+        self.restarts = 0  # actors replaced so far (for metrics and tests)
+        self._weights_ref = None  # ObjectRef of the latest state dict
+        self._weights_version = 0
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        options: dict[str, Any] = {"num_cpus": min(1.0, cpus / n_workers), "max_restarts": 0,
+                                   "max_task_retries": 0}
+        if gpus_per_worker:
+            options["num_gpus"] = gpus_per_worker
+        self._actor_cls = ray.remote(RolloutWorker).options(**options)
+        self._actors: list[Any] = [None] * n_workers
+        self.pids: list[int] = [0] * n_workers
+        self._start(list(range(n_workers)))
+
+    # ---------------------------------------------------------------- actors
+    def _start(self, ranks: list[int]) -> None:
+        import ray
+        from ray.exceptions import GetTimeoutError
+
+        for r in ranks:
+            self._actors[r] = self._actor_cls.remote(self.engine_factory, r, self.seed)
+        for r in ranks:
+            try:
+                self.pids[r] = ray.get(self._actors[r].ready.remote(), timeout=self.start_timeout_s)
+            except GetTimeoutError:
+                self.shutdown()
+                raise WorkerStartError(
+                    f"rollout worker {r} did not start within {self.start_timeout_s:.0f} s (cluster resources: "
+                    f"{ray.available_resources()}); lower rollout.workers or add CPUs/nodes"
+                ) from None
+            except Exception as e:  # noqa: BLE001 - the actor's constructor raised, or its process died
+                self.shutdown()
+                raise WorkerStartError(f"rollout worker {r} failed to start: {_actor_cause(e)}") from None
+
+    def _replace(self, rank: int, why: str) -> None:
+        """Replace a dead actor by a fresh one and give it the latest weights."""
+        import ray
+
+        old_pid = self.pids[rank]
+        try:
+            ray.kill(self._actors[rank], no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        self._start([rank])
+        self.restarts += 1
+        ray.get(self._actors[rank].load_weights.remote(self._weights_ref, self._weights_version))
+        log.warning(
+            "rollout worker %d (pid %d) died %s; restarted it as pid %d with weights v%d",
+            rank, old_pid, why, self.pids[rank], self._weights_version,
+        )
+
+    # ---------------------------------------------------------------- Engine protocol
+    def generate(self, prompts: Sequence[str], sampling: SamplingParams) -> list[list[Completion]]:
+        import ray
+        from ray.exceptions import RayActorError
+
+        prompts = list(prompts)
+        if not prompts:
+            return []
+        jobs = {}  # shard start -> (rank, end, sampling)
+        for rank, (start, end) in enumerate(shard_bounds(len(prompts), self.n_workers)):
+            # a seeded request gets the seeds it would get at these positions in one engine
+            s = sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + start * sampling.n)
+            jobs[start] = (rank, end, s)
+        pending = {self._actors[rank].generate.remote(prompts[start:end], s): start
+                   for start, (rank, end, s) in jobs.items()}
+        failures = {start: 0 for start in jobs}
+        results: dict[int, list[list[Completion]]] = {}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                start = pending.pop(ref)
+                rank, end, s = jobs[start]
+                try:
+                    results[start] = ray.get(ref)
+                except RayActorError as e:
+                    failures[start] += 1
+                    if failures[start] > self.max_restarts:
+                        raise RuntimeError(
+                            f"rollout worker {rank} died {failures[start]} times on the same {end - start} prompts "
+                            f"(last: {_actor_cause(e)}); giving up"
+                        ) from None
+                    self._replace(rank, f"during generate ({_actor_cause(e)})")
+                    log.warning("re-issued worker %d's shard: prompts %d..%d of %d", rank, start, end - 1, len(prompts))
+                    pending[self._actors[rank].generate.remote(prompts[start:end], s)] = start
+        out: list[list[Completion]] = []
+        for start in sorted(results):
+            out.extend(results[start])
+        assert len(out) == len(prompts)
+        return out
+
+    def load_weights(self, state: Mapping[str, torch.Tensor] | None, version: int) -> None:
+        import ray
+        from ray.exceptions import RayActorError
+
+        if state is not None:
+            cpu_state = {k: v.detach().to("cpu") for k, v in state.items()}
+            self._weights_ref = ray.put(cpu_state)  # once; every actor reads the same object
+        self._weights_version = version
+        refs = {self._actors[r].load_weights.remote(self._weights_ref if state is not None else None, version): r
+                for r in range(self.n_workers)}
+        for ref, r in refs.items():
+            try:
+                ray.get(ref)
+            except RayActorError as e:
+                self._replace(r, f"during a weight sync ({_actor_cause(e)})")  # the new actor loads them
+        self.policy_version = version
+
+    # ---------------------------------------------------------------- lifecycle
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self._actors:
+            if a is not None:
+                try:
+                    ray.kill(a, no_restart=True)
+                except Exception:  # noqa: BLE001
+                    pass
+        self._actors = [None] * self.n_workers
+        if self.started_ray and ray.is_initialized():
+            ray.shutdown()
+            self.started_ray = False
+
+
+def _actor_cause(e: BaseException) -> str:
+    """One line: why an actor died or failed (for a failed constructor, its own exception)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    if getattr(e, "_actor_init_failed", False) or "error raised in its creation task" in lines[0]:
+        return lines[-1]  # "SomeError: message" raised by the engine factory
+    if "worker process has died" in lines[0] or "actor is dead" in lines[0].lower():
+        return "its worker process died"
+    return lines[0][:300]

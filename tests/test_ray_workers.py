@@ -1,0 +1,215 @@
+"""Ray rollout workers: a 2-worker pool gives the in-process completions; killing a worker's process
+mid-generate loses and duplicates nothing; a worker that cannot start and an unreachable
+`ray.address` fail fast with one clear line; the staleness filter.
+
+One local Ray (8 logical CPUs, so several small pools fit at once) is shared by the module.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import signal
+import threading
+import time
+
+import pytest
+import torch
+
+from compose_rl.models import load_policy
+from compose_rl.recipe import recipe_from_dict
+from compose_rl.rollout.factory import HFWorkerEngine, make_distributed_engine, pack_folder
+from compose_rl.rollout.hf import HFEngine
+from compose_rl.rollout.ray_workers import (
+    RayRolloutPool,
+    WorkerStartError,
+    connect_ray,
+    filter_stale,
+    shard_bounds,
+)
+from compose_rl.types import Sample, SamplingParams
+
+ray = pytest.importorskip("ray")
+
+PROMPTS = [f"prompt {i}: {'ab' * i}" for i in range(11)]
+GREEDY = SamplingParams(temperature=0.0, max_new_tokens=24)
+
+
+def ids(out):
+    return [[c.token_ids for c in comps] for comps in out]
+
+
+def perturbed_state(policy, seed=3, scale=0.1):
+    model = copy.deepcopy(policy.model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for v in model.parameters():
+            v.add_(scale * torch.randn(v.shape, generator=g))
+    return {k: v.detach() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    started = connect_ray(None, num_cpus=8)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    p = load_policy("tiny", seed=0)
+    p.save(tmp_path_factory.mktemp("tiny"))
+    return p
+
+
+@pytest.fixture(scope="module")
+def pool(local_ray, policy):
+    """rollout.engine: hf, workers: 2 through the factory (the recipe path)."""
+    r = recipe_from_dict({"name": "t", "stages": ["rl"], "task": {}, "rollout": {"engine": "hf", "workers": 2}})
+    engine, sync = make_distributed_engine(r, policy)
+    assert isinstance(engine, RayRolloutPool) and engine.n_workers == 2
+    yield engine, sync
+    engine.shutdown()
+
+
+# ------------------------------------------------------------------------------- pure functions
+def test_filter_stale():
+    s = [Sample(prompt_ids=[1], completion_ids=[2], old_logprobs=[0.0], reward=0.0, policy_version=v)
+         for v in (3, 4, 5, 5, 2)]
+    kept, dropped = filter_stale(s, current_version=5, max_lag=0)
+    assert [x.policy_version for x in kept] == [5, 5] and dropped == 3
+    kept, dropped = filter_stale(s, current_version=5, max_lag=1)
+    assert [x.policy_version for x in kept] == [4, 5, 5] and dropped == 2
+    kept, dropped = filter_stale(s, current_version=5, max_lag=10)
+    assert kept == s and dropped == 0
+    assert filter_stale([], 3, 0) == ([], 0)
+    with pytest.raises(ValueError):
+        filter_stale(s, 5, -1)
+
+
+def test_shard_bounds():
+    assert shard_bounds(11, 2) == [(0, 6), (6, 11)]
+    assert shard_bounds(3, 4) == [(0, 1), (1, 2), (2, 3)]
+    assert shard_bounds(8, 4) == [(0, 2), (2, 4), (4, 6), (6, 8)]
+    assert shard_bounds(0, 2) == []
+
+
+# ------------------------------------------------------------------------------- the pool
+def test_two_workers_match_in_process(pool, policy):
+    engine, sync = pool
+    local = HFEngine(policy.model, policy.tokenizer)
+    expect = local.generate(PROMPTS, GREEDY)
+    got = engine.generate(PROMPTS, GREEDY)
+    assert ids(got) == ids(expect)
+    assert [c[0].text for c in got] == [c[0].text for c in expect]
+    for a, b in zip(got, expect):
+        assert max(abs(x - y) for x, y in zip(a[0].logprobs, b[0].logprobs)) < 1e-4
+    # n > 1 with repeated prompts: shapes and order kept
+    out = engine.generate(PROMPTS[:3] * 2, SamplingParams(temperature=1.0, max_new_tokens=8, n=3))
+    assert [len(c) for c in out] == [3] * 6
+    assert all(c.prompt_ids == policy.tokenizer(p, add_special_tokens=False)["input_ids"]
+               for p, comps in zip(PROMPTS[:3] * 2, out) for c in comps)
+    assert engine.generate([], GREEDY) == []
+    assert len(engine.generate(PROMPTS[:1], GREEDY)) == 1  # fewer prompts than workers
+
+
+def test_weight_sync_reaches_every_worker(pool, policy):
+    engine, sync = pool
+    state = perturbed_state(policy)
+    engine.load_weights(state, 4)
+    got = engine.generate(PROMPTS, GREEDY)
+    assert engine.policy_version == 4 and {c[0].policy_version for c in got} == {4}
+    ref = copy.deepcopy(policy.model)
+    ref.load_state_dict(state)
+    expect = HFEngine(ref, policy.tokenizer).generate(PROMPTS, GREEDY)
+    assert ids(got) == ids(expect)
+    engine.load_weights(sync(), 0)
+    assert ids(engine.generate(PROMPTS, GREEDY)) == ids(HFEngine(policy.model, policy.tokenizer).generate(PROMPTS, GREEDY))
+
+
+def _slow_factory(folder: str, delay_s: float):
+    """An HF engine whose generate first sleeps, so a kill surely lands mid-generate.
+    (A class defined in a function is pickled by value: workers need not import this test file.)"""
+
+    class Slow:
+        def __init__(self, rank):
+            self.inner = HFWorkerEngine(folder)(rank)
+            self.policy_version = 0
+
+        def generate(self, prompts, sampling):
+            time.sleep(delay_s)
+            return self.inner.generate(prompts, sampling)
+
+        def load_weights(self, state, version):
+            self.inner.load_weights(state, version)
+            self.policy_version = version
+
+    return Slow
+
+
+def test_killed_worker_is_restarted_and_its_shard_reissued(local_ray, policy, caplog):
+    slow = RayRolloutPool(_slow_factory(str(policy.folder), 1.5), 2, seed=0)
+    try:
+        state = perturbed_state(policy, seed=5)
+        slow.load_weights(state, 7)  # a restarted worker must come back with THESE weights
+        ref = copy.deepcopy(policy.model)
+        ref.load_state_dict(state)
+        expect = HFEngine(ref, policy.tokenizer).generate(PROMPTS, GREEDY)
+        victim = slow.pids[1]
+        result = {}
+        caplog.set_level(logging.WARNING, logger="compose_rl.rollout.ray_workers")
+        t = threading.Thread(target=lambda: result.setdefault("out", slow.generate(PROMPTS, GREEDY)))
+        t.start()
+        time.sleep(0.6)  # both shards dispatched, both workers asleep in generate
+        os.kill(victim, signal.SIGKILL)
+        t.join(120)
+        assert not t.is_alive()
+        out = result["out"]
+        assert slow.restarts == 1 and slow.pids[1] != victim
+        assert len(out) == len(PROMPTS) and all(len(c) == 1 for c in out)  # nothing lost or duplicated
+        assert ids(out) == ids(expect)  # in order, generated with the synced weights
+        assert {c[0].policy_version for c in out} == {7}
+        text = caplog.text
+        assert f"rollout worker 1 (pid {victim}) died during generate" in text
+        assert "re-issued worker 1's shard: prompts 6..10" in text
+        # the pool keeps working
+        assert ids(slow.generate(PROMPTS[:2], GREEDY)) == ids(expect[:2])
+    finally:
+        slow.shutdown()
+
+
+def test_worker_that_cannot_start_names_the_cause(local_ray):
+    def broken(rank):
+        raise FileNotFoundError("model folder /nope/tiny does not exist")
+
+    t = time.perf_counter()
+    with pytest.raises(WorkerStartError) as err:
+        RayRolloutPool(broken, 1)
+    msg = str(err.value)
+    assert msg == "rollout worker 0 failed to start: FileNotFoundError: model folder /nope/tiny does not exist"
+    assert time.perf_counter() - t < 60
+
+
+def test_folder_shipped_through_object_store(local_ray, policy):
+    """A worker on a node without the model folder unpacks the copy shipped by the driver."""
+    blob = ray.put(pack_folder(policy.folder))
+    one = RayRolloutPool(HFWorkerEngine("/nonexistent/compose-rl/tiny", folder_blob=blob), 1)
+    try:
+        expect = HFEngine(policy.model, policy.tokenizer).generate(PROMPTS[:3], GREEDY)
+        assert ids(one.generate(PROMPTS[:3], GREEDY)) == ids(expect)
+    finally:
+        one.shutdown()
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "localhost:not-a-port"])
+def test_unreachable_ray_address_fails_fast(policy, address):
+    r = recipe_from_dict({"name": "t", "stages": ["rl"], "task": {}, "rollout": {"workers": 2},
+                          "ray": {"address": address}})
+    t = time.perf_counter()
+    with pytest.raises(ConnectionError) as err:
+        make_distributed_engine(r, policy)
+    assert time.perf_counter() - t < 20
+    msg = str(err.value)
+    assert f"ray.address {address!r}" in msg and "\n" not in msg
+    assert "ray.address" in msg.split(";")[-1] or "fix ray.address" in msg
