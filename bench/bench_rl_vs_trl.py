@@ -1,6 +1,6 @@
 """RL step throughput: our learner (compose_rl.rl.learner.run_rl) vs TRL's GRPOTrainer, same work per step.
 
-Both sides, per optimizer step, on CPU with transformers `generate`:
+Both sides, per optimizer step, on CPU:
   - generate P prompts x G completions (temperature 1, top_p 1, max_new_tokens M),
   - score each with StrCompTask.reward (our verifier),
   - group-normalized advantages (mean/std per group), no KL (beta = 0), 1 iteration per batch,
@@ -12,18 +12,25 @@ tokenizer, the same prompts in the same order (TRL's dataset = our collector's p
 (`Pipeline.stage_rl`), timed by the learner's own `perf/step_s`; TRL is timed from
 `on_step_begin` to `on_step_end`. Step 0 of every run is warm-up and is discarded.
 
+Generation: TRL uses transformers `model.generate` (P*G rows, each prompt prefilled G times). Our
+HFEngine (as shipped) runs its own decode loop over the transformers model's KV cache and prefills
+each distinct prompt once; `--ours-engine generate` swaps in the same engine on `model.generate`
+(bench-local subclass) to compare the learners alone.
+
 Runs are interleaved per model in the order given by --order (default OTO: ours, TRL, ours) so
 that a drift in machine load hits both sides; every run reports its own numbers and the table
 pools the runs of each side.
 
     python bench/bench_rl_vs_trl.py                       # tiny + smollm2, defaults below
     python bench/bench_rl_vs_trl.py --models tiny --steps 8 --order OTOT
+    python bench/bench_rl_vs_trl.py --models tiny --steps 8 --order OTOT --ours-engine generate
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -92,20 +99,65 @@ def build_pipeline(model: str, P: int, G: int, M: int, S: int, out: str, seed: i
     return pipe
 
 
+def generate_engine(engine):
+    """Our HFEngine with `_run` on transformers `model.generate` (one row per sample, the prompt prefilled
+    G times, like TRL) instead of its own decode loop that prefills each distinct prompt once.
+    Bench-only (`--ours-engine generate`): isolates the learner side of the comparison."""
+    from compose_rl.rollout.hf import HFEngine
+    from compose_rl.types import Completion
+
+    class GenerateEngine(HFEngine):
+        def _run(self, batch, sampling, produced):
+            tok = self.tokenizer
+            eos = tok.eos_token_id
+            pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+            prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p, _ in batch]
+            rows, owners = [], []
+            for (p, count), ids in zip(batch, prompt_ids):
+                rows += [ids] * count
+                owners += [(p, ids)] * count
+            width = max(len(r) for r in rows)
+            input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            attn = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, r in enumerate(rows):
+                input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+                attn[i, width - len(r):] = 1
+            greedy = sampling.temperature <= 0
+            gen = self.model.generate(
+                input_ids=input_ids, attention_mask=attn, do_sample=not greedy,
+                temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
+                top_k=None if greedy else 0, max_new_tokens=sampling.max_new_tokens, eos_token_id=eos,
+                pad_token_id=pad, output_logits=True, return_dict_in_generate=True)
+            new = gen.sequences[:, width:]
+            logp = torch.log_softmax(torch.stack(gen.logits, dim=1).float(), dim=-1)
+            logp = logp.gather(-1, new.unsqueeze(-1)).squeeze(-1)
+            for i, (p, ids) in enumerate(owners):
+                toks = new[i].tolist()
+                stop = eos in toks
+                kept = toks[: toks.index(eos) + 1] if stop else toks
+                produced.setdefault(p, []).append(Completion(
+                    prompt_ids=list(ids), token_ids=kept, logprobs=logp[i, : len(kept)].tolist(),
+                    text=tok.decode(kept[:-1] if stop else kept, skip_special_tokens=True),
+                    finish_reason="stop" if stop else "length", policy_version=self.policy_version))
+
+    return GenerateEngine(engine.model, engine.tokenizer, engine.batch_size)
+
+
 def summarize(steps: list[dict]) -> dict:
     """steps: [{'s': seconds, 'samples': n, 'tokens': n}, ...] without the warm-up step."""
     t = sum(x["s"] for x in steps)
     n = sum(x["samples"] for x in steps)
     k = sum(x["tokens"] for x in steps)
-    ss = sorted(x["s"] for x in steps)
-    return {"steps": len(steps), "s_per_step": t / len(steps), "median_s": ss[len(ss) // 2],
+    return {"steps": len(steps), "s_per_step": t / len(steps), "median_s": statistics.median(x["s"] for x in steps),
             "samples_per_s": n / t, "tokens_per_s": k / t, "tokens_per_sample": k / max(n, 1)}
 
 
 # ------------------------------------------------------------------------------------------ ours
-def run_ours(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float) -> dict:
+def run_ours(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, engine: str = "hf") -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as out:
         pipe = build_pipeline(model, P, G, M, S, out, seed, lr)
+        if engine == "generate":
+            pipe.engine = generate_engine(pipe.engine)  # in process: sync stays a no-op
         t0 = time.perf_counter()
         pipe.stage_rl(0, "rl", None)
         wall = time.perf_counter() - t0
@@ -114,15 +166,15 @@ def run_ours(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float) -
               "tokens": r["rollout/response_tokens"] * r["rollout/samples"],
               "gen_s": r["perf/gen_s"], "learn_s": r["perf/learn_s"]} for r in rows]
     res = summarize(steps[1:])
-    res.update(gen_s=sum(x["gen_s"] for x in steps[1:]) / len(steps[1:]),
-               learn_s=sum(x["learn_s"] for x in steps[1:]) / len(steps[1:]),
+    gen = sum(x["gen_s"] for x in steps[1:]) / len(steps[1:])  # collect(): generate + decode + verifier
+    res.update(gen_s=gen, learn_s=res["s_per_step"] - gen,
                warmup_s=steps[0]["s"], wall_s=wall, per_step_s=[round(x["s"], 3) for x in steps],
                reward_mean=sum(r["reward/mean"] for r in rows) / len(rows))
     return res
 
 
 # ------------------------------------------------------------------------------------------ TRL
-def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float) -> dict:
+def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, engine: str = "hf") -> dict:
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -194,7 +246,8 @@ def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float) ->
     assert all(x["samples"] == P * G for x in steps), [x["samples"] for x in steps]
     res = summarize(steps[1:])
     gen = sum(x["gen_s"] for x in steps[1:]) / len(steps[1:])
-    res.update(gen_s=gen, learn_s=res["s_per_step"] - gen, warmup_s=steps[0]["s"], wall_s=wall, per_step_s=[round(x["s"], 3) for x in steps],
+    res.update(gen_s=gen, learn_s=res["s_per_step"] - gen, warmup_s=steps[0]["s"], wall_s=wall,
+               per_step_s=[round(x["s"], 3) for x in steps],
                reward_mean=sum(counter["rewards"]) / max(len(counter["rewards"]), 1))
     return res
 
@@ -215,6 +268,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="steps per run, incl. 1 warm-up (default: per model)")
     ap.add_argument("--order", default="OTO", help="run order per model: O = ours, T = TRL (default OTO)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads, both sides (default 1)")
+    ap.add_argument("--ours-engine", choices=("hf", "generate"), default="hf",
+                    help="hf: our HFEngine as shipped (own decode loop, one prefill per distinct prompt); "
+                         "generate: the same engine on transformers model.generate, as TRL (default hf)")
     ap.add_argument("--lr", type=float, default=LR)
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--json", default=None, help="also write all per-run results to this file")
@@ -234,7 +290,7 @@ def main() -> None:
             log(f"[{model}] run {k + 1}/{len(a.order)}: {'ours' if side == 'O' else 'TRL'} "
                 f"P={P} G={G} M={M} steps={S}, threads={torch.get_num_threads()}")
             fn = run_ours if side == "O" else run_trl
-            r = fn(model, P, G, M, S, a.seed, a.lr)
+            r = fn(model, P, G, M, S, a.seed, a.lr, a.ours_engine)
             log(f"    {json.dumps({k2: (round(v, 4) if isinstance(v, float) else v) for k2, v in r.items()})}")
             runs[side].append(r)
         results[model] = {"P": P, "G": G, "M": M, "S": S, "ours": runs["O"], "trl": runs["T"],
@@ -243,7 +299,7 @@ def main() -> None:
     hdr = (f"{'model':<22} {'PxG':>5} {'M':>3} {'ours s/step':>11} {'TRL s/step':>10} {'ours smp/s':>10} "
            f"{'TRL smp/s':>9} {'ours tok/s':>10} {'TRL tok/s':>9} {'ours/TRL smp/s':>14} {'ours/TRL tok/s':>14}")
     print(f"\nRL step throughput, ours vs TRL GRPOTrainer (CPU, {a.threads} thread(s), order {a.order}, "
-          f"warm-up step discarded per run)")
+          f"ours-engine {a.ours_engine}, warm-up step discarded per run)")
     print(hdr)
     print("-" * len(hdr))
     for model, r in results.items():
@@ -252,7 +308,8 @@ def main() -> None:
               f"{o['samples_per_s']:>10.1f} {t['samples_per_s']:>9.1f} {o['tokens_per_s']:>10.0f} "
               f"{t['tokens_per_s']:>9.0f} {o['samples_per_s'] / t['samples_per_s']:>14.2f} "
               f"{o['tokens_per_s'] / t['tokens_per_s']:>14.2f}")
-    print("\nper run (s/step after warm-up; gen = generate call(s), learn = the rest of the step):")
+    print("\nper run (s/step after warm-up; gen = ours: collect() = generate + decode + verifier, TRL: generate "
+          "only; learn = the rest of the step):")
     for model, r in results.items():
         for i, x in enumerate(r["ours"]):
             print(f"  {model} ours#{i + 1}: {x['s_per_step']:.3f} s/step (gen {x['gen_s']:.3f}, learn {x['learn_s']:.3f}), "

@@ -70,7 +70,8 @@ class Pipeline:
             t = r.task
             self.task = StrCompTask(seed=r.seed, n_functions=t.n_functions, train_max_depth=t.train_max_depth,
                                     test_depths=tuple(t.test_depths), cot=t.cot,
-                                    train_pair_fraction=t.train_pair_fraction)
+                                    train_pair_fraction=t.train_pair_fraction,
+                                    only=tuple(t.functions) if t.functions else None)
         else:
             from games import get_game
 
@@ -161,7 +162,10 @@ class Pipeline:
             items = atom + named + comp
             random.Random(r.seed).shuffle(items)
             return [(p.prompt, p.target) for p in items]
-        # games: the action format on random reachable states, labels uniform over legal actions
+        # games: the action format on random reachable states. Labels come from a random policy that
+        # depends on the whole observation (see observation_random_action): the model must read its
+        # private card and the history to fit them, yet learns no game knowledge. Uniform labels would
+        # teach it to ignore the card, and self-play then stalls in the card-blind "always bet" plateau.
         rng = random.Random(r.seed)
         pairs = []
         games = [g for g, _ in self.mixture]
@@ -169,7 +173,7 @@ class Pipeline:
         while len(pairs) < n:
             game = rng.choices(games, weights)[0]
             for state, player in random_states(game, rng):
-                a = rng.choice(state.legal_actions())
+                a = observation_random_action(game, state, player, r.seed, rng)
                 pairs.append((game.prompt(state, player), game.answer_text(state, a)))
         return pairs[:n]
 
@@ -348,6 +352,23 @@ def exploitability_from_tables(game, tables) -> tuple[float, float]:
     from compose_rl.evals.games import exploitability_of
 
     return exploitability_of(game, lambda state, player: tables[state.information_state_string(player)])
+
+
+def observation_random_action(game, state, player: int, seed: int, rng: random.Random) -> int:
+    """Sample from a random policy fixed per (seed, observation): action weights are i.i.d.
+    exponential draws keyed by a hash of the player's rendered observation, so the action
+    distribution is uniform on the simplex per observation (Dirichlet(1)) and differs between
+    observations that differ only in private information."""
+    import hashlib
+
+    obs = game.render(state, player)
+    legal = state.legal_actions()
+    weights = []
+    for a in legal:
+        h = hashlib.sha256(f"{seed}|{obs}|{a}".encode()).digest()
+        u = (int.from_bytes(h[:8], "big") + 0.5) / 2**64
+        weights.append(-__import__("math").log(u))
+    return rng.choices(legal, weights)[0]
 
 
 def random_states(game, rng: random.Random):

@@ -64,6 +64,8 @@ class TaskCfg(Section):
     """The verifiable task. Only string-function composition for now."""
     n_functions: int = Field(20, ge=2)
     """How many atomic functions (func_0..) the study uses."""
+    functions: list[str] | None = None
+    """Explicit atomic functions by name (overrides n_functions), e.g. those a tiny model can master."""
     train_max_depth: int = Field(2, ge=1)
     """RL and composite SFT data use depths 1..train_max_depth."""
     test_depths: list[int] = [1, 2, 3, 4, 5, 6]
@@ -278,6 +280,13 @@ class Recipe(Section):
             bad = [d for d in self.task.test_depths if d < 1]
             if bad:
                 raise ValueError(f"task.test_depths: depths start at 1 (got {bad})")
+            if self.task.functions is not None:
+                from synthetic_tasks.strcomp import ALL_FUNCTIONS
+
+                known = {f.name for f in ALL_FUNCTIONS}
+                bad = [f for f in self.task.functions if f not in known]
+                if bad or len(self.task.functions) < 2:
+                    raise ValueError(f"task.functions: unknown {bad} or fewer than 2; use func_0..func_{len(known) - 1}")
             if self.rl.advantage == "rae":
                 raise ValueError("rl.advantage: `rae` needs games (one baseline per game and role); use group, group_unscaled or batch_mean")
         if self.games is not None:

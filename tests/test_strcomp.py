@@ -295,3 +295,12 @@ def test_chance_and_describe():
         assert b["copy_input"] == c
     d = t.describe()
     assert d["n_functions"] == 20 and len(d["functions"]) == 20
+
+
+def test_explicit_function_subset():
+    t = StrCompTask(seed=0, only=("func_7", "func_1", "func_15"))
+    assert t.function_names == ["func_1", "func_7", "func_15"] and t.n_functions == 3
+    for p in t.rl_problems(20, seed=1) + t.eval_problems(3, 10):
+        assert set(p.functions) <= {"func_1", "func_7", "func_15"}
+    with pytest.raises(ValueError):
+        StrCompTask(only=("func_1", "nope"))
