@@ -25,7 +25,9 @@ from compose_rl.rollout.ray_workers import (
     WorkerStartError,
     connect_ray,
     filter_stale,
+    pack_state,
     shard_bounds,
+    unpack_state,
 )
 from compose_rl.rollout.vllm_engine import vllm_importable
 from compose_rl.types import Sample, SamplingParams
@@ -87,6 +89,18 @@ def test_filter_stale():
     assert filter_stale([], 3, 0) == ([], 0)
     with pytest.raises(ValueError):
         filter_stale(s, 5, -1)
+
+
+def test_pack_state_round_trip(policy):
+    state = policy.state_dict_for_inference()
+    packed = pack_state(state)
+    assert packed["lm_head.weight"] == ("alias", "model.embed_tokens.weight")  # tied: stored once
+    back = unpack_state(packed)
+    assert list(back) == list(state) and all(torch.equal(back[k], state[k]) for k in state)
+    odd = {"a": torch.randn(3, 4).to(torch.bfloat16), "b": torch.arange(6).reshape(2, 3)[:, 1:]}
+    back = unpack_state(pack_state(odd))
+    assert back["a"].dtype == torch.bfloat16 and torch.equal(back["a"], odd["a"])
+    assert torch.equal(back["b"], odd["b"])
 
 
 def test_shard_bounds():

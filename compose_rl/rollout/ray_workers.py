@@ -196,13 +196,64 @@ def _total_memory_bytes() -> int | None:
         return None
 
 
+# ------------------------------------------------------------------------------- weights in the object store
+def pack_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """A state dict as numpy arrays, for `ray.put`: numpy buffers are written to the object store
+    with one copy and read by every actor without any (zero-copy, read-only), where pickled torch
+    tensors are serialised and deserialised whole. Tensors sharing storage (tied embeddings) are
+    stored once. bfloat16/float8 (no numpy dtype) travel as same-width integers."""
+    out: dict[str, Any] = {}
+    seen: dict[tuple, str] = {}
+    for k, v in state.items():
+        v = v.detach()
+        ident = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()), v.dtype)
+        if ident in seen:
+            out[k] = ("alias", seen[ident])
+            continue
+        seen[ident] = k
+        v = v.to("cpu").contiguous()
+        dtype = str(v.dtype).removeprefix("torch.")
+        try:
+            arr = v.numpy()
+        except TypeError:  # bfloat16 etc.: ship the bits
+            arr = v.view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[v.element_size()]).numpy()
+        out[k] = ("tensor", arr, dtype)
+    return out
+
+
+def unpack_state(packed: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Inverse of pack_state. The tensors view the (read-only) object-store buffers: engines copy
+    them into their own parameters and must not write to them."""
+    import warnings
+
+    out: dict[str, torch.Tensor] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "The given NumPy array is not writable"
+        for k, item in packed.items():
+            if item[0] == "tensor":
+                t = torch.from_numpy(item[1])
+                dtype = getattr(torch, item[2])
+                out[k] = t if t.dtype == dtype else t.view(dtype)
+    for k, item in packed.items():
+        if item[0] == "alias":
+            out[k] = out[item[1]]
+    return {k: out[k] for k in packed}
+
+
 # ------------------------------------------------------------------------------- the actor
 class RolloutWorker:
     """Body of a Ray actor (wrapped with ray.remote by the pool): one engine, one thread."""
 
     def __init__(self, engine_factory: Callable[[int], Any], rank: int, seed: int = 0):
         os.environ["OMP_NUM_THREADS"] = "1"
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         torch.set_num_threads(1)
+        try:  # every actor's "Loading weights" bar would be echoed to the driver's terminal
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except Exception:  # noqa: BLE001
+            pass
         torch.manual_seed(seed * 1_000_003 + rank)
         random.seed(seed * 1_000_003 + rank)
         self.rank = rank
@@ -214,8 +265,8 @@ class RolloutWorker:
     def generate(self, prompts: list[str], sampling: SamplingParams) -> list[list[Completion]]:
         return self.engine.generate(prompts, sampling)
 
-    def load_weights(self, state: Mapping[str, torch.Tensor] | None, version: int) -> int:
-        self.engine.load_weights(state, version)
+    def load_weights(self, packed: Mapping[str, Any] | None, version: int) -> int:
+        self.engine.load_weights(None if packed is None else unpack_state(packed), version)
         return version
 
 
@@ -353,8 +404,7 @@ class RayRolloutPool:
         from ray.exceptions import RayActorError
 
         if state is not None:
-            cpu_state = {k: v.detach().to("cpu") for k, v in state.items()}
-            self._weights_ref = ray.put(cpu_state)  # once; every actor reads the same object
+            self._weights_ref = ray.put(pack_state(state))  # once; every actor reads the same object
         self._weights_version = version
         refs = {self._actors[r].load_weights.remote(self._weights_ref if state is not None else None, version): r
                 for r in range(self.n_workers)}
