@@ -67,15 +67,19 @@ def _unique_pairs(samples: list[Sample]):
     return [list(p) for p, _ in pairs], [list(c) for _, c in pairs], torch.tensor(owner, dtype=torch.long)
 
 
-def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: int):
-    """Loss of one minibatch and its diagnostics. Old log-probs come from `s.old_logprobs` (learner-recomputed)."""
+def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: int, old_is_current: bool = False):
+    """Loss of one minibatch and its diagnostics. Old log-probs come from `s.old_logprobs` (learner-recomputed),
+    or, when `old_is_current` (one epoch, one minibatch: pi_old is the current policy), from this forward pass."""
     prompts, comps, owner = _unique_pairs(batch)
     logp_u, mask_u, ent_u = completion_logprobs(model, prompts, comps, pad=pad, with_entropy=True)
     logp, mask, ent = logp_u[owner], mask_u[owner], ent_u[owner]
     width = logp.shape[1]
-    old = torch.zeros_like(logp)
-    for i, s in enumerate(batch):
-        old[i, : len(s.old_logprobs)] = torch.tensor(s.old_logprobs[:width], dtype=old.dtype)
+    if old_is_current:
+        old = logp.detach()
+    else:
+        old = torch.zeros_like(logp)
+        for i, s in enumerate(batch):
+            old[i, : len(s.old_logprobs)] = torch.tensor(s.old_logprobs[:width], dtype=old.dtype)
     advs = torch.tensor([s.advantage for s in batch], dtype=logp.dtype, device=logp.device)
     if cfg.algorithm == "ppo":
         loss, clip_frac = ppo_clip_loss(logp, old, advs, mask, clip=cfg.clip, how=cfg.token_aggregation, max_len=max_len)
@@ -147,10 +151,12 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             samples = [s for s in samples if s.advantage != 0.0]
         samples = [s for s in samples if s.completion_ids]
 
-        # 4. old log-probs recomputed on the learner (the engine's may differ numerically)
+        # 4. old log-probs recomputed on the learner (the engine's may differ numerically). With one
+        #    epoch and one minibatch pi_old is the policy of the loss's own forward pass: no extra pass.
         t1 = time.perf_counter()
+        single_pass = cfg.ppo_epochs == 1 and len(samples) <= cfg.minibatch
         with torch.no_grad():
-            if samples:
+            if samples and not single_pass:
                 prompts, comps, owner = _unique_pairs(samples)
                 old_u, mask_u = completion_logprobs(model, prompts, comps, pad=pad)
                 for i, s in enumerate(samples):
@@ -165,7 +171,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             rng.shuffle(order)
             for i in range(0, len(order), cfg.minibatch):
                 batch = [samples[j] for j in order[i: i + cfg.minibatch]]
-                loss, stats = policy_loss(model, ref_model, batch, cfg, pad, max_new_tokens)
+                loss, stats = policy_loss(model, ref_model, batch, cfg, pad, max_new_tokens, old_is_current=single_pass)
                 if cfg.entropy_coef > 0:
                     h = legal_action_entropy(model, policy.tokenizer, batch, pad)
                     if h is not None:

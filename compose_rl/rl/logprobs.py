@@ -28,7 +28,11 @@ def completion_logprobs(model, prompts: Sequence[Sequence[int]], completions: Se
     full = [list(p) + list(c) for p, c in zip(prompts, completions)]
     ids, attn = pad_right(full, pad)
     device = next(model.parameters()).device
-    logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
+    # only positions from the shortest prompt's last token on predict completion tokens: skip the
+    # LM head (vocabulary-sized) on the rest, which matters for 49k-token vocabularies
+    first = max(min((len(p) for p in prompts), default=1) - 1, 0)
+    keep = ids.shape[1] - first
+    logits = model(input_ids=ids.to(device), attention_mask=attn.to(device), logits_to_keep=keep).logits
     tc = max((len(c) for c in completions), default=0)
     b = len(full)
     # gather index of the logits that predict each completion token
@@ -39,7 +43,7 @@ def completion_logprobs(model, prompts: Sequence[Sequence[int]], completions: Se
         n = len(c)
         if n == 0:
             continue
-        pos[i, :n] = torch.arange(len(p) - 1, len(p) - 1 + n)
+        pos[i, :n] = torch.arange(len(p) - 1 - first, len(p) - 1 - first + n)
         tgt[i, :n] = torch.tensor(list(c), dtype=torch.long)
         cmask[i, :n] = 1.0
     pos, tgt, cmask = pos.to(device), tgt.to(device), cmask.to(device)
