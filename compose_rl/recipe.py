@@ -151,7 +151,10 @@ class SftCfg(Section):
     batch_size: int = Field(32, gt=0)
     """Examples per optimizer step."""
     lr: float = Field(1e-3, gt=0.0)
-    """Learning rate (AdamW, linear decay)."""
+    """Learning rate (AdamW)."""
+    schedule: Literal["constant", "linear"] = "constant"
+    """Learning-rate schedule. Constant by default: on the tiny model the circuit that reads the
+    private card forms late in training, and a decaying rate stalled it."""
     gate: Literal["enforce", "warn", "off"] = "enforce"
     """Mastery gate after SFT: `enforce` stops before RL if any skill is below `mastery`, `warn` only reports."""
 
