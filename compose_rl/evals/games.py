@@ -61,6 +61,8 @@ if TYPE_CHECKING:
     from compose_rl.rollout.engine import Engine
     from games import Game
 
+from compose_rl.rl.logprobs import completion_logprobs, pad_right  # noqa: E402
+
 INVALID_RETURN = -1.0
 
 
@@ -87,36 +89,12 @@ def sequence_logprobs(model, pairs: Sequence[tuple[Sequence[int], Sequence[int]]
             raise ValueError("need a non-empty prompt and completion to score")
     out = [0.0] * len(pairs)
     order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]), len(pairs[i][1])))
-    device = _model_device(model)
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            plen = [len(pairs[i][0]) for i in idx]
-            clen = [len(pairs[i][1]) for i in idx]
-            width = max(p + c for p, c in zip(plen, clen))
-            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            attn = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                seq = list(pairs[i][0]) + list(pairs[i][1])
-                ids[r, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-                attn[r, :len(seq)] = 1
-            # logits at position t predict token t+1: we need positions min(plen)-1 .. width-2.
-            offset = min(plen) - 1
-            keep = width - offset
-            ids_d, attn_d = ids.to(device), attn.to(device)
-            try:
-                logits = model(input_ids=ids_d, attention_mask=attn_d, logits_to_keep=keep).logits
-            except TypeError:  # a model without logits_to_keep: slice the full logits
-                logits = model(input_ids=ids_d, attention_mask=attn_d).logits
-            logits = logits[:, -keep:-1].float()  # positions offset .. width-2
-            targets = ids_d[:, offset + 1:width]  # tokens offset+1 .. width-1
-            logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            pos = torch.arange(offset + 1, width, device=device).unsqueeze(0)
-            lo = torch.tensor(plen, device=device).unsqueeze(1)
-            hi = lo + torch.tensor(clen, device=device).unsqueeze(1)
-            mask = (pos >= lo) & (pos < hi)
+            logp, mask = completion_logprobs(model, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx], pad=pad_id)
             sums = (logp * mask).sum(dim=1).tolist()
             for r, i in enumerate(idx):
                 out[i] = float(sums[r])
@@ -133,16 +111,6 @@ def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
         if any(x[j] != t for x in seqs):
             return j
     return n
-
-
-def _pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(list(r), dtype=torch.long)
-        mask[i, :len(r)] = 1
-    return ids, mask
 
 
 @torch.no_grad()
@@ -191,7 +159,7 @@ def shared_prefix_logprobs(model, prompts: Sequence[Sequence[int]],
                 cache = model(input_ids=prefix, use_cache=True).past_key_values
                 cache.batch_repeat_interleave(len(ps))
             # B: the rest of every prompt; we need the logits at each prompt's last token
-            ids_b, mask_b = _pad_right([p[c:] for p in ps], pad_id)
+            ids_b, mask_b = pad_right([p[c:] for p in ps], pad_id)
             ids_b, mask_b = ids_b.to(device), mask_b.to(device)
             wb = ids_b.shape[1]
             pos_b = (c + torch.arange(wb, device=device)).unsqueeze(0).expand(len(ps), -1)
@@ -206,7 +174,7 @@ def shared_prefix_logprobs(model, prompts: Sequence[Sequence[int]],
             comps = [list(cc) for i in idx for cc in completions[i]]
             owner_t = torch.tensor(owner, device=device)
             cache.batch_select_indices(owner_t)
-            ids_c, mask_c = _pad_right(comps, pad_id)
+            ids_c, mask_c = pad_right(comps, pad_id)
             ids_c, mask_c = ids_c.to(device), mask_c.to(device)
             wc = ids_c.shape[1]
             pos_c = plen[owner_t].unsqueeze(1) + torch.arange(wc, device=device).unsqueeze(0)
