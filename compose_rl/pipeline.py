@@ -162,20 +162,21 @@ class Pipeline:
             items = atom + named + comp
             random.Random(r.seed).shuffle(items)
             return [(p.prompt, p.target) for p in items]
-        # games: the action format on random reachable states. Labels come from a random policy that
-        # depends on the whole observation (see observation_random_action): the model must read its
-        # private card and the history to fit them, yet learns no game knowledge. Uniform labels would
-        # teach it to ignore the card, and self-play then stalls in the card-blind "always bet" plateau.
+        # games: the action format on random reachable states, with labels that encode the player's
+        # private information (the last line of every renderer: "Your card: K"), see
+        # private_info_labels. Uniform labels teach the model to ignore the card, and self-play then
+        # stalls in the card-blind "always bet/call" plateau; this skill teaches it to read the card
+        # and nothing about how to play (the code is arbitrary; RL re-maps it).
         rng = random.Random(r.seed)
-        pairs = []
         games = [g for g, _ in self.mixture]
         weights = [w for _, w in self.mixture]
-        while len(pairs) < n:
+        states = []
+        while len(states) < n:
             game = rng.choices(games, weights)[0]
-            for state, player in random_states(game, rng):
-                a = observation_random_action(game, state, player, r.seed, rng)
-                pairs.append((game.prompt(state, player), game.answer_text(state, a)))
-        return pairs[:n]
+            states += [(game, st, pl) for st, pl in random_states(game, rng)]
+        states = states[:n]
+        return [(game.prompt(st, pl), game.answer_text(st, a))
+                for (game, st, pl), a in zip(states, private_info_labels(states, r.seed, rng))]
 
     def skill_accuracy(self) -> dict[str, float]:
         r = self.recipe
@@ -354,20 +355,31 @@ def exploitability_from_tables(game, tables) -> tuple[float, float]:
     return exploitability_of(game, lambda state, player: tables[state.information_state_string(player)])
 
 
-def observation_random_action(game, state, player: int, seed: int, rng: random.Random) -> int:
-    """Sample from a random policy fixed per (seed, observation): one action, chosen by a hash of the
-    player's rendered observation, with probability 0.75, else a uniform legal action. The labels
-    differ between observations that differ only in private information, so fitting them needs the
-    private card; they carry no knowledge of the game. (Softer Dirichlet(1) labels were fitted
-    without reading the card on the tiny model.)"""
-    import hashlib
+def private_line(game, state, player: int) -> str:
+    """The player's private information: renderers put it on the last line of the observation."""
+    return game.render(state, player).rstrip().splitlines()[-1]
 
-    obs = game.render(state, player)
-    legal = state.legal_actions()
-    if rng.random() < 0.25:
-        return rng.choice(legal)
-    h = hashlib.sha256(f"{seed}|{obs}".encode()).digest()
-    return legal[int.from_bytes(h[:8], "big") % len(legal)]
+
+def private_info_labels(states, seed: int, rng: random.Random, sharp: float = 0.75) -> list[int]:
+    """An arbitrary code from private information to actions, as SFT labels: the distinct private lines
+    of each game are ranked, and with probability `sharp` the label is legal action number
+    (rank + seed) mod (number of legal actions), else a uniform legal action. Different private
+    lines get different labels, so fitting them requires reading them; the code carries no
+    knowledge of good play."""
+    ranks: dict[str, dict[str, int]] = {}
+    for game, st, pl in states:
+        ranks.setdefault(game.name, {})[private_line(game, st, pl)] = 0
+    for name, lines in ranks.items():
+        for k, line in enumerate(sorted(lines)):
+            lines[line] = k
+    labels = []
+    for game, st, pl in states:
+        legal = st.legal_actions()
+        if rng.random() < sharp:
+            labels.append(legal[(ranks[game.name][private_line(game, st, pl)] + seed) % len(legal)])
+        else:
+            labels.append(rng.choice(legal))
+    return labels
 
 
 def random_states(game, rng: random.Random):
