@@ -63,6 +63,8 @@ class Pipeline:
         self.policy = load_policy(m.name, seed=r.seed, tiny=TinySpec(**m.tiny.model_dump()),
                                   lora=LoraSpec(**m.lora.model_dump()) if m.lora else None,
                                   chat_template=m.chat_template)
+        if torch.cuda.is_available():  # the learner (and the in-process engine) on the GPU
+            self.policy.model.to("cuda")
         self.engine, self.sync = make_engine(r, self.policy)
         if r.task is not None:
             from synthetic_tasks.strcomp import StrCompTask
@@ -229,7 +231,7 @@ class Pipeline:
             if r.rl.eval_every:
                 hooks.evaluate = lambda step: self.track_policy(step, label)
         last = run_rl(self.policy, self.engine, collector, r.rl, self.run, label, r.seed, self.max_new_tokens,
-                      hooks=hooks, resume=partial, sync=self.sync)
+                      hooks=hooks, resume=partial, sync=self.sync, max_lag=r.rollout.max_lag)
         self._final_checkpoint(label, r.rl.steps - 1)
         self.results[label] = last
 

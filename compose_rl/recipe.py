@@ -126,7 +126,8 @@ class RolloutCfg(Section):
     eval_temperature: float = Field(0.0, ge=0.0)
     """Temperature for evaluation (0 = greedy)."""
     max_lag: int = Field(0, ge=0)
-    """Largest allowed policy-version lag of a sample (0 = strictly on-policy)."""
+    """Largest allowed policy-version lag of a sample (0 = strictly on-policy); older samples are
+    dropped (not importance-weighted) and counted in rollout/stale_dropped."""
     batch_size: int = Field(256, gt=0)
     """Sequences generated together (each distinct prompt is encoded once)."""
 

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from compose_rl.rl import advantages as adv_lib
 from compose_rl.rl.logprobs import completion_logprobs
 from compose_rl.rl.losses import aggregate, kl_k3, ppo_clip_loss, reinforce_loss
+from compose_rl.rollout.ray_workers import filter_stale
 from compose_rl.types import Sample
 
 
@@ -100,7 +101,8 @@ def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: i
 
 
 def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_tokens: int,
-           hooks: LearnerHooks | None = None, resume: dict | None = None, sync: Callable | None = None) -> dict:
+           hooks: LearnerHooks | None = None, resume: dict | None = None, sync: Callable | None = None,
+           max_lag: int = 0) -> dict:
     """Train for cfg.steps steps. `resume` = the checkpoint meta/tensors of this stage, if any."""
     hooks = hooks or LearnerHooks()
     model, pad = policy.model, policy.tokenizer.pad_token_id or 0
@@ -135,6 +137,8 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         # 1. rollouts: samples scored by the verifier or the game
         samples, metrics, texts = collector.collect(engine, step)
         t_gen = time.perf_counter() - t0
+        # rollout.max_lag: samples from weights older than max_lag syncs are dropped (not reweighted)
+        samples, metrics["rollout/stale_dropped"] = filter_stale(samples, engine.policy_version, max_lag)
         n_all = len(samples)
         gen_tokens = sum(len(s.completion_ids) for s in samples)
         rewards = [s.reward for s in samples]
