@@ -283,10 +283,10 @@ class Pipeline:
 
         from compose_rl.rollout.hf import HFEngine
 
-        self.pool = [copy.deepcopy(self.policy.state_dict_for_inference())]
+        # the pool holds past learner state_dicts; a frozen copy of the model plays them
+        self.pool = [copy.deepcopy(self.policy.model.state_dict())]
         snapshot_model = copy.deepcopy(self.policy.model)
         collector.opponent_engine = HFEngine(snapshot_model, self.policy.tokenizer, self.recipe.rollout.batch_size)
-        collector.opponent_engine.load_weights(self.pool[0] if not hasattr(snapshot_model, "peft_config") else None, 0)
 
     def _pool_snapshot(self, step: int, collector) -> None:
         import copy

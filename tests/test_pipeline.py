@@ -103,3 +103,14 @@ rl: {{steps: 40, prompts_per_step: 4, group_size: 8, checkpoint_every: 3, drop_u
 def test_resume_rejects_non_run_dir(tmp_path, capsys):
     assert main(["recipe", "--resume", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("opponent", ["pool", "random"])
+def test_spiral_kuhn_smoke_with_fixed_and_pool_opponents(opponent, tmp_path):
+    out = tmp_path / "runs"
+    path = os.path.join(ROOT, "recipes", "spiral-kuhn.yaml")
+    assert main(["recipe", path, "--smoke", f"output={out}", f"games.opponent={opponent}", "games.pool_every=1",
+                 "stages=[sft,rl]"]) == 0
+    rows = [json.loads(x) for x in open(os.path.join(_run_dir(out), "metrics.jsonl"))]
+    rl = [r for r in rows if r["stage"] == "rl" and "loss/policy" in r]
+    assert len(rl) == 2 and all(r["rollout/samples"] > 0 for r in rl)

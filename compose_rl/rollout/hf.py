@@ -12,6 +12,7 @@ from collections import OrderedDict
 from typing import Mapping, Sequence
 
 import torch
+from transformers import DynamicCache
 
 from compose_rl.types import Completion, SamplingParams
 
@@ -79,7 +80,9 @@ class HFEngine:
             attn[i, width - len(r):] = 1
         ids, attn = ids.to(device), attn.to(device)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
+        # an explicit cache: a model whose config turned caching off (e.g. after training) still gets one
+        out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
+                    past_key_values=DynamicCache(config=model.config))
         rows = torch.repeat_interleave(torch.arange(len(batch)), counts).to(device)
         cache = out.past_key_values
         cache.batch_select_indices(rows)
