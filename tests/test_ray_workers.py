@@ -32,6 +32,8 @@ from compose_rl.rollout.ray_workers import (
 from compose_rl.rollout.vllm_engine import vllm_importable
 from compose_rl.types import Sample, SamplingParams
 
+from .test_engines import perturbed
+
 ray = pytest.importorskip("ray")
 
 PROMPTS = [f"prompt {i}: {'ab' * i}" for i in range(11)]
@@ -40,15 +42,6 @@ GREEDY = SamplingParams(temperature=0.0, max_new_tokens=24)
 
 def ids(out):
     return [[c.token_ids for c in comps] for comps in out]
-
-
-def perturbed_state(policy, seed=3, scale=0.1):
-    model = copy.deepcopy(policy.model)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for v in model.parameters():
-            v.add_(scale * torch.randn(v.shape, generator=g))
-    return {k: v.detach() for k, v in model.state_dict().items()}
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +124,7 @@ def test_two_workers_match_in_process(pool, policy):
 
 def test_weight_sync_reaches_every_worker(pool, policy):
     engine, sync = pool
-    state = perturbed_state(policy)
+    state = perturbed(policy, seed=3, scale=0.1)
     engine.load_weights(state, 4)
     got = engine.generate(PROMPTS, GREEDY)
     assert engine.policy_version == 4 and {c[0].policy_version for c in got} == {4}
@@ -151,7 +144,7 @@ def test_vllm_workers_match_in_process(local_ray, policy):
     try:
         expect = HFEngine(policy.model, policy.tokenizer).generate(PROMPTS, GREEDY)
         assert ids(engine.generate(PROMPTS, GREEDY)) == ids(expect)
-        state = perturbed_state(policy, seed=9)
+        state = perturbed(policy, seed=9, scale=0.1)
         engine.load_weights(state, 2)
         ref = copy.deepcopy(policy.model)
         ref.load_state_dict(state)
@@ -185,7 +178,7 @@ def _slow_factory(folder: str, delay_s: float):
 def test_killed_worker_is_restarted_and_its_shard_reissued(local_ray, policy, caplog):
     slow = RayRolloutPool(_slow_factory(str(policy.folder), 1.5), 2, seed=0)
     try:
-        state = perturbed_state(policy, seed=5)
+        state = perturbed(policy, seed=5, scale=0.1)
         slow.load_weights(state, 7)  # a restarted worker must come back with THESE weights
         ref = copy.deepcopy(policy.model)
         ref.load_state_dict(state)
