@@ -258,14 +258,14 @@ class Pipeline:
 
     # ---- games: exploitability tracking, average policy, best checkpoint
     def track_policy(self, step: int, label: str) -> dict:
-        from compose_rl.evals.exploitability import own_reach
+        from compose_rl.evals.exploitability import exploitability_of_tables, own_reach
         from compose_rl.evals.games import lm_policy_tables
 
         out = {}
         for name, avg in self.average.items():
             game = next(g for g, _ in self.mixture if g.name == name)
             tables = lm_policy_tables(self.policy, game)
-            cur = exploitability_from_tables(game, tables)
+            cur = exploitability_of_tables(game, tables)
             # reach-weighted: the average is the behaviour policy of the mixture of past policies (fictitious play)
             avg.update(tables, reach=own_reach(game, tables))
             av = avg.exploitability(game)
@@ -349,12 +349,6 @@ class Pipeline:
 
 
 EXACT_GAMES = ("kuhn_poker", "leduc_poker")
-
-
-def exploitability_from_tables(game, tables) -> tuple[float, float]:
-    from compose_rl.evals.games import exploitability_of
-
-    return exploitability_of(game, lambda state, player: tables[state.information_state_string(player)])
 
 
 def private_line(game, state, player: int) -> str:
