@@ -259,7 +259,7 @@ class Pipeline:
     # ---- games: exploitability tracking, average policy, best checkpoint
     def track_policy(self, step: int, label: str) -> dict:
         from compose_rl.evals.exploitability import exploitability_of_tables, own_reach
-        from compose_rl.evals.games import lm_policy_tables
+        from compose_rl.evals.games import tabular_opponent, exact_value_vs, lm_policy_tables
 
         out = {}
         for name, avg in self.average.items():
@@ -272,6 +272,8 @@ class Pipeline:
             out[f"eval/{name}/exploitability"] = cur[0]
             out[f"eval/{name}/nash_conv"] = cur[1]
             out[f"eval/{name}/exploitability_avg"] = av[0]
+            for opp in ("random", "nash"):  # exact expected return vs fixed opponents, both seats
+                out[f"eval/{name}/vs_{opp}/exact_value"] = exact_value_vs(game, tables, tabular_opponent(game, opp))
             if cur[0] < self.best.get(name, (float("inf"),))[0]:
                 self.best[name] = (cur[0], step)
                 self.policy.save(self.run.path / "best" / name)

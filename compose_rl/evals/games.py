@@ -431,7 +431,7 @@ def _play_vs(engine, format_prompt, game, opponent, n_games, seed, sampling, n_t
 
 # ----------------------------------------------------------------------------- suite
 
-def _tabular_opponent(game: "Game", kind: str):
+def tabular_opponent(game: "Game", kind: str):
     """An exact tabular counterpart of an opponent kind, where one exists (poker games)."""
     from open_spiel.python import policy as os_policy
 
@@ -481,7 +481,7 @@ def game_eval_suite(policy: "Policy | None", engine: "Engine", game_names: Seque
             for key, val in res.items():
                 metrics[f"eval/{name}/vs_{opp}/{key}"] = float(val)
             if tables is not None:
-                tab_opp = _tabular_opponent(game, opp)
+                tab_opp = tabular_opponent(game, opp)
                 if tab_opp is not None:
                     metrics[f"eval/{name}/vs_{opp}/exact_value"] = exact_value_vs(game, tables, tab_opp)
     return metrics, transcripts

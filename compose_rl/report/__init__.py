@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 CURVES = [
     ("rl_reward.png", "RL reward", ["reward/mean", "rollout/groups_with_signal"]),
     ("rl_exploitability.png", "Exploitability (exact, lower is better)", ["exploitability", "exploitability_avg"]),
+    ("rl_vs_opponents.png", "Exact expected return vs fixed opponents (both seats)", ["vs_random/exact_value", "vs_nash/exact_value"]),
     ("rl_invalid.png", "Invalid-action and truncation rate", ["rollout/invalid_rate", "rollout/truncation_rate"]),
     ("rl_length.png", "Response length (tokens)", ["rollout/response_tokens"]),
     ("rl_loss.png", "Loss diagnostics", ["loss/entropy", "loss/clip_frac", "loss/kl_ref"]),
