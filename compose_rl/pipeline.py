@@ -146,7 +146,7 @@ class Pipeline:
         self._final_checkpoint(label, out["sft/steps"])
         say(message)
         if not passed and r.sft.gate == "enforce":
-            self.run.mark_done(index, label)
+            # not marked done: `--resume RUN sft.gate=warn` (or more SFT) redoes this stage, never skips it
             raise GateFailed(message)
 
     def sft_pairs(self) -> list[tuple[str, str]]:
