@@ -221,8 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     ls = sub.add_parser("list", help="tasks, games, models, recipes")
     ls.set_defaults(fn=cmd_list)
     args = p.parse_args(_flags_first(sys.argv[1:] if argv is None else argv))
-    if getattr(args, "recipe", None) and "=" in args.recipe and args.cmd == "recipe":
-        return _err(f"first argument {args.recipe!r} looks like an override; put the recipe file first")
+    if args.cmd == "recipe" and args.recipe and "=" in args.recipe:
+        if not args.resume:
+            return _err(f"first argument {args.recipe!r} looks like an override; put the recipe file first")
+        args.overrides, args.recipe = [args.recipe, *args.overrides], None  # --resume RUN key=value ...
     return args.fn(args)
 
 

@@ -103,6 +103,9 @@ rl: {{steps: 40, prompts_per_step: 4, group_size: 8, checkpoint_every: 3, drop_u
 def test_resume_rejects_non_run_dir(tmp_path, capsys):
     assert main(["recipe", "--resume", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+    # overrides may follow --resume RUN (e.g. to add stages or more steps)
+    assert main(["recipe", "--resume", str(tmp_path), "rl.steps=3"]) == 2
+    assert "not a run directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("opponent", ["pool", "random"])
