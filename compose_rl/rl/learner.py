@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -41,7 +41,6 @@ class LearnerHooks:
     load_extra_state: Callable[[dict], None] | None = None
     replay: Callable[[int], list[tuple[list[int], list[int]]]] | None = None  # step -> (prompt ids, target ids)
     on_step_end: Callable[[int], None] | None = None
-    stats: dict = field(default_factory=dict)
 
 
 def compute_advantages(samples: list[Sample], how: str, baselines: adv_lib.RoleBaselines | None) -> None:

@@ -6,7 +6,6 @@ Each step's randomness is derived from (seed, step), so a resumed run samples wh
 """
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from typing import Callable
 
@@ -72,8 +71,3 @@ class SelfPlayCollector:
             max_turns=self.max_turns, lenient=self.lenient, transcripts=2)
         return samples, stats.as_metrics(), transcripts
 
-
-def shuffled(items: list, seed: int) -> list:
-    items = list(items)
-    random.Random(seed).shuffle(items)
-    return items
