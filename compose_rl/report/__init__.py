@@ -20,10 +20,6 @@ CURVES = [
 ]
 
 
-def _rows(run) -> list[dict]:
-    return run.read_metrics()
-
-
 def _series(rows, stage_prefix: str, key_suffix: str):
     out: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
@@ -95,7 +91,7 @@ def _md_table(header: list[str], rows: list[list]) -> str:
 
 
 def write_report(run) -> Path:
-    rows = _rows(run)
+    rows = run.read_metrics()
     parts = [f"# Run report: {run.path.name}", ""]
     resolved = run.path / "recipe.resolved.yaml"
     if resolved.exists():
