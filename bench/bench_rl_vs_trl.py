@@ -253,7 +253,9 @@ def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, en
 
             VLLMGeneration._compose_rl_counter = counter
             # TRL's colocated LLM loads `model.name_or_path`: the same weights, saved where vLLM can read them
-            policy.model.config._name_or_path = str(policy_folder(policy))
+            folder = str(policy_folder(policy))
+            policy.model.config._name_or_path = folder
+            policy.model.name_or_path = folder
             vllm_kw = dict(vllm_mode="colocate", vllm_importance_sampling_correction=is_correction,
                            vllm_max_model_length=_max_model_len(policy), vllm_enable_sleep_mode=False)
 

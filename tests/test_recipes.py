@@ -47,6 +47,9 @@ BAD = {
     "not_yaml": ("name: [unclosed\n", "not valid YAML"),
     "not_mapping": ("- 1\n- 2\n", "a recipe is a YAML mapping"),
     "ray_without_workers": (GOOD + "ray: {address: auto}\n", "ray.address: set rollout.workers >= 1"),
+    "collective_without_workers": (GOOD + "rollout: {weight_sync: collective}\n",
+                                   "rollout.weight_sync: `collective` sends weights to Ray workers"),
+    "bad_weight_sync": (GOOD + "rollout: {weight_sync: nccl}\n", "rollout.weight_sync: Input should be 'auto'"),
 }
 
 

@@ -13,6 +13,9 @@ then receives the policy's current weights once, so it starts in sync whatever t
 
 On a Ray cluster (`ray.address` set) a folder that exists only on the driver's disk is packed into
 the object store once; a worker on another node unpacks it into its temp folder.
+
+Weights reach the workers as `rollout.weight_sync` says (`weight_sync_plan`): through the object
+store, or a broadcast from the learner over nccl (every rank on its own GPU) or gloo.
 """
 from __future__ import annotations
 
@@ -109,6 +112,20 @@ def _max_model_len(policy) -> int | None:
     return min(int(n), 4096) if n else None
 
 
+def weight_sync_plan(choice: str, learner_on_gpu: bool, gpus_per_worker: float, workers: int,
+                     local_gpus: int, address: str | None) -> tuple[str, str]:
+    """(weight_sync, collective backend) for `rollout.weight_sync`.
+
+    nccl needs every rank on its own GPU: the learner on one, each worker on a whole other one (on a
+    single node: workers + 1 <= visible GPUs; on a cluster Ray places whole-GPU workers elsewhere).
+    Otherwise a collective goes through host memory (gloo), and `auto` keeps the object store,
+    which on one node is zero-copy shared memory."""
+    nccl_ok = learner_on_gpu and gpus_per_worker >= 1.0 and (address is not None or local_gpus >= workers + 1)
+    if choice == "auto":
+        return ("collective", "nccl") if nccl_ok else ("object_store", "gloo")
+    return choice, ("nccl" if nccl_ok else "gloo")
+
+
 # ------------------------------------------------------------------------------- entry point
 def make_distributed_engine(recipe, policy):
     """(engine, sync) for `recipe.rollout` (engine hf|vllm, workers N) and `recipe.ray`."""
@@ -158,8 +175,12 @@ def make_distributed_engine(recipe, policy):
 
             total = float(ray.cluster_resources().get("GPU", 0.0))
             gpus = min(1.0, total / ro.workers) if total else 0.0
+        learner_on_gpu = any(p.is_cuda for p in policy.model.parameters())
+        weight_sync, backend = weight_sync_plan(ro.weight_sync, learner_on_gpu, gpus, ro.workers,
+                                                torch.cuda.device_count() if cuda else 0, address)
         engine = RayRolloutPool(factory, ro.workers, ray_address=address, num_cpus=recipe.ray.num_cpus,
-                                seed=recipe.seed, gpus_per_worker=gpus)
+                                seed=recipe.seed, gpus_per_worker=gpus, weight_sync=weight_sync,
+                                collective_backend=backend)
         if blob is not None:
             engine._folder_blob = blob  # keep the shipped folder alive for actor restarts
     engine.load_weights(sync(), 0)  # start from the policy's current weights, whatever the folder holds

@@ -24,11 +24,16 @@ slower than 1 each), seeds torch/random with (seed, rank) so that workers draw d
 and builds its engine with `engine_factory(rank)` — a picklable callable. Actors ask Ray for
 min(1, cluster CPUs / N) CPUs each (plus a GPU share when `gpus_per_worker` is set).
 
-Weights
-`load_weights(state, version)` puts the state dict in the object store once (`ray.put`) and every
-actor loads that one object; the ref of the latest weights is kept so a restarted actor reloads them.
-On GPU clusters the same object-store path works (actors copy to their device); an NCCL broadcast
-would be faster for big models and is not implemented here.
+Weights (`weight_sync`)
+- `object_store` (default): `load_weights(state, version)` puts the state dict in the object store
+  once (`ray.put`, numpy buffers: zero-copy reads on the same node) and every actor loads that one
+  object; the ref of the latest weights is kept so a restarted actor reloads them.
+- `collective`: the learner (rank 0) and the actors (ranks 1..N) form a standalone torch.distributed
+  group (weight_group.py) when the first weights are sent; every sync broadcasts one flat buffer per
+  dtype. `collective_backend` `nccl` sends GPU to GPU (every rank on its own GPU), `gloo` through
+  host memory (anywhere; what the CPU tests run). A restarted actor gets the weights through the
+  object store (put only then) and the group is re-formed at the next sync; a broadcast that fails
+  because an actor died is finished the same way.
 
 Fault tolerance
 If an actor dies during `generate` (process killed, OOM, node lost: Ray raises RayActorError), it is
@@ -59,6 +64,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from compose_rl.rollout.weight_group import FlatLayout, WeightGroup, free_port, node_address
 from compose_rl.types import Completion, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -269,6 +275,27 @@ class RolloutWorker:
         self.engine.load_weights(None if packed is None else unpack_state(packed), version)
         return version
 
+    # ---- collective weight sync (weight_group.py)
+    def join_weight_group(self, host: str, port: int, rank: int, world: int, backend: str,
+                          layout: FlatLayout, timeout_s: float) -> int:
+        self.leave_weight_group()
+        device = f"cuda:{torch.cuda.current_device()}" if backend == "nccl" else "cpu"
+        self._group = WeightGroup(host, port, rank, world, backend, timeout_s)
+        self._layout, self._bufs = layout, layout.empty_buffers(device)
+        return rank
+
+    def receive_weights(self, version: int) -> int:
+        """Take part in the learner's broadcast, then load what arrived (the engine copies it)."""
+        self._group.broadcast(self._bufs)
+        self.engine.load_weights(self._layout.unpack(self._bufs), version)
+        return version
+
+    def leave_weight_group(self) -> None:
+        group = getattr(self, "_group", None)
+        if group is not None:
+            group.close()
+        self._group = self._bufs = None
+
 
 def shard_bounds(n_items: int, n_shards: int) -> list[tuple[int, int]]:
     """Contiguous (start, end) ranges, sizes differing by at most one, empty ones left out."""
@@ -297,9 +324,14 @@ class RayRolloutPool:
         gpus_per_worker: float = 0.0,
         max_restarts: int = 3,
         start_timeout_s: float = 300.0,
+        weight_sync: str = "object_store",
+        collective_backend: str = "gloo",
+        group_timeout_s: float = 60.0,
     ):
         if n_workers < 1:
             raise ValueError(f"RayRolloutPool: n_workers must be >= 1 (got {n_workers})")
+        if weight_sync not in ("object_store", "collective"):
+            raise ValueError(f"RayRolloutPool: weight_sync must be object_store or collective (got {weight_sync!r})")
         import ray
 
         self.started_ray = connect_ray(ray_address, num_cpus)
@@ -312,6 +344,13 @@ class RayRolloutPool:
         self.restarts = 0  # actors replaced so far (for metrics and tests)
         self._weights_ref = None  # ObjectRef of the latest state dict
         self._weights_version = 0
+        self.weight_sync = weight_sync
+        self.collective_backend = collective_backend
+        self.group_timeout_s = group_timeout_s
+        self._group: WeightGroup | None = None  # collective: this process's membership (rank 0)
+        self._layout: FlatLayout | None = None
+        self._last_state: Mapping[str, torch.Tensor] | None = None  # collective: latest weights sent
+        self._pending: list = []
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         options: dict[str, Any] = {"num_cpus": min(1.0, cpus / n_workers), "max_restarts": 0,
                                    "max_task_retries": 0}
@@ -353,6 +392,10 @@ class RayRolloutPool:
             pass
         self._start([rank])
         self.restarts += 1
+        if self.weight_sync == "collective":
+            self._close_group()  # re-formed with the new actor at the next sync
+            if self._weights_ref is None and self._last_state is not None:
+                self._weights_ref = ray.put(pack_state(self._last_state))
         ray.get(self._actors[rank].load_weights.remote(self._weights_ref, self._weights_version))
         log.warning(
             "rollout worker %d (pid %d) died %s; restarted it as pid %d with weights v%d",
@@ -403,6 +446,9 @@ class RayRolloutPool:
         import ray
         from ray.exceptions import RayActorError
 
+        if state is not None and self.weight_sync == "collective":
+            self._collective_load(state, version)
+            return
         if state is not None:
             self._weights_ref = ray.put(pack_state(state))  # once; every actor reads the same object
         self._weights_version = version
@@ -415,10 +461,89 @@ class RayRolloutPool:
                 self._replace(r, f"during a weight sync ({_actor_cause(e)})")  # the new actor loads them
         self.policy_version = version
 
+    # ---------------------------------------------------------------- collective weight sync
+    def _collective_load(self, state: Mapping[str, torch.Tensor], version: int) -> None:
+        import ray
+
+        self._last_state, self._weights_version = state, version
+        self._weights_ref = None  # a restart puts the latest weights in the object store only when needed
+        self._pending: list = []  # the actor calls of the phase in progress (join or receive)
+        try:
+            layout = FlatLayout.of(state)
+            if self._group is None or layout != self._layout:
+                self._open_group(layout)
+            device = next(iter(state.values())).device if self.collective_backend == "nccl" else "cpu"
+            bufs = layout.pack(state, device)
+            self._pending = [self._actors[r].receive_weights.remote(version) for r in range(self.n_workers)]
+            self._group.broadcast(bufs)
+            ray.get(self._pending)
+        except Exception as e:  # noqa: BLE001 - an actor died mid-sync (or the group broke): finish through the object store
+            dead = self._dead_ranks(self._pending)
+            if not dead:
+                raise
+            self._close_group()
+            for r in dead:
+                self._replace(r, f"during a collective weight sync ({_actor_cause(e)})")  # loads v`version`
+            live = [r for r in range(self.n_workers) if r not in dead]
+            ray.get([self._actors[r].load_weights.remote(self._weights_ref, version) for r in live])
+            log.warning("collective weight sync v%d failed (worker(s) %s died); finished it through the object "
+                        "store; the group is re-formed at the next sync", version, dead)
+        self.policy_version = version
+
+    def _open_group(self, layout: FlatLayout) -> None:
+        import ray
+
+        self._close_group()
+        host, port, world = node_address(), free_port(), self.n_workers + 1
+        self._pending = [self._actors[r].join_weight_group.remote(host, port, r + 1, world, self.collective_backend,
+                                                                  layout, self.group_timeout_s)
+                         for r in range(self.n_workers)]
+        self._group = WeightGroup(host, port, 0, world, self.collective_backend, self.group_timeout_s)
+        ray.get(self._pending)
+        self._layout = layout
+
+    def _dead_ranks(self, calls: list) -> list[int]:
+        """Ranks whose call of the failed phase says their actor died (an actor stuck in a broken
+        collective is alive: it errors out at the group timeout)."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        dead = []
+        for r, ref in enumerate(calls):
+            try:
+                ray.get(ref, timeout=self.group_timeout_s)
+            except RayActorError:
+                dead.append(r)
+            except (GetTimeoutError, Exception):  # noqa: BLE001 - alive; its group call failed or hangs
+                pass
+        return dead
+
+    def _close_group(self) -> None:
+        import ray
+
+        if self._group is None:
+            return
+        leave = []
+        for a in self._actors:
+            try:
+                leave.append(a.leave_weight_group.remote())
+            except Exception:  # noqa: BLE001 - a dead actor
+                pass
+        self._group.close()
+        self._group, self._layout = None, None
+        for ref in leave:
+            try:
+                ray.get(ref, timeout=self.group_timeout_s)
+            except Exception:  # noqa: BLE001
+                pass
+
     # ---------------------------------------------------------------- lifecycle
     def shutdown(self) -> None:
         import ray
 
+        if self._group is not None:
+            self._group.close()
+            self._group = None
         for a in self._actors:
             if a is not None:
                 try:
