@@ -11,7 +11,8 @@ and the ratios "2 workers / 1 worker" (goal >= 1.6x on 2 cores) and "Ray 1 worke
 tokens per CPU-second, which tell a scaling problem (efficiency drops) from a busy machine (the
 workers get fewer cores than they ask for). Every worker runs 1 torch thread; the driver is pinned to 1 thread too so
 that the in-process baseline does the same work per core. Also the weight-sync time of the pools
-(ray.put once + every actor loads) for tiny and smollm2-135m-instruct.
+for tiny and smollm2-135m-instruct, object store (ray.put once + every actor loads) vs collective
+(`rollout.weight_sync: collective`, gloo broadcast from the learner + every actor loads).
 
     OMP_NUM_THREADS=1 python bench/bench_workers.py
     OMP_NUM_THREADS=1 python bench/bench_workers.py --engines hf --repeats 5
@@ -217,21 +218,24 @@ def main() -> None:
               f"{c[0]:5.2f} cores {c[1]:6.0f} tok/cpu-s   (in-process | Ray x1 | Ray x2)")
 
     if not args.skip_sync:
-        print(f"\n== weight sync of a pool: ray.put once + every actor loads (HF workers), median of {args.repeats}")
-        print(f"  {'model':24s} {'1 worker':>10s} {'2 workers':>10s}")
+        print(f"\n== weight sync of a pool (HF workers), median of {args.repeats}: object store (ray.put once + "
+              f"every actor loads) vs collective (gloo broadcast of flat buffers from the learner + every actor loads)")
+        print(f"  {'model':24s} {'store x1':>10s} {'store x2':>10s} {'gloo x1':>10s} {'gloo x2':>10s}")
         for model in ("tiny", "smollm2-135m-instruct"):
             p = policy if model == "tiny" else load_policy(model, seed=0)
             row = []
-            for n in (1, 2):
-                pool = RayRolloutPool(HFWorkerEngine(str(p.folder)), n)
-                times = []
-                for v in range(args.repeats):
-                    t = time.perf_counter()
-                    pool.load_weights(p.state_dict_for_inference(), v + 1)
-                    times.append(time.perf_counter() - t)
-                pool.shutdown()
-                row.append(statistics.median(times))
-            print(f"  {model:24s} {row[0] * 1e3:7.1f} ms {row[1] * 1e3:7.1f} ms")
+            for mode in ("object_store", "collective"):
+                for n in (1, 2):
+                    pool = RayRolloutPool(HFWorkerEngine(str(p.folder)), n, weight_sync=mode)
+                    pool.load_weights(p.state_dict_for_inference(), 0)  # forms the group (collective)
+                    times = []
+                    for v in range(args.repeats):
+                        t = time.perf_counter()
+                        pool.load_weights(p.state_dict_for_inference(), v + 1)
+                        times.append(time.perf_counter() - t)
+                    pool.shutdown()
+                    row.append(statistics.median(times))
+            print(f"  {model:24s} " + " ".join(f"{x * 1e3:7.1f} ms" for x in row))
 
 
 if __name__ == "__main__":
