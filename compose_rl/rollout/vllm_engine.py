@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -168,7 +169,7 @@ class VLLMEngine:
 
         greedy = sampling.temperature <= 0
         return VSP(
-            n=sampling.n,
+            n=1 if greedy else sampling.n,  # vLLM refuses greedy n > 1: generate() repeats the one completion
             temperature=0.0 if greedy else sampling.temperature,
             top_p=1.0 if greedy else sampling.top_p,
             max_tokens=sampling.max_new_tokens,
@@ -211,6 +212,8 @@ class VLLMEngine:
                         policy_version=self.policy_version,
                     )
                 )
+            if sampling.temperature <= 0 and sampling.n > 1:  # greedy: the n samples are the same completion
+                comps = [replace(comps[0]) for _ in range(sampling.n)]
             result.append(comps)
         return result
 
