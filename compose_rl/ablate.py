@@ -38,6 +38,8 @@ def mean_ci(xs: list[float]) -> tuple[float, float]:
 def run_ablation(recipe) -> Path:
     if recipe.task is None:
         raise ValueError("ablate: needs a string-composition recipe (`task`); games ablations: run recipes with rl.advantage switched")
+    if recipe.latent is not None:
+        raise ValueError("ablate: not for latent-loop recipes; compare latent.steps=0 with latent.steps=K as two `recipe` runs")
     ab = recipe.ablate or __import__("compose_rl.recipe", fromlist=["AblateCfg"]).AblateCfg()
     root = Path(recipe.output) / f"{recipe.name}-ablate-{time.strftime('%Y%m%d-%H%M%S')}"
     root.mkdir(parents=True)

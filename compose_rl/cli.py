@@ -140,7 +140,7 @@ def cmd_eval(args) -> int:
         return _err(f"{run.path}: no complete checkpoint to evaluate")
     pipe = Pipeline(recipe, run)
     pipe.build()
-    pipe.policy.model.load_state_dict(ck[0]["model"])
+    pipe.trainable.load_state_dict(ck[0]["model"])
     pipe.engine.load_weights(pipe.sync(), ck[1].get("step", 0))
     pipe.evaluate(f"eval-{ck[1].get('stage', 'checkpoint')}-{ck[1].get('step', 0)}")
     print(write_report(run))

@@ -65,7 +65,13 @@ class Pipeline:
                                   chat_template=m.chat_template)
         if torch.cuda.is_available():  # the learner (and the in-process engine) on the GPU
             self.policy.model.to("cuda")
-        self.engine, self.sync = make_engine(r, self.policy)
+        if r.latent is not None:  # experimental (Gap C): the policy thinks in a latent loop
+            from compose_rl.experimental.latent_loop import LatentLoop, LatentLoopEngine
+
+            self.loop = LatentLoop(self.policy.model, r.latent.steps, r.latent.backprop_steps)
+            self.engine, self.sync = LatentLoopEngine(self.loop, self.policy.tokenizer, r.rollout.batch_size), (lambda: None)
+        else:
+            self.engine, self.sync = make_engine(r, self.policy)
         if r.task is not None:
             from synthetic_tasks.strcomp import StrCompTask
 
@@ -85,6 +91,11 @@ class Pipeline:
             self.best = {}
 
     @property
+    def trainable(self) -> torch.nn.Module:
+        """What training updates and checkpoints hold: the model, or the latent loop (model + bridge)."""
+        return self.loop if self.recipe.latent is not None else self.policy.model
+
+    @property
     def max_new_tokens(self) -> int:
         return self.recipe.rollout.max_new_tokens
 
@@ -102,7 +113,7 @@ class Pipeline:
         ck = self.run.latest_checkpoint() if resume else None
         if ck is not None:
             tensors, meta = ck
-            self.policy.model.load_state_dict(tensors["model"])
+            self.trainable.load_state_dict(tensors["model"])
             self.engine.load_weights(self.sync(), meta.get("version", 0))
             if meta.get("extra"):
                 self._load_extra(meta["extra"])
@@ -125,7 +136,7 @@ class Pipeline:
         return self.results
 
     def _final_checkpoint(self, label: str, step: int) -> None:
-        self.run.save_checkpoint(f"{label}-final", {"model": self.policy.model.state_dict()},
+        self.run.save_checkpoint(f"{label}-final", {"model": self.trainable.state_dict()},
                                  {"stage": label, "step": step, "final": True, "version": self.engine.policy_version,
                                   "extra": self._extra()})
 
@@ -135,7 +146,12 @@ class Pipeline:
 
         r = self.recipe
         pairs = self.sft_pairs()
-        out = run_sft(self.policy, pairs, r.sft, self.run, label, r.seed)
+        if r.latent is not None:
+            from compose_rl.experimental.trainer import latent_sft
+
+            out = latent_sft(self.loop, self.policy, pairs, r.sft, self.run, label, r.seed)
+        else:
+            out = run_sft(self.policy, pairs, r.sft, self.run, label, r.seed)
         self.engine.load_weights(self.sync(), self.engine.policy_version + 1)
         skills = self.skill_accuracy()
         passed, message = mastery_gate(skills, r.sft.mastery)
@@ -230,8 +246,14 @@ class Pipeline:
                 hooks.on_step_end = lambda step: self._pool_snapshot(step, collector)
             if r.rl.eval_every:
                 hooks.evaluate = lambda step: self.track_policy(step, label)
-        last = run_rl(self.policy, self.engine, collector, r.rl, self.run, label, r.seed, self.max_new_tokens,
-                      hooks=hooks, resume=partial, sync=self.sync, max_lag=r.rollout.max_lag)
+        if r.latent is not None:
+            from compose_rl.experimental.trainer import run_latent_rl
+
+            last = run_latent_rl(self.loop, self.policy, self.engine, collector, r.rl, self.run, label, r.seed,
+                                 evaluate=hooks.evaluate, replay=hooks.replay, resume=partial)
+        else:
+            last = run_rl(self.policy, self.engine, collector, r.rl, self.run, label, r.seed, self.max_new_tokens,
+                          hooks=hooks, resume=partial, sync=self.sync, max_lag=r.rollout.max_lag)
         self._final_checkpoint(label, r.rl.steps - 1)
         self.results[label] = last
 

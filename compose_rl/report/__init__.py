@@ -17,6 +17,8 @@ CURVES = [
     ("rl_invalid.png", "Invalid-action and truncation rate", ["rollout/invalid_rate", "rollout/truncation_rate"]),
     ("rl_length.png", "Response length (tokens)", ["rollout/response_tokens"]),
     ("rl_loss.png", "Loss diagnostics", ["loss/entropy", "loss/clip_frac", "loss/kl_ref"]),
+    ("rl_latent_credit.png", "Latent loop: gradient norm reaching each loop step (credit)",
+     [f"credit_step{k}" for k in range(16)]),
 ]
 
 

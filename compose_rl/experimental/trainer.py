@@ -1,0 +1,152 @@
+"""Trainer for the latent-loop policy (latent_loop.py): SFT through the loop, then RL whose sparse
+reward must assign credit through it. One explicit loop each.
+
+    SFT  for step:  loss = -mean log pi(target | prompt, loop)          (dense: every answer token)
+    RL   for step:
+        samples = collector.collect(engine, step)     # answers sampled after the latent loop; verifier reward
+        A       = group-normalized advantages          # (or batch mean)
+        samples = drop samples with A == 0             # uniform groups carry no signal
+        loss    = -A * log pi(answer | prompt, loop)    # REINFORCE = PPO's gradient at ratio 1 (on-policy,
+                                                      #   one update per batch); backprop runs through the loop
+        credit  = ||dloss / de_k|| for every latent step k  (how much of the reward's gradient reaches it)
+        clip grad, Adam step; log; eval every N; atomic checkpoint every N
+
+The credit metrics (`latent/credit_step{k}`, mean over the trained samples of the gradient norm at
+the k-th latent input) are the Gap C probe: with dense supervision every step receives gradient by
+construction; whether a sparse outcome reward still reaches the early loop steps is what RL shows.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from compose_rl.rl.learner import compute_advantages
+from compose_rl.rl.losses import reinforce_loss
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def latent_sft(loop, policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: int) -> dict:
+    """Supervised training through the loop on (prompt, answer) pairs (teacher forcing, AdamW)."""
+    from compose_rl.sft.stage import encode_pair
+
+    tok = policy.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    data = [encode_pair(policy, p, c) for p, c in pairs]
+    steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(len(data) * cfg.epochs / cfg.batch_size)
+    opt = torch.optim.AdamW([p for p in loop.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, (lambda s: 1.0 - s / steps) if cfg.schedule == "linear" else (lambda s: 1.0))
+    rng = random.Random(seed)
+    order: list[int] = []
+    loop.train()
+    losses: list[float] = []
+    bar = tqdm(range(steps), desc=f"sft [{stage}] latent loop x{loop.steps}", dynamic_ncols=True)
+    for step in bar:
+        batch = []
+        while len(batch) < cfg.batch_size:
+            if not order:
+                order = list(range(len(data)))
+                rng.shuffle(order)
+            batch.append(data[order.pop()])
+        logp, mask, _ = loop.answer_logprobs([p for p, _ in batch], [c for _, c in batch], pad)
+        loss = -logp.sum() / mask.sum().clamp(min=1.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(loop.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if (step + 1) % 10 == 0 or step + 1 == steps:
+            mean = sum(losses[-10:]) / len(losses[-10:])
+            run.log(stage, step, {"sft/loss": mean, "sft/lr": sched.get_last_lr()[0]})
+            bar.set_postfix(loss=f"{mean:.3f}")
+    bar.close()
+    return {"sft/steps": steps, "sft/final_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1)}
+
+
+def run_latent_rl(loop, policy, engine, collector, cfg, run, stage: str, seed: int,
+                  evaluate=None, replay=None, resume=None) -> dict:
+    """RL through the latent loop for cfg.steps steps (see the module docstring)."""
+    tok = policy.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    opt = torch.optim.Adam([p for p in loop.parameters() if p.requires_grad], lr=cfg.lr)
+    start = 0
+    if resume is not None:
+        tensors, meta = resume
+        loop.load_state_dict(tensors["model"])
+        opt.load_state_dict(tensors["optimizer"])
+        start = meta["step"] + 1
+        run.truncate_metrics(stage, meta["step"])
+    engine.load_weights(None, start)
+    loop.train()
+    last: dict = {}
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"rl [{stage}] latent loop x{loop.steps}",
+               dynamic_ncols=True)
+    for step in bar:
+        t0 = time.perf_counter()
+        samples, metrics, texts = collector.collect(engine, step)
+        t_gen = time.perf_counter() - t0
+        rewards = [s.reward for s in samples]
+        compute_advantages(samples, cfg.advantage, None)
+        trained = [s for s in samples if not (cfg.drop_zero_advantage and s.advantage == 0.0)]
+        credit = [0.0] * loop.steps
+        loss_total = 0.0
+        opt.zero_grad(set_to_none=True)
+        n = max(len(trained), 1)
+        for chunk in _chunks(trained, cfg.minibatch):  # gradient accumulation over minibatches
+            logp, mask, latents = loop.answer_logprobs([s.prompt_ids for s in chunk], [s.completion_ids for s in chunk], pad)
+            for e in latents:
+                e.retain_grad()
+            adv = torch.tensor([s.advantage for s in chunk], device=logp.device)
+            loss = reinforce_loss(logp, adv, mask, cfg.token_aggregation) * (len(chunk) / n)
+            loss.backward()
+            loss_total += float(loss)
+            for k, e in enumerate(latents):
+                if e.grad is not None:  # per-sample gradient norm at latent input k, summed over the batch
+                    credit[k] += float(e.grad.norm(dim=-1).sum())
+        if replay is not None and cfg.replay_fraction > 0 and trained:
+            pairs = replay(step)
+            logp, mask, _ = loop.answer_logprobs([p for p, _ in pairs], [c for _, c in pairs], pad)
+            rl_loss = -logp.sum() / mask.sum().clamp(min=1.0)
+            (rl_loss * cfg.replay_fraction).backward()
+            metrics["loss/replay_nll"] = float(rl_loss)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(loop.parameters(), cfg.max_grad_norm)) if trained else 0.0
+        if trained:
+            opt.step()
+        engine.load_weights(None, step + 1)  # in process: the engine shares the loop's module
+        dt = time.perf_counter() - t0
+        mean = sum(rewards) / max(len(rewards), 1)
+        metrics.update({
+            "reward/mean": mean,
+            "rollout/samples": len(samples),
+            "rollout/samples_trained": len(trained),
+            "rollout/groups_with_signal": len({s.group for s in trained}) / max(len({s.group for s in samples}), 1),
+            "rollout/response_tokens": sum(len(s.completion_ids) for s in samples) / max(len(samples), 1),
+            "loss/policy": loss_total,
+            "loss/grad_norm": grad_norm,
+            "perf/step_s": dt,
+            "perf/gen_s": t_gen,
+        })
+        for k, c in enumerate(credit):
+            metrics[f"latent/credit_step{k}"] = c / n
+        if loop.steps and credit[-1] > 0:
+            metrics["latent/credit_first_over_last"] = credit[0] / credit[-1]
+        if evaluate is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+            metrics.update(evaluate(step))
+        run.log(stage, step, metrics)
+        run.write_samples(stage, step, texts[: cfg.samples_logged])
+        bar.set_postfix(reward=f"{mean:+.3f}", signal=f"{metrics['rollout/groups_with_signal']:.2f}")
+        last = metrics
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            run.save_checkpoint(f"{stage}-{step:06d}", {"model": loop.state_dict(), "optimizer": opt.state_dict()},
+                                {"stage": stage, "step": step, "extra": {}})
+    bar.close()
+    return last
