@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from compose_rl.rollout.hf import _sample
+from compose_rl.rollout.hf import decode
 from compose_rl.types import Completion, SamplingParams
 
 
@@ -125,26 +125,16 @@ class LatentLoop(nn.Module):
         rows = torch.repeat_interleave(torch.arange(len(prompt_ids), device=dev), n)
         lp.cache.batch_select_indices(rows)
         head, dec = self.model.get_output_embeddings(), self._decoder()
-        logits, attn, next_pos = head(lp.hidden[rows]).float(), lp.attn[rows], lp.next_pos[rows]
-        m = len(rows)
-        tokens = torch.full((m, sampling.max_new_tokens), pad, dtype=torch.long, device=dev)
-        logps = torch.zeros((m, sampling.max_new_tokens), device=dev)
-        finished = torch.zeros(m, dtype=torch.bool, device=dev)
-        lengths = torch.full((m,), sampling.max_new_tokens, dtype=torch.long, device=dev)
-        for t in range(sampling.max_new_tokens):
-            tok_t = _sample(logits, sampling)
-            tok_t = torch.where(finished, torch.full_like(tok_t, pad), tok_t)
-            tokens[:, t] = tok_t
-            logps[:, t] = torch.log_softmax(logits, dim=-1).gather(-1, tok_t[:, None]).squeeze(-1)
-            just = (~finished) & (tok_t == eos)
-            lengths = torch.where(just, torch.full_like(lengths, t + 1), lengths)
-            finished |= just
-            if bool(finished.all()) or t + 1 == sampling.max_new_tokens:
-                break
-            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
+        cache = lp.cache
+
+        def forward(tok_t, attn, next_pos):
             out = dec(input_ids=tok_t[:, None], attention_mask=attn, position_ids=next_pos,
-                      past_key_values=lp.cache, use_cache=True)
-            logits, next_pos = head(out.last_hidden_state[:, -1]).float(), next_pos + 1
+                      past_key_values=cache, use_cache=True)
+            return head(out.last_hidden_state[:, -1]).float()
+
+        tokens, logps, lengths, finished = decode(head(lp.hidden[rows]).float(), lp.attn[rows], lp.next_pos[rows],
+                                                  sampling, eos, pad, forward)
+        m = len(rows)
         return [(int(rows[i]), tokens[i, : int(lengths[i])].tolist(), logps[i, : int(lengths[i])].tolist(),
                  bool(finished[i])) for i in range(m)]
 

@@ -89,26 +89,16 @@ class HFEngine:
         logits = out.logits[rows, -1].float()
         attn = attn[rows]
         next_pos = pos[rows, -1:] + 1
-        n = len(rows)
-        tokens = torch.full((n, sampling.max_new_tokens), pad, dtype=torch.long, device=device)
-        logps = torch.zeros((n, sampling.max_new_tokens), device=device)
-        finished = torch.zeros(n, dtype=torch.bool, device=device)
-        lengths = torch.full((n,), sampling.max_new_tokens, dtype=torch.long, device=device)
-        for t in range(sampling.max_new_tokens):
-            logp_model = torch.log_softmax(logits, dim=-1)
-            tok_t = _sample(logits, sampling)
-            tok_t = torch.where(finished, torch.full_like(tok_t, pad), tok_t)
-            tokens[:, t] = tok_t
-            logps[:, t] = logp_model.gather(-1, tok_t[:, None]).squeeze(-1)
-            just = (~finished) & (tok_t == eos)
-            lengths = torch.where(just, torch.full_like(lengths, t + 1), lengths)
-            finished |= just
-            if bool(finished.all()) or t + 1 == sampling.max_new_tokens:
-                break
-            attn = torch.cat([attn, torch.ones((n, 1), dtype=attn.dtype, device=device)], dim=1)
+
+        def forward(tok_t, attn, next_pos):
+            nonlocal cache
             out = model(input_ids=tok_t[:, None], attention_mask=attn, position_ids=next_pos,
                         past_key_values=cache, use_cache=True)
-            cache, logits, next_pos = out.past_key_values, out.logits[:, -1].float(), next_pos + 1
+            cache = out.past_key_values
+            return out.logits[:, -1].float()
+
+        tokens, logps, lengths, finished = decode(logits, attn, next_pos, sampling, eos, pad, forward)
+        n = len(rows)
         owners = rows.tolist()
         for i in range(n):
             p, _ = batch[owners[i]]
@@ -124,6 +114,34 @@ class HFEngine:
                 finish_reason=reason,
                 policy_version=self.policy_version,
             ))
+
+
+def decode(logits: torch.Tensor, attn: torch.Tensor, next_pos: torch.Tensor, sampling: SamplingParams,
+           eos: int, pad: int, forward):
+    """The sampling loop shared by the engines that decode on a transformers KV cache.
+
+    `logits` (rows, V) predict the first token; `forward(tokens, attn, next_pos)` feeds one token per
+    row (the cache lives in its closure) and returns the next logits. Log-probs are the model's own
+    (temperature 1, no top-p). Returns (tokens, logps, lengths, finished): lengths count the EOS."""
+    n, dev = logits.shape[0], logits.device
+    tokens = torch.full((n, sampling.max_new_tokens), pad, dtype=torch.long, device=dev)
+    logps = torch.zeros((n, sampling.max_new_tokens), device=dev)
+    finished = torch.zeros(n, dtype=torch.bool, device=dev)
+    lengths = torch.full((n,), sampling.max_new_tokens, dtype=torch.long, device=dev)
+    for t in range(sampling.max_new_tokens):
+        tok_t = _sample(logits, sampling)
+        tok_t = torch.where(finished, torch.full_like(tok_t, pad), tok_t)
+        tokens[:, t] = tok_t
+        logps[:, t] = torch.log_softmax(logits, dim=-1).gather(-1, tok_t[:, None]).squeeze(-1)
+        just = (~finished) & (tok_t == eos)
+        lengths = torch.where(just, torch.full_like(lengths, t + 1), lengths)
+        finished |= just
+        if bool(finished.all()) or t + 1 == sampling.max_new_tokens:
+            break
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
+        logits = forward(tok_t, attn, next_pos)
+        next_pos = next_pos + 1
+    return tokens, logps, lengths, finished
 
 
 def _sample(logits: torch.Tensor, sampling: SamplingParams) -> torch.Tensor:
