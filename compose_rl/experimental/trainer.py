@@ -12,7 +12,7 @@ reward must assign credit through it. One explicit loop each.
         clip grad, Adam step; log; eval every N; atomic checkpoint every N
 
 The credit metrics (`latent/credit_step{k}`, mean over the trained samples of the gradient norm at
-the k-th latent input) are the Gap C probe: with dense supervision every step receives gradient by
+the k-th latent input; logged in SFT too, for the dense-supervision profile) are the Gap C probe: with dense supervision every step receives gradient by
 construction; whether a sparse outcome reward still reaches the early loop steps is what RL shows.
 """
 from __future__ import annotations
@@ -48,6 +48,7 @@ def latent_sft(loop, policy, pairs: list[tuple[str, str]], cfg, run, stage: str,
     order: list[int] = []
     loop.train()
     losses: list[float] = []
+    credit, logged = [0.0] * loop.steps, 0  # per-sample gradient norm at each latent input, since the last log
     bar = tqdm(range(steps), desc=f"sft [{stage}] latent loop x{loop.steps}", dynamic_ncols=True)
     for step in bar:
         batch = []
@@ -56,17 +57,25 @@ def latent_sft(loop, policy, pairs: list[tuple[str, str]], cfg, run, stage: str,
                 order = list(range(len(data)))
                 rng.shuffle(order)
             batch.append(data[order.pop()])
-        logp, mask, _ = loop.answer_logprobs([p for p, _ in batch], [c for _, c in batch], pad)
+        logp, mask, latents = loop.answer_logprobs([p for p, _ in batch], [c for _, c in batch], pad)
+        for e in latents:
+            e.retain_grad()
         loss = -logp.sum() / mask.sum().clamp(min=1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        for k, e in enumerate(latents):  # the dense-supervision counterpart of RL's credit probe
+            credit[k] += float(e.grad.norm(dim=-1).mean()) if e.grad is not None else 0.0
         torch.nn.utils.clip_grad_norm_(loop.parameters(), 1.0)
         opt.step()
         sched.step()
         losses.append(loss.item())
         if (step + 1) % 10 == 0 or step + 1 == steps:
-            mean = sum(losses[-10:]) / len(losses[-10:])
-            run.log(stage, step, {"sft/loss": mean, "sft/lr": sched.get_last_lr()[0]})
+            n = len(losses) - logged
+            mean = sum(losses[-n:]) / n
+            out = {"sft/loss": mean, "sft/lr": sched.get_last_lr()[0]}
+            out.update({f"latent/credit_step{k}": c / n for k, c in enumerate(credit)})
+            run.log(stage, step, out)
+            credit, logged = [0.0] * loop.steps, len(losses)
             bar.set_postfix(loss=f"{mean:.3f}")
     bar.close()
     return {"sft/steps": steps, "sft/final_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1)}
