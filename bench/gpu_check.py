@@ -4,6 +4,7 @@ transformers engine and, where vLLM is installed, the vLLM engine; prints step t
     python bench/gpu_check.py                                  # 5 RL steps, tiny model, every engine available
     python bench/gpu_check.py --steps 10 --model smollm2-135m-instruct
     python bench/gpu_check.py --device cpu --steps 2           # dry run of the script on a CPU machine
+    python bench/gpu_check.py --engines hf,vllm,vllm@1         # + vLLM in 1 Ray worker (engine@workers)
 
 Only the RL stage runs (no SFT, no evals): the numbers are learner steps (rollouts -> advantages ->
 loss -> optimizer step -> weight sync). The policy is moved to the GPU after the pipeline builds it;
@@ -30,7 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def recipe_for(engine: str, args):
+    """`engine` is hf | vllm, optionally @N for N Ray rollout workers (weights via rollout.weight_sync: auto)."""
     from compose_rl.recipe import recipe_from_dict
+
+    engine, _, workers = engine.partition("@")
 
     d = yaml.safe_load((ROOT / "recipes" / "spiral-kuhn.yaml").read_text())
     d["name"] = f"{d['name']}-gpucheck-{engine}"
@@ -38,6 +42,7 @@ def recipe_for(engine: str, args):
     d["stages"] = ["rl"]
     d["model"]["name"] = args.model
     d["rollout"]["engine"] = engine
+    d["rollout"]["workers"] = int(workers or 0)
     d["rl"].update(steps=args.steps, eval_every=0, checkpoint_every=max(args.steps, 1),
                    games_per_step=args.games_per_step)
     return recipe_from_dict(d, f"spiral-kuhn ({engine})")
@@ -75,6 +80,8 @@ def run_one(engine: str, args, device: str) -> dict:
         out["peak_alloc_gb"] = torch.cuda.max_memory_allocated() / 2**30
         out["in_use_gb"] = (total - free) / 2**30
         out["total_gb"] = total / 2**30
+    if hasattr(pipe.engine, "shutdown"):  # Ray workers
+        pipe.engine.shutdown()
     del pipe
     gc.collect()
     if device == "cuda":
@@ -112,7 +119,7 @@ def main() -> int:
 
     results, notes = [], []
     for engine in [e for e in args.engines.split(",") if e]:
-        if engine == "vllm" and not vllm_importable():
+        if engine.startswith("vllm") and not vllm_importable():
             try:
                 recipe_for("vllm", args)
                 notes.append("vllm: not importable, but the recipe validated (unexpected)")
