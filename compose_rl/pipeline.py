@@ -149,7 +149,7 @@ class Pipeline:
         if r.latent is not None:
             from compose_rl.experimental.trainer import latent_sft
 
-            out = latent_sft(self.loop, self.policy, pairs, r.sft, self.run, label, r.seed)
+            out = latent_sft(self.loop, self.policy, pairs, r.sft, self.run, label, r.seed, r.latent.warmup_fraction)
         else:
             out = run_sft(self.policy, pairs, r.sft, self.run, label, r.seed)
         self.engine.load_weights(self.sync(), self.engine.policy_version + 1)

@@ -251,6 +251,10 @@ class LatentCfg(Section):
     backprop_steps: int = Field(0, ge=0)
     """Truncated BPTT: the gradient follows the recurrent path through only the last N latent steps
     (0 = through all of them)."""
+    warmup_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    """SFT curriculum (as in Coconut): the number of loop steps that run grows linearly from 0 to
+    `steps` over this share of the SFT steps (0 = all steps from the start). Without it SFT through
+    the loop often sat on a loss plateau and the atomics were not learned (seed-dependent)."""
 
 
 STAGES = ("sft", "rl", "eval")

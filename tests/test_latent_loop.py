@@ -141,3 +141,27 @@ def test_latent_checkpoint_holds_the_bridge(tmp_path):
     assert any("latent/credit_step3" in r for r in rows if r["stage"] == "rl")
     assert main(["eval", run]) == 0
     assert os.path.exists(os.path.join(run, "rl_latent_credit.png"))
+
+
+def test_curriculum_steps():
+    from compose_rl.experimental.trainer import curriculum_steps
+
+    # 100 SFT steps, 4 loop steps, ramp over the first 50: floor(4 * step / 50)
+    assert [curriculum_steps(s, 100, 4, 0.5) for s in (0, 12, 13, 25, 37, 38, 49, 50, 99)] == [0, 0, 1, 2, 2, 3, 3, 4, 4]
+    assert {curriculum_steps(s, 100, 4, 0.0) for s in range(100)} == {4}  # no curriculum
+    assert curriculum_steps(0, 10, 0, 0.5) == 0
+
+
+def test_latent_sft_ramps_the_loop_and_ends_with_all_steps(policy, tmp_path):
+    from compose_rl.experimental.trainer import latent_sft
+    from compose_rl.recipe import SftCfg
+    from compose_rl.rundir import RunDir
+
+    loop = LatentLoop(policy.model, steps=2)
+    run = RunDir.create(str(tmp_path), "sft", "{}")
+    pairs = [(f"q{i}:", "ab"[i % 2]) for i in range(40)]
+    out = latent_sft(loop, policy, pairs, SftCfg(examples=40, batch_size=4, max_steps=20), run, "sft", 0,
+                     warmup_fraction=0.5)
+    assert out["sft/steps"] == 20 and loop.active_steps == 2
+    logged = [r["latent/active_steps"] for r in run.read_metrics() if r["stage"] == "sft"]
+    assert logged == [1, 2]  # logged at steps 9 and 19: floor(2 * 9 / 10) = 1, then all 2

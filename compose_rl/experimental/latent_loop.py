@@ -15,7 +15,8 @@ truncates it (HRM-style): the recurrent path h -> B(h) is cut before the last N 
 gradient). `LoopPass.latents` keeps every e_k so a trainer can read how much gradient reaches each
 step: ||dL/de_k|| is the credit the sparse reward assigns to loop step k.
 
-`steps = 0` is the plain model (answer right after the prompt): the baseline.
+`steps = 0` is the plain model (answer right after the prompt): the baseline. `active_steps`
+(default `steps`) is how many of them run; the SFT curriculum ramps it from 0 to `steps`.
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class LatentLoop(nn.Module):
             raise ValueError("latent loop: steps and backprop_steps must be >= 0")
         self.model = model
         self.steps, self.backprop_steps = steps, backprop_steps
+        self.active_steps = steps  # < steps during an SFT curriculum (trainer.latent_sft)
         d = model.config.hidden_size
         self.bridge = nn.Linear(d, d)
         emb = model.get_input_embeddings().weight
@@ -80,8 +82,8 @@ class LatentLoop(nn.Module):
                   past_key_values=DynamicCache(config=self.model.config))
         h, cache, next_pos = out.last_hidden_state[:, -1], out.past_key_values, pos[:, -1:] + 1
         latents = []
-        for k in range(self.steps):
-            if self.backprop_steps and k == self.steps - self.backprop_steps:
+        for k in range(self.active_steps):
+            if self.backprop_steps and k == self.active_steps - self.backprop_steps:
                 h = h.detach()  # truncated BPTT: the recurrent path carries no gradient past here
             e = self.bridge(h)
             latents.append(e)

@@ -1,7 +1,8 @@
 """Trainer for the latent-loop policy (latent_loop.py): SFT through the loop, then RL whose sparse
 reward must assign credit through it. One explicit loop each.
 
-    SFT  for step:  loss = -mean log pi(target | prompt, loop)          (dense: every answer token)
+    SFT  for step:  loss = -mean log pi(target | prompt, loop)          (dense: every answer token;
+                                                                         loop length ramps 0 -> K)
     RL   for step:
         samples = collector.collect(engine, step)     # answers sampled after the latent loop; verifier reward
         A       = group-normalized advantages          # (or batch mean)
@@ -33,8 +34,19 @@ def _chunks(items: list, size: int):
         yield items[i:i + size]
 
 
-def latent_sft(loop, policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: int) -> dict:
-    """Supervised training through the loop on (prompt, answer) pairs (teacher forcing, AdamW)."""
+def curriculum_steps(step: int, total: int, max_steps: int, warmup_fraction: float) -> int:
+    """Loop steps that run at SFT step `step` (0-based) of `total`: 0 at the start, growing linearly,
+    all `max_steps` once `warmup_fraction * total` steps have passed (at once if warmup_fraction is 0)."""
+    ramp = warmup_fraction * total
+    if ramp <= 0:
+        return max_steps
+    return min(max_steps, int(max_steps * step / ramp))
+
+
+def latent_sft(loop, policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: int,
+               warmup_fraction: float = 0.0) -> dict:
+    """Supervised training through the loop on (prompt, answer) pairs (teacher forcing, AdamW), with
+    the loop-length curriculum of `curriculum_steps`."""
     from compose_rl.sft.stage import encode_pair
 
     tok = policy.tokenizer
@@ -57,6 +69,7 @@ def latent_sft(loop, policy, pairs: list[tuple[str, str]], cfg, run, stage: str,
                 order = list(range(len(data)))
                 rng.shuffle(order)
             batch.append(data[order.pop()])
+        loop.active_steps = curriculum_steps(step, steps, loop.steps, warmup_fraction)
         logp, mask, latents = loop.answer_logprobs([p for p, _ in batch], [c for _, c in batch], pad)
         for e in latents:
             e.retain_grad()
@@ -72,12 +85,13 @@ def latent_sft(loop, policy, pairs: list[tuple[str, str]], cfg, run, stage: str,
         if (step + 1) % 10 == 0 or step + 1 == steps:
             n = len(losses) - logged
             mean = sum(losses[-n:]) / n
-            out = {"sft/loss": mean, "sft/lr": sched.get_last_lr()[0]}
+            out = {"sft/loss": mean, "sft/lr": sched.get_last_lr()[0], "latent/active_steps": loop.active_steps}
             out.update({f"latent/credit_step{k}": c / n for k, c in enumerate(credit)})
             run.log(stage, step, out)
             credit, logged = [0.0] * loop.steps, len(losses)
             bar.set_postfix(loss=f"{mean:.3f}")
     bar.close()
+    loop.active_steps = loop.steps
     return {"sft/steps": steps, "sft/final_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1)}
 
 
