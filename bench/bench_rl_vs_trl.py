@@ -198,8 +198,8 @@ def release(pipe) -> None:
 def patch_trl_vllm_for_cpu(counter: dict) -> None:
     """TRL's colocate weight sync calls vLLM's `model.load_weights`, which fails on CPU
     ("'Parameter' object has no attribute 'weight_loader'"); route it through the worker's in-place
-    `reload_weights` (what our VLLMEngine does) and time it. Also the single-process rendezvous
-    variables vLLM's external launcher reads."""
+    `reload_weights` (what our VLLMEngine does) and time it into `counter["sync_s"]` (this run's
+    counter). Also the single-process rendezvous variables vLLM's external launcher reads."""
     import socket
 
     from trl.generation.vllm_generation import VLLMGeneration
@@ -210,6 +210,7 @@ def patch_trl_vllm_for_cpu(counter: dict) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    VLLMGeneration._compose_rl_counter = counter
     if getattr(VLLMGeneration, "_compose_rl_patched", False):
         return
 
@@ -222,7 +223,7 @@ def patch_trl_vllm_for_cpu(counter: dict) -> None:
 
     VLLMGeneration.sync_weights = sync_weights
     VLLMGeneration._compose_rl_patched = True
-    VLLMGeneration._compose_rl_counter = counter
+
 
 def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, engine: str = "hf",
             is_correction: bool = True) -> dict:
@@ -249,9 +250,6 @@ def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, en
             from compose_rl.rollout.factory import _max_model_len, policy_folder
 
             patch_trl_vllm_for_cpu(counter)
-            from trl.generation.vllm_generation import VLLMGeneration
-
-            VLLMGeneration._compose_rl_counter = counter
             # TRL's colocated LLM loads `model.name_or_path`: the same weights, saved where vLLM can read them
             folder = str(policy_folder(policy))
             policy.model.config._name_or_path = folder

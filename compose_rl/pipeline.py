@@ -249,7 +249,7 @@ class Pipeline:
         if r.latent is not None:
             from compose_rl.experimental.trainer import run_latent_rl
 
-            last = run_latent_rl(self.loop, self.policy, self.engine, collector, r.rl, self.run, label, r.seed,
+            last = run_latent_rl(self.loop, self.policy, self.engine, collector, r.rl, self.run, label,
                                  evaluate=hooks.evaluate, replay=hooks.replay, resume=partial)
         else:
             last = run_rl(self.policy, self.engine, collector, r.rl, self.run, label, r.seed, self.max_new_tokens,

@@ -109,7 +109,7 @@ def test_rl_through_the_loop_learns_a_sparse_reward(policy, tmp_path):
     engine = LatentLoopEngine(loop, policy.tokenizer)
     run = RunDir.create(str(tmp_path), "latent", "{}")
     cfg = RlCfg(steps=40, lr=3e-3, checkpoint_every=100, samples_logged=0)
-    run_latent_rl(loop, policy, engine, FirstCharCollector(policy.tokenizer), cfg, run, "rl", 0)
+    run_latent_rl(loop, policy, engine, FirstCharCollector(policy.tokenizer), cfg, run, "rl")
     rows = [r for r in run.read_metrics() if r["stage"] == "rl"]
     first, last = rows[0]["reward/mean"], sum(r["reward/mean"] for r in rows[-5:]) / 5
     assert first < 0.2 and last > 0.6, (first, last)

@@ -127,18 +127,16 @@ class LatentLoop(nn.Module):
         rows = torch.repeat_interleave(torch.arange(len(prompt_ids), device=dev), n)
         lp.cache.batch_select_indices(rows)
         head, dec = self.model.get_output_embeddings(), self._decoder()
-        cache = lp.cache
 
-        def forward(tok_t, attn, next_pos):
+        def forward(tok_t, attn, next_pos):  # the cache grows in place
             out = dec(input_ids=tok_t[:, None], attention_mask=attn, position_ids=next_pos,
-                      past_key_values=cache, use_cache=True)
+                      past_key_values=lp.cache, use_cache=True)
             return head(out.last_hidden_state[:, -1]).float()
 
         tokens, logps, lengths, finished = decode(head(lp.hidden[rows]).float(), lp.attn[rows], lp.next_pos[rows],
                                                   sampling, eos, pad, forward)
-        m = len(rows)
         return [(int(rows[i]), tokens[i, : int(lengths[i])].tolist(), logps[i, : int(lengths[i])].tolist(),
-                 bool(finished[i])) for i in range(m)]
+                 bool(finished[i])) for i in range(len(rows))]
 
 
 class LatentLoopEngine:

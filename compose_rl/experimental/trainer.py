@@ -12,9 +12,12 @@ reward must assign credit through it. One explicit loop each.
         credit  = ||dloss / de_k|| for every latent step k  (how much of the reward's gradient reaches it)
         clip grad, Adam step; log; eval every N; atomic checkpoint every N
 
-The credit metrics (`latent/credit_step{k}`, mean over the trained samples of the gradient norm at
-the k-th latent input; logged in SFT too, for the dense-supervision profile) are the Gap C probe: with dense supervision every step receives gradient by
-construction; whether a sparse outcome reward still reaches the early loop steps is what RL shows.
+The credit metrics (`latent/credit_step{k}`, mean over the samples of the gradient norm at the k-th
+latent input) are the Gap C probe. The loop positions have no targets of their own, so in both
+stages the gradient reaches them only through the answer's likelihood: in SFT from the correct
+answer's every token (dense), in RL from advantage-weighted sampled answers (a sparse outcome
+reward). Both stages log the profile; whether the reward still reaches the early loop steps, and
+how that compares with SFT, is what they show.
 """
 from __future__ import annotations
 
@@ -95,7 +98,7 @@ def latent_sft(loop, policy, pairs: list[tuple[str, str]], cfg, run, stage: str,
     return {"sft/steps": steps, "sft/final_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1)}
 
 
-def run_latent_rl(loop, policy, engine, collector, cfg, run, stage: str, seed: int,
+def run_latent_rl(loop, policy, engine, collector, cfg, run, stage: str,
                   evaluate=None, replay=None, resume=None) -> dict:
     """RL through the latent loop for cfg.steps steps (see the module docstring)."""
     tok = policy.tokenizer
@@ -131,7 +134,7 @@ def run_latent_rl(loop, policy, engine, collector, cfg, run, stage: str, seed: i
             adv = torch.tensor([s.advantage for s in chunk], device=logp.device)
             loss = reinforce_loss(logp, adv, mask, cfg.token_aggregation) * (len(chunk) / n)
             loss.backward()
-            loss_total += float(loss)
+            loss_total += loss.item()
             for k, e in enumerate(latents):
                 if e.grad is not None:  # per-sample gradient norm at latent input k, summed over the batch
                     credit[k] += float(e.grad.norm(dim=-1).sum())
@@ -140,7 +143,7 @@ def run_latent_rl(loop, policy, engine, collector, cfg, run, stage: str, seed: i
             logp, mask, _ = loop.answer_logprobs([p for p, _ in pairs], [c for _, c in pairs], pad)
             rl_loss = -logp.sum() / mask.sum().clamp(min=1.0)
             (rl_loss * cfg.replay_fraction).backward()
-            metrics["loss/replay_nll"] = float(rl_loss)
+            metrics["loss/replay_nll"] = rl_loss.item()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(loop.parameters(), cfg.max_grad_norm)) if trained else 0.0
         if trained:
             opt.step()

@@ -350,7 +350,7 @@ class RayRolloutPool:
         self._group: WeightGroup | None = None  # collective: this process's membership (rank 0)
         self._layout: FlatLayout | None = None
         self._last_state: Mapping[str, torch.Tensor] | None = None  # collective: latest weights sent
-        self._pending: list = []
+        self._pending: list = []  # collective: the actor calls of the phase in progress
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         options: dict[str, Any] = {"num_cpus": min(1.0, cpus / n_workers), "max_restarts": 0,
                                    "max_task_retries": 0}
@@ -467,7 +467,7 @@ class RayRolloutPool:
 
         self._last_state, self._weights_version = state, version
         self._weights_ref = None  # a restart puts the latest weights in the object store only when needed
-        self._pending: list = []  # the actor calls of the phase in progress (join or receive)
+        self._pending = []  # the actor calls of the phase in progress (join or receive)
         try:
             layout = FlatLayout.of(state)
             if self._group is None or layout != self._layout:
@@ -506,7 +506,7 @@ class RayRolloutPool:
         """Ranks whose call of the failed phase says their actor died (an actor stuck in a broken
         collective is alive: it errors out at the group timeout)."""
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
+        from ray.exceptions import RayActorError
 
         dead = []
         for r, ref in enumerate(calls):
@@ -514,7 +514,7 @@ class RayRolloutPool:
                 ray.get(ref, timeout=self.group_timeout_s)
             except RayActorError:
                 dead.append(r)
-            except (GetTimeoutError, Exception):  # noqa: BLE001 - alive; its group call failed or hangs
+            except Exception:  # noqa: BLE001 - alive; its group call failed or still hangs (GetTimeoutError)
                 pass
         return dead
 
