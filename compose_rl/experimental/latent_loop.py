@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from compose_rl.rollout.hf import decode
+from compose_rl.rollout.hf import decode, pad_left
 from compose_rl.types import Completion, SamplingParams
 
 
@@ -68,15 +68,7 @@ class LatentLoop(nn.Module):
 
     def think(self, prompt_ids: Sequence[Sequence[int]], pad: int) -> LoopPass:
         """Encode left-padded prompts, then run the latent steps (with gradient unless in no_grad)."""
-        dev = self.device
-        width = max(len(p) for p in prompt_ids)
-        ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
-        attn = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-        for i, p in enumerate(prompt_ids):  # left padding: every prompt ends at the same column
-            ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
-            attn[i, width - len(p):] = 1
-        ids, attn = ids.to(dev), attn.to(dev)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        ids, attn, pos = pad_left(prompt_ids, pad, self.device)
         dec = self._decoder()
         out = dec(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
                   past_key_values=DynamicCache(config=self.model.config))

@@ -72,14 +72,7 @@ class HFEngine:
         device = next(model.parameters()).device
         prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p, _ in batch]
         counts = torch.tensor([count for _, count in batch])
-        width = max(len(r) for r in prompt_ids)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attn = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, r in enumerate(prompt_ids):  # left padding: every prompt ends at the same column
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            attn[i, width - len(r):] = 1
-        ids, attn = ids.to(device), attn.to(device)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        ids, attn, pos = pad_left(prompt_ids, pad, device)
         # an explicit cache: a model whose config turned caching off (e.g. after training) still gets one
         out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
                     past_key_values=DynamicCache(config=model.config))
@@ -114,6 +107,19 @@ class HFEngine:
                 finish_reason=reason,
                 policy_version=self.policy_version,
             ))
+
+
+def pad_left(rows: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention mask, position ids) of left-padded rows: every row ends at the same column, so
+    the next token of every row goes to one new column; positions count real tokens only."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+        attn[i, width - len(r):] = 1
+    ids, attn = ids.to(device), attn.to(device)
+    return ids, attn, (attn.cumsum(-1) - 1).clamp(min=0)
 
 
 def decode(logits: torch.Tensor, attn: torch.Tensor, next_pos: torch.Tensor, sampling: SamplingParams,
