@@ -146,6 +146,8 @@ class Pipeline:
 
         r = self.recipe
         pairs = self.sft_pairs()
+        if r.games is not None:
+            self.label_policy_baseline()
         if r.latent is not None:
             from compose_rl.experimental.trainer import latent_sft
 
@@ -194,7 +196,32 @@ class Pipeline:
             states += [(game, st, pl) for st, pl in random_states(game, rng)]
         states = states[:n]
         return [(game.prompt(st, pl), game.answer_text(st, a))
-                for (game, st, pl), a in zip(states, private_info_labels(states, r.seed, rng))]
+                for (game, st, pl), a in zip(states, private_info_labels(states, r.seed, rng, LABEL_SHARP))]
+
+    def label_policy_baseline(self) -> dict:
+        """The stage-1 label policy's own score, exactly (a table, no model), per exact game: the
+        baseline every after-SFT number is read against. Writes eval/label-policy.json, logs it as
+        stage `label-policy` and prints the code each seed drew."""
+        from compose_rl.evals.games import label_code_map, label_policy_tables, policy_baseline_metrics
+
+        out, metrics = {}, {}
+        for game, _ in self.mixture:
+            if game.name not in EXACT_GAMES:
+                continue
+            tables = label_policy_tables(game, self.recipe.seed, LABEL_SHARP)
+            m = policy_baseline_metrics(game, tables)
+            code = label_code_map(game, self.recipe.seed)
+            out[game.name] = {"seed": self.recipe.seed, "sharp": LABEL_SHARP, "code": code, **m}
+            metrics.update({f"eval/{game.name}/{k}": v for k, v in m.items()})
+            if len(code) <= 6:  # Kuhn: print the map; Leduc's (6 lines x legal sets) is in the file
+                say(f"label code ({game.name}, seed {self.recipe.seed}): "
+                    + ", ".join(f"{line.split(': ')[-1]}->{'/'.join(acts.values())}" for line, acts in code.items()))
+            say(f"label policy ({game.name}, sharp {LABEL_SHARP}): exploitability {m['exploitability']:.3f}, "
+                f"exact value vs random {m['vs_random/exact_value']:+.3f}, vs nash {m['vs_nash/exact_value']:+.3f}")
+        if out:
+            self.run.write_json("eval/label-policy.json", out)
+            self.run.log("label-policy", 0, metrics)
+        return out
 
     def skill_accuracy(self) -> dict[str, float]:
         r = self.recipe
@@ -373,32 +400,28 @@ class Pipeline:
 
 
 EXACT_GAMES = ("kuhn_poker", "leduc_poker")
+LABEL_SHARP = 0.75  # stage-1 game labels: P(the code's action) before the uniform share
 
 
 def private_line(game, state, player: int) -> str:
-    """The player's private information: renderers put it on the last line of the observation."""
-    return game.render(state, player).rstrip().splitlines()[-1]
+    from compose_rl.evals.games import private_line as line
+
+    return line(game, state, player)
 
 
 def private_info_labels(states, seed: int, rng: random.Random, sharp: float = 0.75) -> list[int]:
-    """An arbitrary code from private information to actions, as SFT labels: the distinct private lines
-    of each game are ranked, and with probability `sharp` the label is legal action number
-    (rank + seed) mod (number of legal actions), else a uniform legal action. Different private
-    lines get different labels, so fitting them requires reading them; the code carries no
-    knowledge of good play."""
-    ranks: dict[str, dict[str, int]] = {}
-    for game, st, pl in states:
-        ranks.setdefault(game.name, {})[private_line(game, st, pl)] = 0
-    for name, lines in ranks.items():
-        for k, line in enumerate(sorted(lines)):
-            lines[line] = k
+    """An arbitrary code from private information to actions, as SFT labels: with probability `sharp`
+    the label is the code's action for the state's private line (`evals.games.label_action`: a
+    random map drawn per seed, independent of what the line means and of its text order), else a
+    uniform legal action. Different private lines may get different labels, so fitting them
+    requires reading them; the code is random, so it carries no knowledge of good play (its own
+    score is reported exactly as the stage-1 baseline: `label_policy_baseline`)."""
+    from compose_rl.evals.games import label_action
+
     labels = []
     for game, st, pl in states:
         legal = st.legal_actions()
-        if rng.random() < sharp:
-            labels.append(legal[(ranks[game.name][private_line(game, st, pl)] + seed) % len(legal)])
-        else:
-            labels.append(rng.choice(legal))
+        labels.append(label_action(game, st, pl, seed) if rng.random() < sharp else rng.choice(legal))
     return labels
 
 

@@ -7,21 +7,29 @@ import random
 import pytest
 import torch
 from open_spiel.python import policy as os_policy
+from open_spiel.python.algorithms import expected_game_score
 
 from compose_rl.evals.games import (
     exact_value_vs,
     exploitability_of_tables,
     game_eval_suite,
+    history_tv,
+    infostate_rows,
     infostates,
+    label_code_map,
+    label_policy_tables,
     lm_action_logprobs,
     lm_action_probs,
     lm_policy_tables,
     play_vs,
     tables_from_fn,
+    tabular_from_tables,
 )
 from compose_rl.models import load_policy
 from compose_rl.types import Completion, SamplingParams
 from games import get_game
+
+from .test_exploitability import _brute_force_best_response
 
 torch.set_num_threads(1)
 
@@ -81,7 +89,13 @@ def test_policy_tables_keys(policy, kuhn):
     assert set(tables) == {i.key for i in infostates(kuhn)} and len(tables) == 12
     assert set(mass) == set(tables)
     expl, nash_conv = exploitability_of_tables(kuhn, tables)
-    assert 0.0 <= expl <= 2.0 and nash_conv == pytest.approx(2 * expl)
+    # against an independent path: best responses by brute force over every pure strategy
+    g = kuhn.openspiel_game
+    tab = tabular_from_tables(g, tables)
+    own = expected_game_score.policy_value(g.new_initial_state(), [tab, tab])
+    brs = [_brute_force_best_response(g, tab, p) for p in (0, 1)]
+    assert nash_conv == pytest.approx(sum(brs) - sum(own), abs=1e-9)
+    assert expl == pytest.approx(nash_conv / 2, abs=1e-12)
 
 
 def test_trained_always_bet_reaches_always_bet_exploitability(kuhn):
@@ -220,4 +234,88 @@ def test_play_with_hf_engine_smoke(policy, kuhn):
                   n_games=4, seed=0, sampling=SamplingParams(temperature=1.0, max_new_tokens=12, seed=0))
     assert torch.equal(torch.get_rng_state(), before)  # evaluation leaves the training RNG alone
     assert res["n"] == 4 and res["n_win"] + res["n_draw"] + res["n_loss"] == 4
-    assert 0.0 <= res["invalid_rate"] <= 1.0
+    assert res["lm_turns"] >= 4 and res["invalid_rate"] == res["invalid_games"] / res["lm_turns"]
+    again = play_vs(HFEngine(policy.model, policy.tokenizer), policy.format_prompt, kuhn, "random",
+                    n_games=4, seed=0, sampling=SamplingParams(temperature=1.0, max_new_tokens=12, seed=0))
+    assert again == res  # seeded: the same games, the same samples
+
+
+# ----------------------------------------------------------------------------- stage-1 label code
+
+def test_label_code_is_random_per_seed_and_ignores_text_order(kuhn):
+    """Over 200 seeds every card gets each action about half the time and all 8 card->action maps
+    occur: the code depends neither on card strength nor on where the card's text sorts (the old
+    rank-by-text code gave only two maps, J and Q always together)."""
+    from collections import Counter
+
+    pairs, maps = Counter(), Counter()
+    for seed in range(200):
+        code = {line[-1]: acts["pass,bet"] for line, acts in label_code_map(kuhn, seed).items()}
+        assert set(code) == {"J", "Q", "K"}
+        pairs.update(code.items())
+        maps[tuple(sorted(code.items()))] += 1
+    for card in "JQK":
+        for action in ("pass", "bet"):
+            assert 70 <= pairs[(card, action)] <= 130, pairs  # Binomial(200, 1/2): mean 100, sd ~7
+    assert len(maps) == 8 and min(maps.values()) >= 10, maps  # each map ~25 times
+
+
+def test_private_info_labels_follow_the_code_whatever_the_visit_order(kuhn):
+    from compose_rl.pipeline import private_info_labels, private_line, random_states
+
+    rng = random.Random(0)
+    states = [(kuhn, s, p) for _ in range(60) for s, p in random_states(kuhn, rng)]
+    code = {line: acts["pass,bet"] for line, acts in label_code_map(kuhn, 3).items()}
+    labels = private_info_labels(states, seed=3, rng=random.Random(1), sharp=1.0)
+    names = ("pass", "bet")
+    assert [names[a] for a in labels] == [code[private_line(g, s, p)] for g, s, p in states]
+    backwards = private_info_labels(states[::-1], seed=3, rng=random.Random(1), sharp=1.0)
+    assert backwards == labels[::-1]
+    # sharp < 1: the rest is uniform, so the code's share is sharp + (1 - sharp) / 2
+    soft = private_info_labels(states * 20, seed=3, rng=random.Random(2), sharp=0.5)
+    hit = sum(names[a] == code[private_line(g, s, p)] for (g, s, p), a in zip(states * 20, soft)) / len(soft)
+    assert hit == pytest.approx(0.75, abs=0.03)
+
+
+def test_label_policy_always_bet_matches_hand_values(kuhn, monkeypatch):
+    """sharp=1 with the map {J, Q, K} -> bet at every history is "always bet": exploitability 1/3
+    and exact value 0.375 vs uniform random (both derived by hand in test_exploitability.py);
+    sharp=0 is the uniform policy (11/24 = 0.4583)."""
+    import compose_rl.evals.games as ge
+
+    monkeypatch.setattr(ge, "label_index", lambda game, line, seed: 1)  # legal[1 % 2] = bet
+    bet = label_policy_tables(kuhn, seed=0, sharp=1.0)
+    m = ge.policy_baseline_metrics(kuhn, bet)
+    assert m["exploitability"] == pytest.approx(1 / 3, abs=1e-12)
+    assert m["vs_random/exact_value"] == pytest.approx(0.375, abs=1e-12)
+    assert ge.policy_baseline_metrics(kuhn, label_policy_tables(kuhn, 0, 0.0))["exploitability"] == pytest.approx(11 / 24)
+    soft = label_policy_tables(kuhn, seed=0, sharp=0.75)
+    assert all(t == pytest.approx({0: 0.125, 1: 0.875}) for t in soft.values())
+    with pytest.raises(ValueError, match="sharp"):
+        label_policy_tables(kuhn, 0, 1.5)
+
+
+# ----------------------------------------------------------------------------- reading the history
+
+def test_infostate_rows_and_history_tv_on_hand_built_tables(kuhn):
+    rows = infostate_rows(kuhn, {})  # missing -> uniform
+    assert len(rows) == 12 and all(r["probs"] == {"pass": 0.5, "bet": 0.5} for r in rows)
+    assert {r["private"] for r in rows} == {"Your card: J", "Your card: Q", "Your card: K"}
+    assert all(sum(r["private"] == f"Your card: {c}" for r in rows) == 4 for c in "JQK")
+    assert history_tv(rows) == 0.0  # the same distribution at every history
+    # J: passes first, but bets when facing a bet -> max TV 1; Q: 0.5/0.5 except 0.8/0.2 facing a
+    # bet -> 0.3; K: always bets -> 0. Mean (1 + 0.3 + 0) / 3.
+    tables = {}
+    for info in infostates(kuhn):
+        card, facing_bet = info.key[0], info.key.endswith("b")
+        if card == "0":
+            tables[info.key] = {0: 0.0, 1: 1.0} if facing_bet else {0: 1.0, 1: 0.0}
+        elif card == "1":
+            tables[info.key] = {0: 0.8, 1: 0.2} if facing_bet else {0: 0.5, 1: 0.5}
+        else:
+            tables[info.key] = {1: 1.0}
+    rows = infostate_rows(kuhn, tables)
+    assert history_tv(rows) == pytest.approx((1.0 + 0.3 + 0.0) / 3)
+    first = next(r for r in rows if r["key"] == "0")
+    assert first["infostate"] == "History: none, you act first. Pot: 2. | Your card: J"
+    assert first["probs"] == {"pass": 1.0, "bet": 0.0}

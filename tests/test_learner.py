@@ -133,23 +133,3 @@ def test_legal_action_entropy_matches_exact_action_probs(tiny_policy):
     ref = -sum(p * math.log(p) for p in probs.values() if p > 0)
     assert abs(h - ref) < 1e-4
     assert legal_action_entropy(tiny_policy.model, tok, [Sample([1], [2], [0.0], 0.0)], pad=0) is None
-
-
-def test_private_info_labels_depend_on_the_card():
-    """Stage-1 game labels: an arbitrary code from the private line to actions (teaches reading the card)."""
-    import random
-
-    from compose_rl.pipeline import private_info_labels, private_line, random_states
-    from games import get_game
-
-    game = get_game("kuhn_poker")
-    rng = random.Random(0)
-    states = [(game, s, p) for _ in range(60) for s, p in random_states(game, rng)]
-    labels = private_info_labels(states, seed=0, rng=random.Random(1), sharp=1.0)
-    by_card: dict[str, set] = {}
-    for (g, s, p), a in zip(states, labels):
-        assert a in s.legal_actions()
-        by_card.setdefault(private_line(g, s, p), set()).add(a)
-    # sharp=1: one action per card; ranks J < K < Q (sorted lines) -> actions 0, 1, 0 at seed 0
-    assert by_card == {"Your card: J": {0}, "Your card: K": {1}, "Your card: Q": {0}}
-    assert private_info_labels(states, seed=0, rng=random.Random(1)) == private_info_labels(states, seed=0, rng=random.Random(1))

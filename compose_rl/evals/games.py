@@ -44,6 +44,8 @@ import torch
 from compose_rl.evals.exploitability import (  # noqa: F401  (re-exported)
     SMALL_GAMES,
     AveragePolicy,
+    Tables,
+    _normalized,
     InfoState,
     exact_value_vs,
     exploitability_of,
@@ -485,3 +487,106 @@ def game_eval_suite(policy: "Policy | None", engine: "Engine", game_names: Seque
                 if tab_opp is not None:
                     metrics[f"eval/{name}/vs_{opp}/exact_value"] = exact_value_vs(game, tables, tab_opp)
     return metrics, transcripts
+
+
+# ----------------------------------------------------------------------------- stage-1 label code
+
+def private_line(game: "Game", state: pyspiel.State, player: int) -> str:
+    """The player's private information: every renderer puts it on the last line ("Your card: K")."""
+    return game.render(state, player).rstrip().splitlines()[-1]
+
+
+def label_index(game_name: str, line: str, seed: int) -> int:
+    """The stage-1 code's random index for one private line, drawn from an RNG keyed on (seed, game, line).
+
+    `random.Random(str)` seeds through SHA-512 of the string (not Python's salted `hash`), so the
+    draw is the same in every process, whatever order states are visited in, and it says nothing
+    about what the line means: which card is strong, or where its text sorts (the old code ranked
+    lines by their text, which for Kuhn gave only two codes, one of them a value strategy).
+    """
+    # 720 is divisible by 1..6: the index mod any legal count up to 6 is exactly uniform
+    return random.Random(f"stage1-code/{seed}/{game_name}/{line}").randrange(720)
+
+
+def label_action(game: "Game", state: pyspiel.State, player: int, seed: int) -> int:
+    """The code's action: legal action number label_index mod (number of legal actions).
+
+    Where the legal set differs between states of the same private line (Leduc: no fold without a
+    bet, no raise at the cap) the index is read modulo that state's own legal count; where every
+    action is always legal (Kuhn: pass, bet) this is a fixed random map from line to action.
+    """
+    legal = state.legal_actions(player)
+    return legal[label_index(game.name, private_line(game, state, player), seed) % len(legal)]
+
+
+def label_policy_tables(game: "Game", seed: int, sharp: float) -> Tables:
+    """The stage-1 label distribution as a tabular policy, at every information state of a small game.
+
+    SFT labels are: with probability `sharp` the code's action, else a uniform legal action (which
+    may be the code's action too), so P(code action) = sharp + (1 - sharp)/n and every other legal
+    action gets (1 - sharp)/n. This is what a model that fits the labels perfectly would play.
+    """
+    if not 0.0 <= sharp <= 1.0:
+        raise ValueError(f"sharp must be in [0, 1], got {sharp}")
+    out: Tables = {}
+    for info in infostates(game):
+        legal = info.legal
+        code = label_action(game, info.state, info.player, seed)
+        out[info.key] = {int(a): (1.0 - sharp) / len(legal) + (sharp if a == code else 0.0) for a in legal}
+    return out
+
+
+def label_code_map(game: "Game", seed: int) -> dict[str, dict[str, str]]:
+    """Which action the code gives each private line, per legal set: {line: {"pass,bet": "bet"}} (small games)."""
+    out: dict[str, dict[str, str]] = {}
+    for info in infostates(game):
+        names = game.action_names(info.state)
+        legal_key = ",".join(names[a] for a in info.legal)
+        line = private_line(game, info.state, info.player)
+        out.setdefault(line, {})[legal_key] = names[label_action(game, info.state, info.player, seed)]
+    return {k: out[k] for k in sorted(out)}
+
+
+def policy_baseline_metrics(game: "Game", tables: Mapping[str, Mapping[int, float]]) -> dict[str, float]:
+    """Exact exploitability and exact expected return vs random and vs Nash (both seats) of a tabular policy."""
+    expl, nash_conv = exploitability_of_tables(game, tables)
+    out = {"exploitability": expl, "nash_conv": nash_conv}
+    for opp in ("random", "nash"):
+        out[f"vs_{opp}/exact_value"] = exact_value_vs(game, tables, tabular_opponent(game, opp))
+    return out
+
+
+# ----------------------------------------------------------------------------- reading the history
+
+def infostate_rows(game: "Game", tables: Mapping[str, Mapping[int, float]]) -> list[dict[str, Any]]:
+    """One row per information state: the acting player's view in words, the private line, and
+    P(action) by action name (legal actions only), in OpenSpiel's information-state order."""
+    rows = []
+    for info in infostates(game):
+        names = game.action_names(info.state)
+        probs = _normalized(tables.get(info.key, {}), info.legal) or [1.0 / len(info.legal)] * len(info.legal)
+        view = " | ".join(line.strip() for line in game.render(info.state, info.player).splitlines())
+        rows.append({"infostate": view, "private": private_line(game, info.state, info.player), "key": info.key,
+                     "probs": {names[a]: p for a, p in zip(info.legal, probs)}})
+    return rows
+
+
+def history_tv(rows: Sequence[Mapping[str, Any]]) -> float:
+    """Does the policy read the betting history? Mean over private lines (cards) of the largest
+    total-variation distance between the action distributions at that card's different
+    information states. 0: the same distribution whatever happened before (history ignored);
+    1: some two histories get disjoint actions. Actions absent from a row count as probability 0."""
+    by_line: dict[str, list[Mapping[str, float]]] = {}
+    for r in rows:
+        by_line.setdefault(r["private"], []).append(r["probs"])
+    if not by_line:
+        raise ValueError("history_tv: no information-state rows")
+    per_line = []
+    for dists in by_line.values():
+        worst = 0.0
+        for i in range(len(dists)):
+            for j in range(i + 1, len(dists)):
+                acts = set(dists[i]) | set(dists[j])
+                worst = max(worst, 0.5 * sum(abs(dists[i].get(a, 0.0) - dists[j].get(a, 0.0)) for a in acts))
+        per_line.append(worst)
+    return sum(per_line) / len(per_line)
