@@ -112,7 +112,7 @@ def _write(root: Path, recipe, ab, results) -> Path:
         for d in depths:
             accs = [v["end"][f"eval/strcomp/acc_d{d}"] for v in by_seed.values()]
             m, h = mean_ci(accs)
-            chance = next(iter(by_seed.values()))["end"][f"eval/strcomp/chance_d{d}"]
+            chance = next(iter(by_seed.values()))["end"][f"eval/strcomp/floor_d{d}"]
             drows.append({"depth": d, "acc": m, "acc_lo": m - h, "acc_hi": m + h, "chance": chance})
         tables[variant] = drows
         start_pk = mean_ci([v["start"].get(f"eval/strcomp/pass@{k}_d2", 0.0) for v in by_seed.values()])

@@ -48,9 +48,14 @@ Reward: 1.0 exact match, 0.0 wrong answer, -1.0 if no Answer line or truncated.
 RL mix: `rl_problems` gives round(n * rl_shallow_fraction) (default 25%) problems at depths
 1..train_max_depth-1 (uniform) and the rest at depth train_max_depth, in a seeded random order.
 
-Chance baseline: `chance_accuracy(depth)` is the empirical accuracy of answering with the input
-unchanged ("copy the input") on `eval_problems(depth, n)`. `baseline_accuracies` adds the
-shortcuts "apply only the innermost", "only the outermost" and "innermost then outermost".
+Floor: `shortcut_floor(depth)` is the accuracy of the best shortcut rule on `eval_problems(depth, n)`
+(computed exactly on those items): the shortcuts (`SHORTCUTS`) answer by applying a wrong subsequence
+or order of the chain's functions: copy the input, innermost only, outermost only, innermost then
+outermost, skip the innermost, skip the outermost, the innermost two, the outermost two, all in
+reverse order. A rule that is the full computation at a depth (innermost only at depth 1) is not a
+shortcut there and is left out. At depth 3 on the two-stage function set "innermost then
+outermost" (0.04) beats copying the input (0.01): the floor, not echo, is what "chance" means here.
+`chance_accuracy(depth)` (copy the input only) is kept for reference.
 """
 from __future__ import annotations
 
@@ -77,6 +82,9 @@ __all__ = [
     "apply_chain",
     "format_expression",
     "parse_steps",
+    "SHORTCUTS",
+    "shortcut_accuracies",
+    "floor_of",
 ]
 
 MAX_LEN = 12  # every function output (and so every string in a chain) has at most this many chars
@@ -346,6 +354,46 @@ def parse_steps(text: str) -> list[tuple[str, str, str]]:
         name, _, arg = head.partition("(")
         steps.append((name, arg, result))
     return steps
+
+
+# Shortcut rules: depth -> positions (innermost first) of the chain functions the rule applies, in order.
+SHORTCUTS: dict[str, Callable[[int], list[int]]] = {
+    "copy_input": lambda d: [],
+    "innermost_only": lambda d: [0],
+    "outermost_only": lambda d: [d - 1],
+    "innermost_then_outermost": lambda d: [0, d - 1] if d > 1 else [0],
+    "skip_innermost": lambda d: list(range(1, d)),
+    "skip_outermost": lambda d: list(range(d - 1)),
+    "innermost_two": lambda d: list(range(min(2, d))),
+    "outermost_two": lambda d: list(range(max(0, d - 2), d)),
+    "reversed_order": lambda d: list(range(d))[::-1],
+}
+
+
+def shortcut_accuracies(problems: Sequence["Problem"]) -> dict[str, float]:
+    """Accuracy of each shortcut rule on `problems` (all of one depth). Rules that apply the full
+    chain in order at that depth are not shortcuts there, and rules that coincide with one listed
+    before (skip_innermost = copy_input at depth 1) are omitted."""
+    if not problems:
+        raise ValueError("shortcut_accuracies: no problems")
+    depth = problems[0].depth
+    if any(p.depth != depth for p in problems):
+        raise ValueError("shortcut_accuracies: problems of several depths; score one depth at a time")
+    out, seen = {}, {tuple(range(depth))}
+    for name, rule in SHORTCUTS.items():
+        idx = rule(depth)
+        if tuple(idx) in seen:  # the full chain, or the same rule as one listed before at this depth
+            continue
+        seen.add(tuple(idx))
+        hits = sum(apply_chain([p.functions[i] for i in idx], p.input)[-1] == p.answer for p in problems)
+        out[name] = hits / len(problems)
+    return out
+
+
+def floor_of(accuracies: dict[str, float]) -> tuple[float, str]:
+    """(best accuracy, its rule); ties go to the rule listed first in SHORTCUTS."""
+    name = max(accuracies, key=lambda k: accuracies[k])
+    return accuracies[name], name
 
 
 def _stable_int(*parts: object) -> int:
@@ -628,16 +676,13 @@ class StrCompTask:
         return 1.0 if ans == problem.answer else 0.0
 
     def baseline_accuracies(self, depth: int, n: int = 512) -> dict[str, float]:
-        """Accuracy on eval_problems(depth, n) of trivial answer rules (no model involved)."""
-        probs = self.eval_problems(depth, n)
-        rules = {
-            "copy_input": lambda p: p.input,
-            "innermost_only": lambda p: apply_chain(p.functions[:1], p.input)[-1],
-            "outermost_only": lambda p: apply_chain(p.functions[-1:], p.input)[-1],
-            "innermost_then_outermost": lambda p: apply_chain(
-                p.functions[:1] + p.functions[-1:] if p.depth > 1 else p.functions, p.input)[-1],
-        }
-        return {k: sum(r(p) == p.answer for p in probs) / len(probs) for k, r in rules.items()}
+        """Accuracy on eval_problems(depth, n) of every shortcut rule (`SHORTCUTS`) that is not the full
+        computation at this depth (no model involved)."""
+        return shortcut_accuracies(self.eval_problems(depth, n))
+
+    def shortcut_floor(self, depth: int, n: int = 512) -> tuple[float, str]:
+        """The floor at a depth: the best shortcut's accuracy on eval_problems(depth, n), and its name."""
+        return floor_of(self.baseline_accuracies(depth, n))
 
     def chance_accuracy(self, depth: int, n: int = 512) -> float:
         """Chance baseline: accuracy of answering with the input unchanged, on eval_problems(depth, n)."""

@@ -14,7 +14,9 @@ from synthetic_tasks.strcomp import (
     Problem,
     StrCompTask,
     apply_chain,
+    floor_of,
     parse_answer,
+    shortcut_accuracies,
 )
 
 # Hand-computed cases, keyed by the descriptive name (the func_i name is a fixed shuffle).
@@ -290,11 +292,35 @@ def test_chance_and_describe():
     t = StrCompTask()
     for depth in (1, 2, 4):
         c = t.chance_accuracy(depth, n=200)
-        assert 0.0 <= c < 0.1
         b = t.baseline_accuracies(depth, n=200)
         assert b["copy_input"] == c
+        floor, rule = t.shortcut_floor(depth, n=200)
+        assert floor == max(b.values()) == b[rule]
+    assert set(t.baseline_accuracies(1, n=20)) == {"copy_input"}  # every other rule is the answer or a repeat
     d = t.describe()
     assert d["n_functions"] == 20 and len(d["functions"]) == 20
+
+
+def test_shortcut_floor_on_hand_built_items():
+    """Four depth-2 items whose shortcut hits are worked out by hand (innermost first):
+    reverse, shift_up_1 on "abc" -> "dcb": the two functions commute, so reversed order hits;
+    reverse, rotate_left_2 on "aba" -> "aab": reverse("aba") = "aba", so outermost only hits;
+    shift_up_1, reverse on "aa" -> "bb": reverse("bb") = "bb", so innermost only and reversed hit;
+    rotate_left_2, shift_up_1 on "abcd" -> "debc": they commute, reversed order hits.
+    copy_input 0/4, innermost 1/4, outermost 1/4, reversed 3/4 -> floor 0.75 (reversed_order)."""
+    name = {v: k for k, v in DESCRIPTIVE_NAMES.items()}
+    rev, up, rot = name["reverse"], name["shift_up_1"], name["rotate_left_2"]
+    t = StrCompTask()
+    items = [t.make_problem(c, x) for c, x in [((rev, up), "abc"), ((rev, rot), "aba"), ((up, rev), "aa"),
+                                                ((rot, up), "abcd")]]
+    assert [p.answer for p in items] == ["dcb", "aab", "bb", "debc"]
+    acc = shortcut_accuracies(items)
+    # skip_innermost/skip_outermost repeat outermost/innermost only at depth 2; the rest are the full chain
+    assert acc == {"copy_input": 0.0, "innermost_only": 0.25, "outermost_only": 0.25, "reversed_order": 0.75}
+    assert floor_of(acc) == (0.75, "reversed_order")
+    assert floor_of(shortcut_accuracies([t.make_problem((rev,), "aba")])) == (1.0, "copy_input")
+    with pytest.raises(ValueError, match="one depth"):
+        shortcut_accuracies(items + [t.make_problem((rev,), "aba")])
 
 
 def test_explicit_function_subset():

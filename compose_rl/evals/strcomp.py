@@ -1,4 +1,8 @@
-"""String-composition suite: accuracy by depth on held-out compositions, pass@k, chance baseline.
+"""String-composition suite: accuracy by depth on held-out compositions, pass@k, the shortcut floor.
+
+The floor per depth is the best shortcut rule's accuracy on the same eval items
+(`synthetic_tasks.strcomp.SHORTCUTS`: copy the input, innermost only, reversed order, ...), with the
+rule's name: a model below it has not beaten a trivial answer rule.
 
 pass@k uses the unbiased estimator of Chen et al. 2021 (eq. 1): 1 - C(n-c, k) / C(n, k) with n = k
 samples here, i.e. "any of k samples correct".
@@ -8,6 +12,7 @@ from __future__ import annotations
 from math import comb
 
 from compose_rl.types import SamplingParams
+from synthetic_tasks.strcomp import floor_of, shortcut_accuracies
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -56,9 +61,11 @@ def strcomp_suite(engine, format_prompt, task, cfg_eval, max_new_tokens: int, te
             _, _, correct, _ = accuracy(engine, format_prompt, task, sub, max_new_tokens,
                                         temperature=max(temperature, 1e-3) if temperature > 0 else 1.0, n=k, seed=seed + d)
             pk = sum(pass_at_k(k, c, k) for c in correct) / len(sub)
-        chance = task.chance_accuracy(d)
+        shortcuts = shortcut_accuracies(probs)
+        floor, rule = floor_of(shortcuts)
         metrics.update({f"eval/strcomp/acc_d{d}": acc, f"eval/strcomp/pass@{k}_d{d}": pk,
-                        f"eval/strcomp/parse_d{d}": parse, f"eval/strcomp/chance_d{d}": chance})
-        rows.append({"depth": d, "acc": acc, f"pass@{k}": pk, "parse": parse, "chance": chance, "n": len(probs)})
+                        f"eval/strcomp/parse_d{d}": parse, f"eval/strcomp/floor_d{d}": floor})
+        rows.append({"depth": d, "acc": acc, f"pass@{k}": pk, "parse": parse, "floor": floor, "floor_rule": rule,
+                     "shortcuts": shortcuts, "n": len(probs)})
         samples += [f"[depth {d}] expected {p.answer!r}\n{p.prompt}{t}" for p, t in list(zip(probs, texts))[:2]]
     return metrics, rows, samples
