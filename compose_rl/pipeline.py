@@ -11,6 +11,7 @@ continues from its last step checkpoint).
 """
 from __future__ import annotations
 
+import json
 import random
 import sys
 from collections import Counter
@@ -308,7 +309,7 @@ class Pipeline:
     # ---- games: exploitability tracking, average policy, best checkpoint
     def track_policy(self, step: int, label: str) -> dict:
         from compose_rl.evals.exploitability import exploitability_of_tables, own_reach
-        from compose_rl.evals.games import tabular_opponent, exact_value_vs, lm_policy_tables
+        from compose_rl.evals.games import exact_value_vs, history_tv, infostate_rows, lm_policy_tables, tabular_opponent
 
         out = {}
         for name, avg in self.average.items():
@@ -318,8 +319,10 @@ class Pipeline:
             # reach-weighted: the average is the behaviour policy of the mixture of past policies (fictitious play)
             avg.update(tables, reach=own_reach(game, tables))
             av = avg.exploitability(game)
+            rows = infostate_rows(game, tables)
             out[f"eval/{name}/exploitability"] = cur[0]
             out[f"eval/{name}/nash_conv"] = cur[1]
+            out[f"eval/{name}/history_tv"] = history_tv(rows)
             out[f"eval/{name}/exploitability_avg"] = av[0]
             for opp in ("random", "nash"):  # exact expected return vs fixed opponents, both seats
                 out[f"eval/{name}/vs_{opp}/exact_value"] = exact_value_vs(game, tables, tabular_opponent(game, opp))
@@ -327,24 +330,35 @@ class Pipeline:
                 self.best[name] = (cur[0], step)
                 self.policy.save(self.run.path / "best" / name)
                 out[f"eval/{name}/best_step"] = step
+                self._write_infostates("best", {name: rows}, {"step": step, "exploitability": cur[0]})
         return out
+
+    def _write_infostates(self, label: str, rows: dict, extra: dict | None = None) -> None:
+        """eval/<label>-infostates.json: per game, the exact action probabilities at every information
+        state (Kuhn: 12 rows) and history_tv, so one can see whether the policy reads the history."""
+        from compose_rl.evals.games import history_tv
+
+        path = self.run.path / "eval" / f"{label}-infostates.json"
+        data = json.loads(path.read_text()) if path.exists() else {}
+        for name, rs in rows.items():
+            data[name] = {**(extra or {}), "history_tv": history_tv(rs), "rows": rs}
+        self.run.write_json(f"eval/{label}-infostates.json", data)
 
     def _setup_pool(self, collector) -> None:
         import copy
 
         from compose_rl.rollout.hf import HFEngine
 
-        # the pool holds past learner state_dicts; a frozen copy of the model plays them
-        self.pool = [copy.deepcopy(self.policy.model.state_dict())]
+        # the pool holds past learner weights (on CPU); one frozen copy of the model plays them
+        self.pool = SnapshotPool(self.recipe.games.pool_size)
+        self.pool.add(self.policy.model.state_dict())
         snapshot_model = copy.deepcopy(self.policy.model)
         collector.opponent_engine = HFEngine(snapshot_model, self.policy.tokenizer, self.recipe.rollout.batch_size)
 
     def _pool_snapshot(self, step: int, collector) -> None:
-        import copy
-
         if (step + 1) % self.recipe.games.pool_every == 0:
-            self.pool.append(copy.deepcopy(self.policy.model.state_dict()))
-            pick = random.Random(self.recipe.seed + step).choice(self.pool)
+            self.pool.add(self.policy.model.state_dict())
+            pick = self.pool.pick(random.Random(self.recipe.seed + step))
             collector.opponent_engine.model.load_state_dict(pick, strict=False)
 
     def _extra(self) -> dict:
@@ -377,11 +391,17 @@ class Pipeline:
 
     def game_eval(self, label: str):
         from compose_rl.evals.games import game_eval_suite
+        from games import get_game
 
         r = self.recipe
         names = [g.name for g, _ in self.mixture] + [g.name for g in self.held_out]
+        from compose_rl.evals.games import infostate_rows
+
+        tables: dict = {}
         metrics, transcripts = game_eval_suite(self.policy, self.engine, names, r.eval.opponents, r.eval.games,
-                                               r.seed + 1000, self.sampling(train=False))
+                                               r.seed + 1000, self.sampling(train=False), tables_out=tables)
+        if tables:
+            self._write_infostates(label, {n: infostate_rows(get_game(n), t) for n, t in tables.items()})
         if r.eval.exploitability:
             for name, avg in self.average.items():
                 if avg.updates:
@@ -397,6 +417,27 @@ class Pipeline:
         self.run.write_json(f"eval/{label}-games.json", metrics)
         texts = [f"[{key}]\n{t}" for key, ts in transcripts.items() for t in ts[:2]]
         return metrics, texts
+
+
+class SnapshotPool:
+    """Past policies for opponent=pool: at most `size` state dicts, oldest dropped first, each copied
+    to CPU (a snapshot on the GPU would hold a full extra model there per entry)."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"pool size must be >= 1, got {size}")
+        self.size = size
+        self.snapshots: list[dict[str, torch.Tensor]] = []
+
+    def __len__(self) -> int:
+        return len(self.snapshots)
+
+    def add(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.snapshots.append({k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()})
+        del self.snapshots[:-self.size]
+
+    def pick(self, rng: random.Random) -> dict[str, torch.Tensor]:
+        return rng.choice(self.snapshots)
 
 
 EXACT_GAMES = ("kuhn_poker", "leduc_poker")
@@ -440,7 +481,7 @@ def random_states(game, rng: random.Random):
 
 
 def summarize(label: str, metrics: dict) -> str:
-    keys = [k for k in metrics if any(x in k for x in ("acc_d", "exploitability", "/win", "mean_return"))]
+    keys = [k for k in metrics if any(x in k for x in ("acc_d", "floor_d", "exploitability", "history_tv", "/win", "mean_return"))]
     return f"[{label}] " + "  ".join(f"{k.split('/', 1)[1]}={metrics[k]:.3f}" for k in keys[:14])
 
 

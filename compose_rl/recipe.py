@@ -103,6 +103,8 @@ class GamesCfg(Section):
     """Who the learner plays in RL: itself in every seat, a fixed bot, or a pool of its past checkpoints."""
     pool_every: int = Field(10, gt=0)
     """With opponent=pool: snapshot the policy into the pool every this many steps."""
+    pool_size: int = Field(8, gt=0, le=1000)
+    """With opponent=pool: most snapshots kept (oldest dropped first); each is a full CPU copy of the weights."""
     invalid: InvalidCfg = InvalidCfg()
     """What an unparseable or illegal action does."""
     max_turns: int = Field(50, gt=0)

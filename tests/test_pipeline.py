@@ -142,3 +142,23 @@ def test_same_recipe_on_every_engine_and_worker_count(tmp_path):
     assert ref[3] is not None  # the step's transcripts were logged
     for combo, got in first_steps.items():
         assert got == ref, combo
+
+
+def test_snapshot_pool_keeps_the_newest_on_cpu():
+    import random as _random
+
+    import torch
+
+    from compose_rl.pipeline import SnapshotPool
+
+    pool = SnapshotPool(3)
+    w = torch.zeros(2)
+    for i in range(5):
+        w.fill_(i)  # the live weights keep changing after each snapshot
+        pool.add({"w": w})
+    assert len(pool) == 3
+    assert [s["w"].tolist() for s in pool.snapshots] == [[2.0, 2.0], [3.0, 3.0], [4.0, 4.0]]  # oldest out
+    assert all(s["w"].device.type == "cpu" and s["w"].data_ptr() != w.data_ptr() for s in pool.snapshots)
+    assert any(pool.pick(_random.Random(0)) is s for s in pool.snapshots)
+    with pytest.raises(ValueError, match="pool size"):
+        SnapshotPool(0)
