@@ -50,6 +50,8 @@ class Sample:
     game: str = ""
     role: int = 0
     turn: int = 0
+    episode: int = -1  # self-play: the game instance (index in its collection batch) this turn belongs to; -1 = none
+    retry: bool = False  # self-play retry mode: an invalid attempt that was re-prompted (reward = the penalty)
     policy_version: int = 0
     truncated: bool = False
     info: dict[str, Any] = field(default_factory=dict)

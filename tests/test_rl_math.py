@@ -27,22 +27,65 @@ def test_batch_mean():
     assert batch_mean([]) == []
 
 
-def test_rae_reads_baseline_before_update():
+def _two_kuhn_games():
+    """Two multi-turn games as play_games emits them (game 0's turns, then game 1's), as Samples.
+
+    game 0: P0 moves twice and wins 2, P1 moves once and loses 2.
+    game 1: P1's first attempt is invalid and re-prompted (retry sample, reward -3), then P1 moves
+            twice and wins 1; P0 moves once and loses 1.
+    """
+    from compose_rl.types import Sample
+
+    rows = [  # (episode, role, reward, retry)
+        (0, 0, 2.0, False), (0, 1, -2.0, False), (0, 0, 2.0, False),
+        (1, 0, -1.0, False), (1, 1, -3.0, True), (1, 1, 1.0, False), (1, 1, 1.0, False),
+    ]
+    return [Sample([1], [2], [0.0], r, game="kuhn", role=p, episode=e, group=e, retry=retry)
+            for e, p, r, retry in rows]
+
+
+def test_rae_two_multi_turn_games_by_hand():
+    from compose_rl.rl.learner import compute_advantages
+
     rb = RoleBaselines(decay=0.9)
-    # kuhn p0: returns 1, then 2 ; p1: -1
-    a = rb.advantages([1.0, -1.0, 2.0], ["kuhn", "kuhn", "kuhn"], [0, 1, 0])
-    # p0: b=0 -> A=1, b <- 0.1; p1: b=0 -> A=-1, b <- -0.1; p0: A = 2 - 0.1 = 1.9, b <- 0.09 + 0.2 = 0.29
-    assert a == pytest.approx([1.0, -1.0, 1.9])
-    assert rb.values == pytest.approx({"kuhn/p0": 0.29, "kuhn/p1": -0.1})
+    rb.values = {"kuhn/p0": 0.5}  # p1 has no baseline yet: 0
+    samples = _two_kuhn_games()
+    compute_advantages(samples, "rae", rb)
+    # every turn reads the batch-start baseline: p0 b = 0.5, p1 b = 0 (retry sample included)
+    assert [s.advantage for s in samples] == pytest.approx([1.5, -2.0, 1.5, -1.5, -3.0, 1.0, 1.0])
+    # one update per game and role, game 0 first; the retry's -3 never enters:
+    # p0: 0.9*0.5 + 0.1*2 = 0.65 -> 0.9*0.65 + 0.1*(-1) = 0.485
+    # p1: 0.9*0 + 0.1*(-2) = -0.2 -> 0.9*(-0.2) + 0.1*1 = -0.08
+    assert rb.values == pytest.approx({"kuhn/p0": 0.485, "kuhn/p1": -0.08})
+    # the next batch reads the updated baselines
+    nxt = [s for s in _two_kuhn_games()[:2]]
+    compute_advantages(nxt, "rae", rb)
+    assert [s.advantage for s in nxt] == pytest.approx([2.0 - 0.485, -2.0 + 0.08])
     rb2 = RoleBaselines()
     rb2.load_state_dict(rb.state_dict())
     assert rb2.values == rb.values and rb2.decay == 0.9
 
 
-def test_rae_separates_games():
+def test_rae_update_order_is_game_order():
+    # same two games with game 1 listed first: the EMA ends elsewhere (updates do not commute)
+    rb = RoleBaselines(decay=0.9)
+    rb.values = {"kuhn/p0": 0.5}
+    samples = _two_kuhn_games()
+    samples = samples[3:] + samples[:3]
+    rb.advantages([s.reward for s in samples], [s.game for s in samples], [s.role for s in samples],
+                  [s.episode for s in samples], [s.retry for s in samples])
+    # p0: 0.9*0.5 - 0.1 = 0.35 -> 0.9*0.35 + 0.2 = 0.515; p1: 0.1 -> 0.09 - 0.2 = -0.11
+    assert rb.values == pytest.approx({"kuhn/p0": 0.515, "kuhn/p1": -0.11})
+
+
+def test_rae_separates_games_and_rejects_bad_input():
     rb = RoleBaselines(decay=0.5)
-    rb.advantages([4.0], ["a"], [0])
-    assert rb.advantages([4.0, 4.0], ["a", "b"], [0, 0]) == pytest.approx([2.0, 4.0])
+    rb.advantages([4.0], ["a"], [0], [0])
+    assert rb.advantages([4.0, 4.0], ["a", "b"], [0, 0], [0, 1]) == pytest.approx([2.0, 4.0])
+    with pytest.raises(ValueError, match="Sample.episode"):
+        rb.advantages([1.0], ["a"], [0], [-1])
+    with pytest.raises(ValueError, match="different returns"):
+        rb.advantages([1.0, 0.0], ["a", "a"], [0, 0], [3, 3])
 
 
 def test_aggregations_by_hand():

@@ -103,6 +103,7 @@ def test_first_legal_model_self_play_kuhn():
         assert len(s.completion_ids) == len(s.old_logprobs) == len(s.completion)
         assert s.prompt_ids == list(range(len(s.prompt)))
     assert len(by_game) == 16
+    assert all(s.episode == s.group for s in samples) and not any(s.retry for s in samples)
     for group in by_game.values():
         assert sorted(s.role for s in group) == [0, 1]
         assert sum(s.reward for s in group) == 0 and {abs(s.reward) for s in group} == {1.0}
@@ -167,6 +168,8 @@ def test_retry_mode_samples():
     assert [s.info["valid"] for s in samples] == [False, True, False, True]
     assert [s.turn for s in samples] == [0, 0, 0, 0]
     assert [s.info["attempt"] for s in samples] == [0, 1, 0, 1]
+    assert [s.retry for s in samples] == [True, False, True, False]  # RAE skips these in the baseline
+    assert [s.episode for s in samples] == [0, 0, 0, 0]
     bad = [s for s in samples if not s.info["valid"]]
     good = [s for s in samples if s.info["valid"]]
     assert all(s.reward == -3.0 for s in bad)

@@ -4,10 +4,16 @@
   the group g of samples drawn for the same prompt. `scale=False` gives Dr.GRPO's unscaled
   A_i = R_i - mean_g (Liu et al. 2025), which does not up-weight nearly-solved prompts.
 - `batch_mean`: A_i = R_i - mean over the whole batch (REINFORCE with a batch baseline).
-- `RoleBaselines`: SPIRAL's Role-conditioned Advantage Estimation: one baseline per (game, role),
-  an exponential moving average of that role's returns, A = R - b. We read b BEFORE updating it
-  with the current batch (as SPIRAL's public code does), so a sample is never its own baseline;
-  the baseline is updated once per sample, in order.
+- `RoleBaselines`: SPIRAL's Role-conditioned Advantage Estimation (Liu et al. 2025, sec. 3.3): one
+  baseline b per (game, role), an exponential moving average of that role's returns, A = R - b.
+  Within one batch, exactly (see `RoleBaselines.advantages`):
+    1. every baseline is read once, at the start of the batch;
+    2. every turn of role p in game instance e gets A = R - b[game(e), p], where R is that turn's
+       reward (the role's final return; a retry-penalty sample's own penalty);
+    3. then each baseline is updated once per game instance that role played in, with that game's
+       return, in the order the game instances first appear in the batch. Retry-penalty samples
+       never feed the baseline. A game therefore never sees its own return in its baseline, and a
+       long game weighs the same as a short one.
 """
 from __future__ import annotations
 
@@ -49,7 +55,7 @@ def mixed_groups(rewards: Sequence[float], groups: Sequence[int]) -> set[int]:
 
 
 class RoleBaselines:
-    """EMA baseline per (game, role): b <- decay * b + (1 - decay) * R; first return initialises b = 0 -> EMA."""
+    """EMA baseline per (game, role): b <- decay * b + (1 - decay) * R, once per game instance; b starts at 0."""
 
     def __init__(self, decay: float = 0.95):
         self.decay = decay
@@ -59,13 +65,33 @@ class RoleBaselines:
     def key(game: str, role: int) -> str:
         return f"{game}/p{role}"
 
-    def advantages(self, rewards: Sequence[float], games: Sequence[str], roles: Sequence[int]) -> list[float]:
-        out = []
-        for r, g, p in zip(rewards, games, roles):
+    def advantages(self, rewards: Sequence[float], games: Sequence[str], roles: Sequence[int],
+                   episodes: Sequence[int], retries: Sequence[bool] | None = None) -> list[float]:
+        """A = R - b for every sample, then one EMA update per (game instance, role) (see the module docstring).
+
+        `episodes[i]` identifies the game instance of sample i (its turns share it); `retries[i]` marks a
+        retry-penalty sample (its advantage uses the batch-start baseline, it never updates it).
+        """
+        retries = [False] * len(rewards) if retries is None else retries
+        if not len(rewards) == len(games) == len(roles) == len(episodes) == len(retries):
+            raise ValueError("RoleBaselines.advantages: rewards, games, roles, episodes and retries differ in length")
+        # 1-2. baselines as they stood at the start of the batch
+        out = [r - self.values.get(self.key(g, p), 0.0) for r, g, p in zip(rewards, games, roles)]
+        # 3. one return per (game instance, role), in order of first appearance
+        returns: dict[tuple[int, str, int], float] = {}
+        for r, g, p, e, retry in zip(rewards, games, roles, episodes, retries):
+            if e < 0:
+                raise ValueError("rl.advantage rae: a sample has no game instance id (Sample.episode < 0); "
+                                 "RAE needs self-play samples from rollout/selfplay.py")
+            if retry:
+                continue
+            seen = returns.setdefault((e, g, p), r)
+            if seen != r:
+                raise ValueError(f"rl.advantage rae: turns of one game instance ({g} #{e}, role {p}) carry "
+                                 f"different returns ({seen} and {r}); every non-retry turn must carry the final return")
+        for (_e, g, p), r in returns.items():
             k = self.key(g, p)
-            b = self.values.get(k, 0.0)
-            out.append(r - b)  # read before the update
-            self.values[k] = self.decay * b + (1.0 - self.decay) * r
+            self.values[k] = self.decay * self.values.get(k, 0.0) + (1.0 - self.decay) * r
         return out
 
     def state_dict(self) -> dict:

@@ -50,7 +50,8 @@ def compute_advantages(samples: list[Sample], how: str, baselines: adv_lib.RoleB
     elif how == "batch_mean":
         a = adv_lib.batch_mean(rewards)
     elif how == "rae":
-        a = baselines.advantages(rewards, [s.game for s in samples], [s.role for s in samples])
+        a = baselines.advantages(rewards, [s.game for s in samples], [s.role for s in samples],
+                                 [s.episode for s in samples], [s.retry for s in samples])
     else:
         raise ValueError(f"unknown advantage estimator {how!r}")
     for s, v in zip(samples, a):

@@ -14,8 +14,9 @@ Seats:
 Rewards. A sample's reward is its seat's final return (`GameEnv.returns()`, so an invalid move
 that ends the game gives the offender `invalid.penalty` and the others `invalid.other`; a turn-cap
 game is a draw). In retry mode an invalid attempt that is followed by a re-prompt is its own
-sample with reward `invalid.penalty` (it is not overwritten by the game's outcome); the valid
-retry that follows gets the final return as usual. A truncated completion (finish_reason
+sample with reward `invalid.penalty` and `Sample.retry = True` (it is not overwritten by the game's
+outcome, and it does not feed the RAE baseline); the valid retry that follows gets the final return
+as usual. Every sample of one game carries that game's index in the batch as `Sample.episode`. A truncated completion (finish_reason
 "length") that does not parse is simply invalid; truncation is counted separately.
 
 Seeding: the mixture draw and each game's chance/bot seeds come from `random.Random(seed)`. When
@@ -232,13 +233,14 @@ def play_games(
                     game=sl.game.name,
                     role=p,
                     turn=sl.turn_count[p],
+                    episode=sl.index,
+                    retry=retried,
                     policy_version=comp.policy_version,
                     truncated=comp.truncated,
                     info={
                         "valid": res.valid,
                         "action": res.action_name,
                         "attempt": attempt,
-                        "final": not retried,
                         "legal_answers": legal,
                     },
                 )
@@ -270,9 +272,8 @@ def play_games(
             else:
                 rs.losses += 1
         for p, s in sl.samples:
-            if s.info["final"]:
+            if not s.retry:
                 s.reward = float(rets[p])
-            del s.info["final"]
             samples.append(s)
         if sl.log is not None:
             end = "turn cap (draw)" if env.truncated_turn_cap else (
