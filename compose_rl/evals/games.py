@@ -447,14 +447,16 @@ def tabular_opponent(game: "Game", kind: str):
 
 
 def game_eval_suite(policy: "Policy | None", engine: "Engine", game_names: Sequence[str],
-                    opponents: Sequence[str], n_games: int, seed: int, sampling: SamplingParams
-                    ) -> tuple[dict[str, float], dict[str, list[str]]]:
+                    opponents: Sequence[str], n_games: int, seed: int, sampling: SamplingParams,
+                    tables_out: dict | None = None) -> tuple[dict[str, float], dict[str, list[str]]]:
     """Play and (for kuhn/leduc) exact metrics, flat and namespaced; transcripts separately.
 
     Metrics: `eval/{game}/vs_{opp}/{win,draw,loss,mean_return,ci95,invalid_rate,...}` from play;
     for small games and when `policy` is given, `eval/{game}/exploitability`, `.../nash_conv`,
     `.../legal_mass` (mean over information states), `.../legal_mass_min`, and
-    `eval/{game}/vs_{opp}/exact_value` (exact expected return, both seats, for `random`/`nash`).
+    `eval/{game}/vs_{opp}/exact_value` (exact expected return, both seats, for `random`/`nash`),
+    `eval/{game}/history_tv` (does the policy read the history: `history_tv`).
+    `tables_out`, if given, receives `{game: exact policy tables}` of the small games.
     Opponent kinds a game does not offer (`opponent_kinds(game)`) are skipped.
     Transcripts: `{"{game}/vs_{opp}": [str, ...]}`.
     """
@@ -475,6 +477,9 @@ def game_eval_suite(policy: "Policy | None", engine: "Engine", game_names: Seque
             metrics[f"eval/{name}/nash_conv"] = nash_conv
             metrics[f"eval/{name}/legal_mass"] = sum(mass.values()) / len(mass)
             metrics[f"eval/{name}/legal_mass_min"] = min(mass.values())
+            metrics[f"eval/{name}/history_tv"] = history_tv(infostate_rows(game, tables))
+            if tables_out is not None:
+                tables_out[name] = tables
         for k, opp in enumerate(opponents):
             if opp not in kinds:
                 continue
