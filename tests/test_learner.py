@@ -1,4 +1,5 @@
 """The learner's numerics and a few real steps on the tiny model."""
+import pytest
 import torch
 
 from compose_rl.recipe import recipe_from_dict
@@ -133,3 +134,88 @@ def test_legal_action_entropy_matches_exact_action_probs(tiny_policy):
     ref = -sum(p * math.log(p) for p in probs.values() if p > 0)
     assert abs(h - ref) < 1e-4
     assert legal_action_entropy(tiny_policy.model, tok, [Sample([1], [2], [0.0], 0.0)], pad=0) is None
+
+
+# ------------------------------------------------------------------ run_rl on fixed batches
+class StubEngine:
+    """The Engine members run_rl uses; the collector below does not generate."""
+
+    def __init__(self):
+        self.policy_version = 0
+
+    def load_weights(self, state, version):
+        self.policy_version = version
+
+
+class FixedCollector:
+    """Returns the same scored (prompt, completion) pairs every step (rewards[step] if a list of lists)."""
+
+    def __init__(self, tok, pairs, rewards):
+        self.tok, self.pairs, self.rewards = tok, pairs, rewards
+
+    def collect(self, engine, step):
+        enc = lambda t: self.tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+        rewards = self.rewards[step] if isinstance(self.rewards[0], list) else self.rewards
+        samples = [Sample(enc(p), enc(c), [0.0] * len(enc(c)), r, group=0, policy_version=engine.policy_version)
+                   for (p, c), r in zip(self.pairs, rewards)]
+        return samples, {}, []
+
+
+PAIRS = [("ab(", "cd"), ("x", "yz!"), ("func_1(", "abc"), ("K", "bet"), ("Q", "pass")]
+
+
+def _rl_cfg(**kw):
+    from compose_rl.recipe import RlCfg
+
+    base = dict(steps=1, advantage="batch_mean", drop_zero_advantage=False, drop_uniform_groups=False,
+                checkpoint_every=100, samples_logged=0)
+    return RlCfg(**{**base, **kw})
+
+
+def _run(tmp_path, policy, collector, cfg, **kw):
+    from compose_rl.rl.learner import run_rl
+    from compose_rl.rundir import RunDir
+
+    run = RunDir.create(tmp_path, "t", "")
+    last = run_rl(policy, StubEngine(), collector, cfg, run, "rl", seed=0, max_new_tokens=8, **kw)
+    return run, last
+
+
+def test_ppo_epochs_and_minibatches_step_per_minibatch_with_fixed_old_logprobs(tmp_path, tiny_policy, monkeypatch):
+    """3 epochs x 5 samples in minibatches of 2: 9 Adam steps, each on its own minibatch mean; pi_old is
+    the policy before the first step for every epoch; the ratio leaves [0.8, 1.2] so clipping engages."""
+    import math
+
+    import compose_rl.rl.learner as learner
+
+    tok = tiny_policy.tokenizer
+    collector = FixedCollector(tok, PAIRS, [1.0, 0.0, 2.0, -1.0, 3.0])  # batch mean 1: A = 0, -1, 1, -2, 2
+    samples, _, _ = collector.collect(StubEngine(), 0)
+    with torch.no_grad():
+        start, _ = completion_logprobs(tiny_policy.model, [s.prompt_ids for s in samples],
+                                       [s.completion_ids for s in samples], pad=tok.pad_token_id)
+    start_by_adv = {a: start[i, : len(samples[i].completion_ids)] for i, a in enumerate([0.0, -1.0, 1.0, -2.0, 2.0])}
+    calls = []
+    real = learner.ppo_clip_loss
+
+    def spy(logp, old, adv, mask, **kw):
+        loss, frac = real(logp, old, adv, mask, **kw)
+        calls.append((logp.detach().clone(), old.clone(), adv.tolist(), float(loss.detach()), float(frac)))
+        return loss, frac
+
+    monkeypatch.setattr(learner, "ppo_clip_loss", spy)
+    run, last = _run(tmp_path, tiny_policy, collector, _rl_cfg(ppo_epochs=3, minibatch=2, lr=0.05))
+    assert len(calls) == 3 * math.ceil(5 / 2) and last["loss/minibatches"] == 9
+    assert [len(c[2]) for c in calls] == [2, 2, 1] * 3  # the last minibatch is partial, and not scaled down
+    for logp, old, advs, _, _ in calls:
+        for row, a in enumerate(advs):
+            n = len(start_by_adv[a])
+            assert torch.allclose(old[row, :n], start_by_adv[a], atol=1e-5)  # pi_old fixed for all epochs
+    assert calls[0][4] == 0.0  # first step: pi_theta = pi_old, nothing clipped
+    assert max(c[4] for c in calls[3:]) > 0.0  # later epochs: the ratio left the clip range
+    assert (calls[-1][0] - calls[-1][1]).abs().max() > 0.2
+    # logged: means over the 9 minibatches, the policy-gradient term only
+    assert last["loss/policy"] == pytest.approx(sum(c[3] for c in calls) / 9)
+    assert last["loss/clip_frac"] == pytest.approx(sum(c[4] for c in calls) / 9)
+    tensors, meta = run.latest_checkpoint()
+    assert all(st["step"] == 9 for st in tensors["optimizer"]["state"].values())  # one Adam step per minibatch

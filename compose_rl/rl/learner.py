@@ -5,7 +5,7 @@
         A        = advantages(samples)                     # group-normalized, batch mean or RAE
         samples  = drop samples that carry no signal      # uniform groups, A == 0
         old_logp = recompute on the learner (no grad)      # PPO's pi_old, same numerics as pi_theta
-        for epoch, minibatch:
+        for epoch, minibatch:                              # each minibatch: its own mean loss and step
             loss = PPO-clip or REINFORCE (+ KL to reference, - entropy bonus, + replay NLL)
             backward, clip grad norm, Adam step
         engine.load_weights(policy)                        # weight sync, policy_version = step + 1
@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import random
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -69,7 +70,8 @@ def _unique_pairs(samples: list[Sample]):
 
 
 def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: int, old_is_current: bool = False):
-    """Loss of one minibatch and its diagnostics. Old log-probs come from `s.old_logprobs` (learner-recomputed),
+    """Loss of one minibatch (its own mean) and its diagnostics; `loss/policy` is the policy-gradient term
+    alone, the KL and entropy terms are logged separately. Old log-probs come from `s.old_logprobs` (learner-recomputed),
     or, when `old_is_current` (one epoch, one minibatch: pi_old is the current policy), from this forward pass."""
     prompts, comps, owner = _unique_pairs(batch)
     logp_u, mask_u, ent_u = completion_logprobs(model, prompts, comps, pad=pad, with_entropy=True)
@@ -83,9 +85,10 @@ def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: i
             old[i, : len(s.old_logprobs)] = torch.tensor(s.old_logprobs[:width], dtype=old.dtype)
     advs = torch.tensor([s.advantage for s in batch], dtype=logp.dtype, device=logp.device)
     if cfg.algorithm == "ppo":
-        loss, clip_frac = ppo_clip_loss(logp, old, advs, mask, clip=cfg.clip, how=cfg.token_aggregation, max_len=max_len)
+        pg, clip_frac = ppo_clip_loss(logp, old, advs, mask, clip=cfg.clip, how=cfg.token_aggregation, max_len=max_len)
     else:
-        loss, clip_frac = reinforce_loss(logp, advs, mask, how=cfg.token_aggregation, max_len=max_len), torch.tensor(0.0)
+        pg, clip_frac = reinforce_loss(logp, advs, mask, how=cfg.token_aggregation, max_len=max_len), torch.tensor(0.0)
+    loss = pg
     entropy = aggregate(ent, mask, "token_mean")
     kl = torch.tensor(0.0)
     if ref_model is not None:
@@ -96,7 +99,8 @@ def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: i
     if cfg.entropy_coef > 0 and not any(s.info.get("legal_answers") for s in batch):
         loss = loss - cfg.entropy_coef * entropy  # token entropy when the legal actions are not known
     approx_kl_old = aggregate(kl_k3(logp.detach(), old), mask, "token_mean")
-    return loss, {"loss/clip_frac": float(clip_frac), "loss/entropy": float(entropy.detach()), "loss/kl_ref": float(kl.detach()),
+    return loss, {"loss/policy": float(pg.detach()), "loss/clip_frac": float(clip_frac),
+                  "loss/entropy": float(entropy.detach()), "loss/kl_ref": float(kl.detach()),
                   "loss/approx_kl_old": float(approx_kl_old)}
 
 
@@ -166,9 +170,10 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
                 for i, s in enumerate(samples):
                     s.old_logprobs = old_u[owner[i], : len(s.completion_ids)].tolist()
 
-        # 5. gradient steps
-        stats: dict[str, float] = {}
-        losses = []
+        # 5. gradient steps, PPO semantics (Schulman et al. 2017, Alg. 1): every minibatch is its own
+        #    mean loss and its own clipped Adam step; the logged losses are means over the minibatches
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
         rng = random.Random(seed * 31 + step)
         for _epoch in range(cfg.ppo_epochs):
             order = list(range(len(samples)))
@@ -181,14 +186,19 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
                     if h is not None:
                         loss = loss - cfg.entropy_coef * h
                         stats["loss/legal_entropy"] = float(h.detach())
-                loss = loss * len(batch) / max(len(samples), 1)  # minibatches sum to the batch loss
                 if hooks.replay is not None:
-                    loss = loss + _replay_loss(model, hooks.replay(step), pad) * len(batch) / max(len(samples), 1)
+                    replay = _replay_loss(model, hooks.replay(step), pad)
+                    loss = loss + replay
+                    stats["loss/replay"] = float(replay.detach())
+                stats["loss/total"] = float(loss.detach())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 stats["loss/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                 opt.step()
-                losses.append(loss.item())
+                for k, v in stats.items():
+                    sums[k] += v
+                    counts[k] += 1
+        n_minibatches = counts["loss/total"]
         if not samples and hooks.replay is not None:
             # no RL signal this step, but replay still keeps the atomics alive
             loss = _replay_loss(model, hooks.replay(step), pad)
@@ -196,6 +206,10 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
+            sums["loss/replay"], counts["loss/replay"] = float(loss.detach()), 1
+        stats = {k: sums[k] / counts[k] for k in sums}
+        stats.setdefault("loss/policy", 0.0)  # no sample with signal: no policy-gradient term
+        stats["loss/minibatches"] = n_minibatches
         t_learn = time.perf_counter() - t1
 
         # 6. weight sync: the engine generates with the new policy, stamped with its version
@@ -213,7 +227,6 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             "rollout/samples_trained": len(samples),
             "rollout/groups_with_signal": len(mixed) / max(n_groups, 1),
             "rollout/response_tokens": gen_tokens / max(n_all, 1),
-            "loss/policy": sum(losses) if losses else 0.0,
             "perf/step_s": dt,
             "perf/gen_s": t_gen,
             "perf/learn_s": t_learn,
