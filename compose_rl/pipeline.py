@@ -331,6 +331,9 @@ class Pipeline:
                 self.policy.save(self.run.path / "best" / name)
                 out[f"eval/{name}/best_step"] = step
                 self._write_infostates("best", {name: rows}, {"step": step, "exploitability": cur[0]})
+        from compose_rl.evals.probes import track_primitives  # primitive/<name>/... when the recipe asks
+
+        out.update(track_primitives(self.recipe, self.policy, self.engine, step=step))
         return out
 
     def _write_infostates(self, label: str, rows: dict, extra: dict | None = None) -> None:
@@ -384,6 +387,9 @@ class Pipeline:
             self.run.write_json(f"eval/{label}-strcomp.json", rows)
         else:
             metrics, samples = self.game_eval(label)
+        from compose_rl.evals.probes import track_primitives  # primitive/<name>/... when the recipe asks
+
+        metrics.update(track_primitives(self.recipe, self.policy, self.engine))
         self.run.log(label, 0, metrics)
         self.run.write_samples(label, 0, samples)
         say(summarize(label, metrics))
@@ -499,5 +505,5 @@ def make_engine(recipe: Recipe, policy):
 
 
 def start_run(recipe: Recipe) -> Pipeline:
-    run = RunDir.create(recipe.output, recipe.name, dump_recipe(recipe))
+    run = RunDir.create(recipe.output, recipe.name, dump_recipe(recipe), tensorboard=recipe.logging.tensorboard)
     return Pipeline(recipe, run)

