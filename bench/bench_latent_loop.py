@@ -1,5 +1,7 @@
 """What the latent loop costs: training-step time and generation tokens/s for latent.steps = 0 / 4 / 8,
 side by side in one process (no assertions: it prints times and the ratios to steps = 0).
+The `+probe` column is the same training step with the per-sample credit probe the trainer runs
+(trainer.latent_credit: one extra backward to the latent inputs), as a ratio to the plain step.
 
 Tiny model (the latent-loop-strcomp recipe's size), string-task prompts. A training step is the
 trainer's forward + backward through the loop on a batch of 32 (prompt, answer) pairs; generation
@@ -32,6 +34,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from compose_rl.experimental.latent_loop import LatentLoop, LatentLoopEngine
+    from compose_rl.experimental.trainer import latent_credit
     from compose_rl.models import TinySpec, load_policy
     from compose_rl.sft.stage import encode_pair
     from compose_rl.types import SamplingParams
@@ -47,6 +50,7 @@ def main() -> None:
     loops = {k: LatentLoop(policy.model, k) for k in ks}  # one model, K-specific bridges
     engines = {k: LatentLoopEngine(loops[k], policy.tokenizer) for k in ks}
     train_s = {k: [] for k in ks}
+    probe_s = {k: [] for k in ks}
     gen = {k: [] for k in ks}
     for r in range(args.rounds + 1):  # round 0 is warm-up
         for k in ks:
@@ -57,17 +61,24 @@ def main() -> None:
             loop.zero_grad(set_to_none=True)
             dt = time.perf_counter() - t
             t = time.perf_counter()
+            logp, mask, latents = loop.answer_logprobs([p for p, _ in pairs], [c for _, c in pairs], 0)
+            latent_credit(latents, logp, mask)
+            (-logp.sum() / mask.sum()).backward()
+            loop.zero_grad(set_to_none=True)
+            dp = time.perf_counter() - t
+            t = time.perf_counter()
             out = engines[k].generate(prompts, sampling)
             dg = time.perf_counter() - t
             if r:
                 train_s[k].append(dt)
+                probe_s[k].append(dp)
                 gen[k].append(sum(len(c.token_ids) for cs in out for c in cs) / dg)
     base_t, base_g = statistics.median(train_s[ks[0]]), statistics.median(gen[ks[0]])
     print(f"latent loop cost, tiny model, median of {args.rounds} interleaved rounds (load avg {os.getloadavg()[0]:.2f})")
-    print(f"  {'steps':>5s} {'train step':>11s} {'vs K=' + str(ks[0]):>8s} {'gen tok/s':>10s} {'vs K=' + str(ks[0]):>8s}")
+    print(f"  {'steps':>5s} {'train step':>11s} {'vs K=' + str(ks[0]):>8s} {'+probe':>7s} {'gen tok/s':>10s} {'vs K=' + str(ks[0]):>8s}")
     for k in ks:
-        t, g = statistics.median(train_s[k]), statistics.median(gen[k])
-        print(f"  {k:5d} {t * 1e3:8.1f} ms {t / base_t:7.2f}x {g:10.0f} {g / base_g:7.2f}x")
+        t, g, tp = statistics.median(train_s[k]), statistics.median(gen[k]), statistics.median(probe_s[k])
+        print(f"  {k:5d} {t * 1e3:8.1f} ms {t / base_t:7.2f}x {tp / t:6.2f}x {g:10.0f} {g / base_g:7.2f}x")
 
 
 if __name__ == "__main__":

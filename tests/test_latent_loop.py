@@ -165,3 +165,135 @@ def test_latent_sft_ramps_the_loop_and_ends_with_all_steps(policy, tmp_path):
     assert out["sft/steps"] == 20 and loop.active_steps == 2
     logged = [r["latent/active_steps"] for r in run.read_metrics() if r["stage"] == "sft"]
     assert logged == [1, 2]  # logged at steps 9 and 19: floor(2 * 9 / 10) = 1, then all 2
+
+
+# ---- one replay implementation (issue 8 item 4) and the per-sample credit probe (item 9)
+REPLAY_PROMPTS = ["func_1('abc') =", "func_3('xy') =", "q:"]
+REPLAY_TARGETS = [" cab", " yx", " a"]
+
+
+def replay_pairs(policy):
+    tok = policy.tokenizer
+    return [(tok(p, add_special_tokens=False)["input_ids"], tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+            for p, t in zip(REPLAY_PROMPTS, REPLAY_TARGETS)]
+
+
+def test_replay_term_is_the_learners(policy):
+    from compose_rl.experimental.trainer import replay_loss
+    from compose_rl.rl.learner import _replay_loss
+
+    pairs = replay_pairs(policy)
+    ours = replay_loss(LatentLoop(policy.model, steps=0), pairs, pad=0).item()
+    theirs = _replay_loss(policy.model, pairs, pad=0).item()
+    assert ours == pytest.approx(theirs, rel=1e-5)
+    # and it is the token-mean NLL: -log p summed over the (4 + 1) + (3 + 1) + (2 + 1) target tokens (EOS included) / 12
+    logp, mask = completion_logprobs(policy.model, [p for p, _ in pairs], [t for _, t in pairs], pad=0)
+    assert int(mask.sum()) == 12
+    assert ours == pytest.approx(-logp.sum().item() / 12, rel=1e-5)
+
+
+class FixedCollector:
+    """The same hand-written samples every step: group 0 mixed, group 1 uniform (no signal), group 2 mixed;
+    `signal=False` makes every group uniform."""
+
+    def __init__(self, policy, signal=True):
+        self.prompts = ids(policy, ["func_3('qq') =", "abc", "x"])
+        self.rewards = [[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 0.0]] if signal else [[1.0, 1.0], [0.0, 0.0]]
+
+    def collect(self, engine, step):
+        samples = [Sample(prompt_ids=list(self.prompts[g]), completion_ids=[5 + g, 6 + j, 2], old_logprobs=[0.0] * 3,
+                          reward=r, group=g) for g, rs in enumerate(self.rewards) for j, r in enumerate(rs)]
+        return samples, {}, []
+
+
+class NoEngine:
+    policy_version = 0
+
+    def load_weights(self, state, version):
+        self.policy_version = version
+
+
+@pytest.mark.parametrize("signal", [True, False])
+def test_latent_rl_step_equals_the_learners_with_replay(policy, tmp_path, monkeypatch, signal):
+    """At 0 loop steps the latent trainer is the plain policy, so one step of it must move the weights
+    exactly as one step of the main learner on the same samples and the same replay pairs: same replay
+    weight (1), and on a step without signal both still step on the replay term. SGD at lr 1 and no
+    clipping make the weight change the negative gradient itself."""
+    import copy
+
+    from compose_rl.recipe import RlCfg
+    from compose_rl.rl.learner import LearnerHooks, _replay_loss, compute_advantages, run_rl
+    from compose_rl.rl.losses import reinforce_loss
+    from compose_rl.rundir import RunDir
+
+    monkeypatch.setattr(torch.optim, "Adam", lambda params, lr: torch.optim.SGD(params, lr=1.0))
+    cfg = RlCfg(steps=1, checkpoint_every=100, samples_logged=0, max_grad_norm=1e6)
+    pairs = replay_pairs(policy)
+    start = copy.deepcopy(policy.model.state_dict())
+
+    plain = copy.copy(policy)  # the main learner trains its own copy of the same weights
+    plain.model = copy.deepcopy(policy.model)
+    run_rl(plain, NoEngine(), FixedCollector(policy, signal), cfg, RunDir.create(str(tmp_path), "a", "{}"), "rl", 0, 8,
+           hooks=LearnerHooks(replay=lambda step: pairs))
+    loop = LatentLoop(policy.model, steps=0)
+    run_latent_rl(loop, policy, NoEngine(), FixedCollector(policy, signal), cfg, RunDir.create(str(tmp_path), "b", "{}"),
+                  "rl", replay=lambda step: pairs)
+
+    # the expected step, by hand: -grad(REINFORCE on the mixed groups + 1 * replay NLL)
+    ref = copy.deepcopy(policy.model)
+    ref.load_state_dict(start)
+    samples, _, _ = FixedCollector(policy, signal).collect(None, 0)
+    compute_advantages(samples, "group", None)
+    trained = [s for s in samples if s.advantage != 0.0]
+    assert len(trained) == (6 if signal else 0)
+    loss = _replay_loss(ref, pairs, 0)
+    if trained:
+        logp, mask = completion_logprobs(ref, [s.prompt_ids for s in trained], [s.completion_ids for s in trained], pad=0)
+        loss = loss + reinforce_loss(logp, torch.tensor([s.advantage for s in trained]), mask, "token_mean")
+    grads = dict(zip([n for n, _ in ref.named_parameters()], torch.autograd.grad(loss, list(ref.parameters()))))
+    moved = 0.0
+    for name, p in policy.model.named_parameters():
+        step_latent = p.detach() - start[name]
+        step_learner = dict(plain.model.named_parameters())[name].detach() - start[name]
+        assert torch.allclose(step_latent, step_learner, atol=2e-5), name
+        assert torch.allclose(step_latent, -grads[name], atol=2e-5), name
+        moved += float(step_latent.abs().sum())
+    assert moved > 1e-3  # the step did happen, also without signal (replay alone)
+
+
+def _credit_old(loop, prompts, answers, adv):
+    """The former probe: gradient of the batch-mean (token-mean) loss at each latent, row norms averaged."""
+    from compose_rl.rl.losses import reinforce_loss
+
+    logp, mask, latents = loop.answer_logprobs(prompts, answers, 0)
+    grads = torch.autograd.grad(reinforce_loss(logp, adv, mask, "token_mean"), latents)
+    return torch.stack([g.norm(dim=-1).mean() for g in grads])
+
+
+def test_credit_probe_is_per_sample(policy):
+    from compose_rl.experimental.trainer import latent_credit
+
+    loop = LatentLoop(policy.model, steps=3)
+    prompts, answers = ids(policy, PROMPTS), [[5, 6, 7], [8], [9, 10], [11, 12, 13, 14]]
+    adv = torch.tensor([1.0, -0.5, 2.0, -1.0])
+
+    def probe(p, a, w):
+        logp, mask, latents = loop.answer_logprobs(p, a, 0)
+        return latent_credit(latents, logp, mask, w)
+
+    once = probe(prompts, answers, adv)
+    twice = probe(prompts * 2, answers * 2, torch.cat([adv, adv]))
+    assert once.shape == (4, 3) and bool((once > 0).all())
+    assert torch.allclose(once.mean(0), twice.mean(0), rtol=1e-5)  # duplicating every sample: unchanged
+    old_once, old_twice = _credit_old(loop, prompts, answers, adv), _credit_old(loop, prompts * 2, answers * 2, torch.cat([adv, adv]))
+    assert torch.allclose(old_twice, old_once / 2, rtol=1e-4)  # ... where the batch-mean probe halves
+
+    # row i is the gradient of sample i's own loss -A_i * mean_t log p, computed alone (rows do not interact)
+    for i in (0, 3):
+        logp, mask, latents = loop.answer_logprobs(prompts[i:i + 1], answers[i:i + 1], 0)
+        own = -adv[i] * logp.sum() / len(answers[i])
+        alone = torch.stack([g.norm() for g in torch.autograd.grad(own, latents)])
+        assert torch.allclose(once[i], alone, rtol=1e-4), i
+    # SFT weights every sample 1: the advantage scales the RL probe linearly
+    assert torch.allclose(probe(prompts, answers, None)[2], once[2] / 2.0, rtol=1e-5)
+    assert latent_credit([], torch.zeros(2, 3), torch.ones(2, 3)).shape == (2, 0)  # no loop: no probe

@@ -9,15 +9,23 @@ reward must assign credit through it. One explicit loop each.
         samples = drop samples with A == 0             # uniform groups carry no signal
         loss    = -A * log pi(answer | prompt, loop)    # REINFORCE = PPO's gradient at ratio 1 (on-policy,
                                                       #   one update per batch); backprop runs through the loop
-        credit  = ||dloss / de_k|| for every latent step k  (how much of the reward's gradient reaches it)
+                + replay NLL (weight 1, every step)    # the main learner's replay term, same weight and rule
+        credit  = per-sample ||dl_i / de_k|| for every latent step k  (see `latent_credit`)
         clip grad, Adam step; log; eval every N; atomic checkpoint every N
 
-The credit metrics (`latent/credit_step{k}`, mean over the samples of the gradient norm at the k-th
-latent input) are the Gap C probe. The loop positions have no targets of their own, so in both
+The credit metrics (`latent/credit_step{k}`) are the Gap C probe: how much of a sample's gradient
+reaches the k-th latent input. The loop positions have no targets of their own, so in both
 stages the gradient reaches them only through the answer's likelihood: in SFT from the correct
 answer's every token (dense), in RL from advantage-weighted sampled answers (a sparse outcome
-reward). Both stages log the profile; whether the reward still reaches the early loop steps, and
-how that compares with SFT, is what they show.
+reward). The probe is per sample (`latent_credit`), so SFT and RL steps, and RL steps with few or
+many samples with signal, are on one scale; whether the reward still reaches the early loop steps,
+and how that compares with SFT, is what they show.
+
+Replay is the main learner's (compose_rl/rl/learner.py, `_replay_loss` and its use in `run_rl`):
+the token-mean NLL of the replayed targets, added at weight 1 to every optimizer step's loss, and
+on a step without any sample with signal the optimizer still steps on the replay term alone.
+`rl.replay_fraction` sets the number of replayed examples (in the pipeline's replay hook), never a
+weight. Only the log-probs differ: here the targets are scored through the loop.
 """
 from __future__ import annotations
 
@@ -29,12 +37,41 @@ import torch
 from tqdm.auto import tqdm
 
 from compose_rl.rl.learner import compute_advantages
-from compose_rl.rl.losses import reinforce_loss
+from compose_rl.rl.losses import aggregate, reinforce_loss
 
 
 def _chunks(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+def latent_credit(latents: list[torch.Tensor], logp: torch.Tensor, mask: torch.Tensor,
+                  weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The per-sample credit probe: a (B, K) tensor whose [i, k] is ||dl_i / de_k^(i)||, the gradient
+    norm that sample i's own loss puts on its k-th latent input.
+
+    l_i = -w_i * (mean over the sample's answer tokens of log pi(a_it | prompt, loop, a_<t)): the
+    sample's loss as a batch of one, with w_i = 1 in SFT and w_i = A_i (its advantage) in RL. Rows
+    of a batch never interact (each row attends to its own positions only), so one backward of
+    sum_i l_i yields every sample's gradient at its own latent inputs; the graph is kept for the
+    training backward. Unlike the gradient of the batch-mean training loss (which scales with
+    1 / the number of samples or tokens in the batch), this does not change when the batch grows
+    or when fewer RL samples carry signal: SFT and RL steps are comparable. Trainers log its mean
+    over the samples."""
+    if not latents:
+        return torch.zeros((logp.shape[0], 0))
+    w = torch.ones(logp.shape[0], device=logp.device) if weights is None else weights.to(logp.device)
+    per_sample = -w * (logp * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+    grads = torch.autograd.grad(per_sample.sum(), latents, retain_graph=True, allow_unused=True)
+    return torch.stack([g.detach().norm(dim=-1) if g is not None else torch.zeros(logp.shape[0], device=logp.device)
+                        for g in grads], dim=1)
+
+
+def replay_loss(loop, pairs: list[tuple[list[int], list[int]]], pad: int) -> torch.Tensor:
+    """The learner's replay term (`rl.learner._replay_loss`: token-mean NLL over all replayed target
+    tokens) with the targets scored through the loop; at 0 loop steps the two are equal (tested)."""
+    logp, mask, _ = loop.answer_logprobs([p for p, _ in pairs], [t for _, t in pairs], pad)
+    return aggregate(-logp, mask, "token_mean")
 
 
 def curriculum_steps(step: int, total: int, max_steps: int, warmup_fraction: float) -> int:
@@ -63,7 +100,7 @@ def latent_sft(loop, policy, pairs: list[tuple[str, str]], cfg, run, stage: str,
     order: list[int] = []
     loop.train()
     losses: list[float] = []
-    credit, logged = [0.0] * loop.steps, 0  # per-sample gradient norm at each latent input, since the last log
+    credit, logged = [0.0] * loop.steps, 0  # per-step sums of the batch-mean `latent_credit`, since the last log
     bar = tqdm(range(steps), desc=f"sft [{stage}] latent loop x{loop.steps}", dynamic_ncols=True)
     for step in bar:
         batch = []
@@ -74,13 +111,12 @@ def latent_sft(loop, policy, pairs: list[tuple[str, str]], cfg, run, stage: str,
             batch.append(data[order.pop()])
         loop.active_steps = curriculum_steps(step, steps, loop.steps, warmup_fraction)
         logp, mask, latents = loop.answer_logprobs([p for p, _ in batch], [c for _, c in batch], pad)
-        for e in latents:
-            e.retain_grad()
         loss = -logp.sum() / mask.sum().clamp(min=1.0)
+        # the dense-supervision counterpart of RL's credit probe (loop steps not run this step log 0)
+        for k, c in enumerate(latent_credit(latents, logp, mask).mean(0).tolist()):
+            credit[k] += c
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        for k, e in enumerate(latents):  # the dense-supervision counterpart of RL's credit probe
-            credit[k] += float(e.grad.norm(dim=-1).mean()) if e.grad is not None else 0.0
         torch.nn.utils.clip_grad_norm_(loop.parameters(), 1.0)
         opt.step()
         sched.step()
@@ -123,29 +159,25 @@ def run_latent_rl(loop, policy, engine, collector, cfg, run, stage: str,
         rewards = [s.reward for s in samples]
         compute_advantages(samples, cfg.advantage, None)
         trained = [s for s in samples if not (cfg.drop_zero_advantage and s.advantage == 0.0)]
-        credit = [0.0] * loop.steps
+        credit = [0.0] * loop.steps  # sums over the trained samples of `latent_credit`
         loss_total = 0.0
         opt.zero_grad(set_to_none=True)
         n = max(len(trained), 1)
         for chunk in _chunks(trained, cfg.minibatch):  # gradient accumulation over minibatches
             logp, mask, latents = loop.answer_logprobs([s.prompt_ids for s in chunk], [s.completion_ids for s in chunk], pad)
-            for e in latents:
-                e.retain_grad()
             adv = torch.tensor([s.advantage for s in chunk], device=logp.device)
+            for k, c in enumerate(latent_credit(latents, logp, mask, adv).sum(0).tolist()):
+                credit[k] += c
             loss = reinforce_loss(logp, adv, mask, cfg.token_aggregation) * (len(chunk) / n)
             loss.backward()
             loss_total += loss.item()
-            for k, e in enumerate(latents):
-                if e.grad is not None:  # per-sample gradient norm at latent input k, summed over the batch
-                    credit[k] += float(e.grad.norm(dim=-1).sum())
-        if replay is not None and cfg.replay_fraction > 0 and trained:
-            pairs = replay(step)
-            logp, mask, _ = loop.answer_logprobs([p for p, _ in pairs], [c for _, c in pairs], pad)
-            rl_loss = -logp.sum() / mask.sum().clamp(min=1.0)
-            (rl_loss * cfg.replay_fraction).backward()
-            metrics["loss/replay_nll"] = rl_loss.item()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(loop.parameters(), cfg.max_grad_norm)) if trained else 0.0
-        if trained:
+        if replay is not None:  # as run_rl: weight 1, also on steps where no sample carries signal
+            replay_nll = replay_loss(loop, replay(step), pad)
+            replay_nll.backward()
+            metrics["loss/replay_nll"] = replay_nll.item()
+        stepped = bool(trained) or replay is not None
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(loop.parameters(), cfg.max_grad_norm)) if stepped else 0.0
+        if stepped:
             opt.step()
         engine.load_weights(None, step + 1)  # in process: the engine shares the loop's module
         dt = time.perf_counter() - t0
