@@ -317,5 +317,5 @@ def test_infostate_rows_and_history_tv_on_hand_built_tables(kuhn):
     rows = infostate_rows(kuhn, tables)
     assert history_tv(rows) == pytest.approx((1.0 + 0.3 + 0.0) / 3)
     first = next(r for r in rows if r["key"] == "0")
-    assert first["infostate"] == "History: none, you act first. Pot: 2. | Your card: J"
+    assert first["infostate"] == "History: none, you act first. Pot: 2. Your card: J"
     assert first["probs"] == {"pass": 1.0, "bet": 0.0}

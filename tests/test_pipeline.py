@@ -162,3 +162,43 @@ def test_snapshot_pool_keeps_the_newest_on_cpu():
     assert any(pool.pick(_random.Random(0)) is s for s in pool.snapshots)
     with pytest.raises(ValueError, match="pool size"):
         SnapshotPool(0)
+
+
+def test_report_leads_with_headline_tables_and_baselines(tmp_path):
+    """A report built from hand-written run files: one headline table per domain, each number beside
+    its baseline (uniform 0.458 and Nash 0 for Kuhn, the label policy, the shortcut floor per depth,
+    the untrained model) with its interval; the full dump comes after."""
+    from compose_rl.report import write_report
+    from compose_rl.rundir import RunDir
+
+    run = RunDir.create(tmp_path, "hand", "name: hand\n")
+    k = "eval/kuhn_poker/"
+    stage = {k + "exploitability": 0.25, k + "vs_random/exact_value": 0.1, k + "vs_nash/exact_value": -0.05,
+             k + "vs_random/mean_return": 0.2, k + "vs_random/ci95": 0.15, k + "vs_random/invalid_rate": 0.1,
+             k + "history_tv": 0.4}
+    run.write_json("eval/eval-sft-games.json", stage)
+    run.write_json("eval/eval-rl-games.json", {**stage, k + "exploitability": 0.125, k + "exploitability_avg": 0.0625})
+    run.write_json("eval/label-policy.json", {"kuhn_poker": {
+        "seed": 0, "sharp": 0.75, "exploitability": 0.5, "nash_conv": 1.0, "vs_random/exact_value": 0.01,
+        "vs_nash/exact_value": -0.2, "code": {"Your card: J": {"pass,bet": "bet"}, "Your card: K": {"pass,bet": "pass"},
+                                              "Your card: Q": {"pass,bet": "bet"}}}})
+    run.log("rl", 7, {k + "exploitability": 0.0875, k + "best_step": 7, k + "exploitability_avg": 0.07})
+    shortcuts = {"copy_input": 0.01, "reversed_order": 0.21}
+    run.write_json("eval/eval-sft-strcomp.json", [
+        {"depth": 1, "acc": 0.5, "n": 100, "parse": 1.0, "floor": 0.0, "floor_rule": "copy_input", "shortcuts": {"copy_input": 0.0}},
+        {"depth": 2, "acc": 0.25, "n": 100, "parse": 1.0, "floor": 0.21, "floor_rule": "reversed_order", "shortcuts": shortcuts}])
+    text = (write_report(run)).read_text()
+    lines = text.splitlines()
+    head = text.index("# Details")
+    assert text.index("## Headline: string composition") < head and text.index("## Headline: kuhn_poker") < head
+    assert "| shortcut floor (baseline: best rule) | 0.000 (copy_input) | 0.210 (reversed_order) |" in lines
+    assert "| after SFT | 0.500 [0.404, 0.596] | 0.250 [0.175, 0.343] |" in lines  # Wilson 95%, n = 100
+    assert any(x.startswith("| untrained model | not evaluated") for x in lines)
+    assert "| uniform random (baseline) | 0.458 |  | +0.000 | -0.147 |  |  |  |" in lines
+    assert any(x.startswith("| Nash, CFR+ (baseline) | 0.00") for x in lines)
+    assert ("| stage-1 label policy (baseline; sharp 0.75; code J->bet, K->pass, Q->bet) | 0.500 |  | +0.010 | -0.200 "
+            "|  |  |  |") in lines
+    assert "| after SFT | 0.250 |  | +0.100 | -0.050 | +0.200 ± 0.150 | 0.900 | 0.400 |" in lines
+    assert "| after RL | 0.125 | 0.062 | +0.100 | -0.050 | +0.200 ± 0.150 | 0.900 | 0.400 |" in lines
+    assert any(x.startswith("| best current policy (RL step 7) | 0.087 |") for x in lines)
+    assert "| average policy (RL step 7) |  | 0.070 |  |  |  |  |  |" in lines

@@ -552,11 +552,12 @@ def label_code_map(game: "Game", seed: int) -> dict[str, dict[str, str]]:
     return {k: out[k] for k in sorted(out)}
 
 
-def policy_baseline_metrics(game: "Game", tables: Mapping[str, Mapping[int, float]]) -> dict[str, float]:
-    """Exact exploitability and exact expected return vs random and vs Nash (both seats) of a tabular policy."""
+def policy_baseline_metrics(game: "Game", tables: Mapping[str, Mapping[int, float]],
+                            opponents: Sequence[str] = ("random", "nash")) -> dict[str, float]:
+    """Exact exploitability and exact expected return vs each opponent (both seats) of a tabular policy."""
     expl, nash_conv = exploitability_of_tables(game, tables)
     out = {"exploitability": expl, "nash_conv": nash_conv}
-    for opp in ("random", "nash"):
+    for opp in opponents:
         out[f"vs_{opp}/exact_value"] = exact_value_vs(game, tables, tabular_opponent(game, opp))
     return out
 
@@ -570,7 +571,7 @@ def infostate_rows(game: "Game", tables: Mapping[str, Mapping[int, float]]) -> l
     for info in infostates(game):
         names = game.action_names(info.state)
         probs = _normalized(tables.get(info.key, {}), info.legal) or [1.0 / len(info.legal)] * len(info.legal)
-        view = " | ".join(line.strip() for line in game.render(info.state, info.player).splitlines())
+        view = " ".join(line.strip() for line in game.render(info.state, info.player).splitlines())
         rows.append({"infostate": view, "private": private_line(game, info.state, info.player), "key": info.key,
                      "probs": {names[a]: p for a, p in zip(info.legal, probs)}})
     return rows

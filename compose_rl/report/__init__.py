@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -33,7 +34,8 @@ def _series(rows, stage_prefix: str, key_suffix: str):
     return out
 
 
-def plot_curves(run, rows) -> list[str]:
+def plot_curves(run, rows, refs: dict[str, list[tuple[float, str]]] | None = None) -> list[str]:
+    """One PNG per CURVES entry with data; `refs[fname]` adds horizontal reference lines (value, label)."""
     made = []
     rl_stages = sorted({r["stage"] for r in rows if r.get("stage", "").startswith("rl")})
     for fname, title, keys in CURVES:
@@ -48,6 +50,8 @@ def plot_curves(run, rows) -> list[str]:
                     ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=f"{stage}: {k}")
                     n += 1
         if n:
+            for k, (value, label) in enumerate((refs or {}).get(fname, [])):
+                ax.axhline(value, color="k", alpha=0.6, lw=1, ls=("--", ":", "-.")[k % 3], label=label)
             ax.set_title(title)
             ax.set_xlabel("RL step")
             ax.legend(fontsize=6)
@@ -62,15 +66,15 @@ def plot_depth(run, tables: dict[str, list[dict]], path: Path | None = None, tit
     if not tables:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    chance = None
+    floor = None
     for label, rows in tables.items():
         xs = [r["depth"] for r in rows]
         ax.plot(xs, [r["acc"] for r in rows], marker="o", label=label)
         if "acc_lo" in rows[0]:
             ax.fill_between(xs, [r["acc_lo"] for r in rows], [r["acc_hi"] for r in rows], alpha=0.15)
-        chance = rows
-    if chance and "chance" in chance[0]:
-        ax.plot([r["depth"] for r in chance], [r["chance"] for r in chance], "k--", label="chance (echo input)")
+        floor = rows
+    if floor and "floor" in floor[0]:
+        ax.plot([r["depth"] for r in floor], [r["floor"] for r in floor], "k--", label="shortcut floor (best rule)")
     ax.axvspan(0.5, 2.5, color="grey", alpha=0.08, label="training depths")
     ax.set_xlabel("composition depth")
     ax.set_ylabel("exact-match accuracy (greedy)")
@@ -92,12 +96,165 @@ def _md_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------ headline tables
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion p observed on n items (Wilson 1927)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def stage_name(label: str) -> str:
+    """Reader-facing name of an eval label: eval-base -> untrained model, eval-sft -> after SFT, ..."""
+    what = label.removeprefix("eval-")
+    if what == "base":
+        return "untrained model"
+    if what.rstrip("0123456789") in ("sft", "rl"):
+        return "after " + what.upper()  # after SFT, after RL2
+    return label
+
+
+def _f(x, fmt="{:.3f}") -> str:
+    return "" if x is None or (isinstance(x, float) and x != x) else fmt.format(x)
+
+
+def strcomp_headline(tables: dict[str, list[dict]]) -> list[str]:
+    """Accuracy by depth per stage with its 95% Wilson interval, under the shortcut floor per depth."""
+    first = next(iter(tables.values()))
+    depths = [r["depth"] for r in first]
+    out = []
+    if "floor" in first[0]:
+        out.append(["shortcut floor (baseline: best rule)"] + [f"{r['floor']:.3f} ({r['floor_rule']})" for r in first])
+    if "eval-base" not in tables:
+        out.append(["untrained model"] + ["not evaluated (add `eval` before `sft` in stages)"] + [""] * (len(depths) - 1))
+    for label, rs in tables.items():
+        cells = []
+        for r in rs:
+            lo, hi = wilson(r["acc"], r.get("n", 0))
+            cells.append(f"{r['acc']:.3f} [{_f(lo)}, {_f(hi)}]")
+        out.append([stage_name(label)] + cells)
+    return ["## Headline: string composition, held-out accuracy by depth (greedy; [95% Wilson interval])", "",
+            _md_table(["policy"] + [f"d{d}" for d in depths], out), "",
+            "Floor = the best of the shortcut rules (copy input, innermost only, outermost only, innermost then "
+            "outermost, skip innermost/outermost, innermost/outermost two, reversed order) on the same items; "
+            "the rule that attains it is in parentheses.", ""]
+
+
+_REFERENCE_CACHE: dict[str, list[tuple[str, dict]]] = {}
+
+
+def reference_policies(name: str) -> list[tuple[str, dict]]:
+    """Exact scores of the fixed reference policies of an exact game: uniform random, and (Kuhn) Nash."""
+    if name not in _REFERENCE_CACHE:
+        from compose_rl.evals.games import policy_baseline_metrics, tables_from_fn, tabular_opponent
+        from games import get_game
+
+        game = get_game(name)
+        opps = ("random", "nash") if name == "kuhn_poker" else ("random",)  # Leduc's CFR+ Nash is slow to build
+        refs = [("uniform random (baseline)", policy_baseline_metrics(game, {}, opps))]
+        if name == "kuhn_poker":
+            nash = tabular_opponent(game, "nash")
+            refs.append(("Nash, CFR+ (baseline)",
+                         policy_baseline_metrics(game, tables_from_fn(game, lambda st, p: nash.action_probabilities(st)), opps)))
+        _REFERENCE_CACHE[name] = refs
+    return _REFERENCE_CACHE[name]
+
+
+GAME_COLUMNS = ["policy", "exploitability", "exploitability (average policy)", "exact value vs random",
+                "exact value vs Nash", "play return vs random [95%]", "valid-action rate (play)", "history_tv"]
+
+
+def _game_row(name: str, label: str, m: dict) -> list[str]:
+    g = f"eval/{name}/"
+    ret, ci = m.get(g + "vs_random/mean_return"), m.get(g + "vs_random/ci95")
+    inv = m.get(g + "vs_random/invalid_rate")
+    return [label, _f(m.get(g + "exploitability")), _f(m.get(g + "exploitability_avg")),
+            _f(m.get(g + "vs_random/exact_value"), "{:+.3f}"), _f(m.get(g + "vs_nash/exact_value"), "{:+.3f}"),
+            "" if ret is None else f"{ret:+.3f} ± {_f(ci)}", "" if inv is None else f"{1 - inv:.3f}",
+            _f(m.get(g + "history_tv"))]
+
+
+def games_headline(run, games: dict[str, dict], rows: list[dict]) -> list[str]:
+    """Per exact game: reference policies, the stage-1 label policy, then every evaluated stage, the best
+    and the average policy, side by side; then the per-information-state table (Kuhn)."""
+    label_policy = run.read_json("eval/label-policy.json", {})
+    names = sorted({k.split("/")[1] for m in games.values() for k in m if k.endswith("/exploitability")}
+                   | set(label_policy))
+    parts = []
+    for name in names:
+        g = f"eval/{name}/"
+        table = [[lab] + _game_row(name, lab, {g + k: v for k, v in m.items()})[1:] for lab, m in reference_policies(name)]
+        if name in label_policy:
+            lp = label_policy[name]
+            code = ", ".join(f"{line.split(': ')[-1]}->{'/'.join(a.values())}" for line, a in lp["code"].items())
+            table.append(_game_row(name, f"stage-1 label policy (baseline; sharp {lp['sharp']}"
+                                   + (f"; code {code})" if len(lp["code"]) <= 6 else ")"),
+                                   {g + k: v for k, v in lp.items() if isinstance(v, float)}))
+        for label, m in games.items():
+            if g + "exploitability" in m:
+                table.append(_game_row(name, stage_name(label), m))
+        best = [r for r in rows if g + "best_step" in r]
+        if best:
+            b = best[-1]
+            table.append(_game_row(name, f"best current policy (RL step {b[g + 'best_step']})",
+                                   {k: v for k, v in b.items() if k != g + "exploitability_avg"}))
+        avg = [r for r in rows if r.get("stage", "").startswith("rl") and g + "exploitability_avg" in r]
+        if avg:
+            table.append([f"average policy (RL step {avg[-1]['step']})", "", _f(avg[-1][g + "exploitability_avg"]),
+                          "", "", "", "", ""])
+        parts += [f"## Headline: {name} (exact numbers from the full game tree; both seats)", "",
+                  _md_table(GAME_COLUMNS, table), "",
+                  "exploitability: 0 = Nash, lower is better; exact value: expected return per game, both seats "
+                  "averaged; play return: sampled games, mean ± 95% half-width; history_tv: mean over private "
+                  "cards of the largest total-variation distance between the action distributions at that "
+                  "card's histories (0 = ignores the history).", ""]
+        parts += infostate_table(run, name)
+    return parts
+
+
+def infostate_table(run, name: str, max_rows: int = 24) -> list[str]:
+    """The exact action probabilities at every information state, after SFT / after RL / best (small games)."""
+    files = [("after SFT", "eval-sft"), ("after RL", "eval-rl"), ("best", "best")]
+    found = [(title, run.read_json(f"eval/{stem}-infostates.json", {}).get(name)) for title, stem in files]
+    found = [(t, d) for t, d in found if d]
+    if not found or len(found[0][1]["rows"]) > max_rows:
+        return []
+    actions = list(found[0][1]["rows"][0]["probs"])
+    header = ["information state"] + [f"{t}: P({a})" for t, _ in found for a in actions]
+    body = []
+    for i, r in enumerate(found[0][1]["rows"]):
+        body.append([r["infostate"]] + [f"{d['rows'][i]['probs'].get(a, 0.0):.2f}" for _, d in found for a in actions])
+    return [f"### {name}: action probabilities per information state (exact)", "",
+            _md_table(header, body), "",
+            "history_tv: " + ", ".join(f"{t} {d['history_tv']:.3f}" for t, d in found), ""]
+
+
 def write_report(run) -> Path:
     rows = run.read_metrics()
     parts = [f"# Run report: {run.path.name}", ""]
     resolved = run.path / "recipe.resolved.yaml"
     if resolved.exists():
         parts += ["Recipe: `recipe.resolved.yaml`.", ""]
+    strcomp_tables = {}
+    for f in sorted((run.path / "eval").glob("*-strcomp.json"), key=lambda p: p.stat().st_mtime):
+        strcomp_tables[f.stem.replace("-strcomp", "")] = json.loads(f.read_text())
+    if strcomp_tables:
+        parts += strcomp_headline(strcomp_tables)
+    game_metrics = {}
+    for f in sorted((run.path / "eval").glob("*-games.json"), key=lambda p: p.stat().st_mtime):
+        game_metrics[f.stem.replace("-games", "")] = json.loads(f.read_text())
+    refs: dict[str, list[tuple[float, str]]] = {}
+    if game_metrics or (run.path / "eval" / "label-policy.json").exists():
+        parts += games_headline(run, game_metrics, rows)
+        for name, lp in run.read_json("eval/label-policy.json", {}).items():
+            refs.setdefault("rl_exploitability.png", []).append((lp["exploitability"], f"{name}: label policy"))
+        for name in sorted({k.split("/")[1] for m in game_metrics.values() for k in m if k.endswith("/exploitability")}):
+            uni = reference_policies(name)[0][1]["exploitability"]
+            refs.setdefault("rl_exploitability.png", []).extend([(uni, f"{name}: uniform random"), (0.0, "Nash")])
+    parts += ["# Details", ""]
     # gate
     for gate in sorted((run.path / "eval").glob("*-gate.json")):
         g = json.loads(gate.read_text())
@@ -105,15 +262,18 @@ def write_report(run) -> Path:
                   f"(threshold {g['threshold']})", "",
                   _md_table(["skill", "held-out accuracy"], [[k, float(v)] for k, v in sorted(g["skills"].items())]), ""]
     # string composition by depth
-    tables = {}
-    for f in sorted((run.path / "eval").glob("*-strcomp.json"), key=lambda p: p.stat().st_mtime):
-        tables[f.stem.replace("-strcomp", "")] = json.loads(f.read_text())
+    tables = strcomp_tables
     if tables:
         depths = [r["depth"] for r in next(iter(tables.values()))]
         parts += ["## Accuracy by composition depth (held-out compositions, greedy)", "",
-                  _md_table(["stage"] + [f"d{d}" for d in depths] + ["chance d1..", "parse d1"],
-                            [[k] + [r["acc"] for r in v] + [v[0].get("chance", 0.0), v[0].get("parse", 0.0)]
-                             for k, v in tables.items()]), ""]
+                  _md_table(["stage"] + [f"d{d}" for d in depths] + ["parse d1"],
+                            [[k] + [r["acc"] for r in v] + [v[0].get("parse", 0.0)] for k, v in tables.items()]), ""]
+        if "shortcuts" in next(iter(tables.values()))[0]:
+            first = next(iter(tables.values()))
+            rules = list(dict.fromkeys(k for r in first for k in r["shortcuts"]))
+            parts += ["Shortcut rules (accuracy on the eval items; blank = not a shortcut at that depth):", "",
+                      _md_table(["rule"] + [f"d{d}" for d in depths],
+                                [[k] + [_f(r["shortcuts"].get(k)) for r in first] for k in rules]), ""]
         pk = [k for k in next(iter(tables.values()))[0] if k.startswith("pass@")]
         if pk:
             parts += [f"{pk[0]} by depth:", "",
@@ -121,9 +281,7 @@ def write_report(run) -> Path:
         png = plot_depth(run, tables)
         parts += [f"![accuracy by depth]({png})", ""]
     # games
-    games = {}
-    for f in sorted((run.path / "eval").glob("*-games.json"), key=lambda p: p.stat().st_mtime):
-        games[f.stem.replace("-games", "")] = json.loads(f.read_text())
+    games = game_metrics
     if games:
         keys = sorted({k for m in games.values() for k in m if isinstance(m[k], (int, float))})
         parts += ["## Game evaluation (both seats; exploitability exact)", "",
@@ -138,7 +296,7 @@ def write_report(run) -> Path:
                             [[k, float(first.get(k, float('nan'))), float(last[k])] for k in show]), ""]
         wall = sum(r.get("perf/step_s", 0.0) for r in rl_rows)
         parts += [f"RL wall-clock: {wall:.0f} s over {len(rl_rows)} steps.", ""]
-    for png in plot_curves(run, rows):
+    for png in plot_curves(run, rows, refs):
         parts += [f"![{png}]({png})", ""]
     samples = sorted((run.path / "samples").glob("*.txt"))
     if samples:
