@@ -11,8 +11,14 @@ import sys
 from pathlib import Path
 
 
+def _one_line(msg: str) -> str:
+    """Escape line breaks and control characters (from a file name or a YAML key) so that an error
+    stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg)
+
+
 def _err(msg: str, code: int = 2) -> int:
-    print(f"compose-rl: error: {msg}", file=sys.stderr)
+    print(f"compose-rl: error: {_one_line(msg)}", file=sys.stderr)
     return code
 
 
@@ -23,8 +29,11 @@ def _load(path: str, overrides: list[str]):
 
 
 def cmd_recipe(args) -> int:
+    # imported before the try: an `except` naming a class imported inside it fails with
+    # UnboundLocalError when the error comes first
+    from compose_rl.models import ModelNotFound
     from compose_rl.pipeline import GateFailed, Pipeline, start_run
-    from compose_rl.recipe import RecipeError, load_recipe
+    from compose_rl.recipe import RecipeError, check_environment, load_recipe
     from compose_rl.rundir import RunDir
 
     try:
@@ -34,19 +43,16 @@ def cmd_recipe(args) -> int:
             if not resolved.is_file():
                 return _err(f"--resume {run_path}: not a run directory (no recipe.resolved.yaml)")
             recipe = load_recipe(resolved, args.overrides)
-            pipe = Pipeline(recipe, RunDir(run_path))
+            check_environment(recipe)
+            pipe = Pipeline(recipe, RunDir(run_path, tensorboard=recipe.logging.tensorboard))
         else:
             if not args.recipe:
                 return _err("give a recipe file, e.g. compose-rl recipe recipes/spiral-kuhn.yaml")
             recipe = _load(args.recipe, args.overrides)
             if args.smoke:
                 recipe = smoke(recipe)
-            pipe = None
-        from compose_rl.models import ModelNotFound
-
-        if pipe is None:
-            # validate that the model can be found before a run directory is created
-            _check_model(recipe.model.name)
+            # every check that needs no model weights, before the run directory exists
+            check_environment(recipe)
             pipe = start_run(recipe)
         print(f"run directory: {pipe.run.path}", file=sys.stderr)
         pipe.build()
@@ -62,16 +68,6 @@ def cmd_recipe(args) -> int:
         return _err(str(e), 3)
     print(f"report: {pipe.run.path / 'report.md'}")
     return 0
-
-
-def _check_model(name: str) -> None:
-    from compose_rl.models import MODEL_NAMES, ModelNotFound
-
-    if name in MODEL_NAMES:
-        return
-    if not Path(name).is_dir():
-        raise ModelNotFound(f"model.name: {name!r} is neither a known model ({', '.join(MODEL_NAMES)}) nor a local folder; "
-                            "point it at a Hugging Face model folder or use tiny")
 
 
 def smoke(recipe):
@@ -90,28 +86,29 @@ def smoke(recipe):
 
 
 def cmd_validate(args) -> int:
-    from compose_rl.recipe import RecipeError
+    from compose_rl.recipe import RecipeError, check_environment
 
     bad = 0
     for path in args.recipes:
         try:
             r = _load(path, args.overrides)
-            print(f"ok  {path}: {r.name} stages={','.join(r.stages)}")
+            check_environment(r)
+            print(f"ok  {_one_line(path)}: {r.name} stages={','.join(r.stages)}")
         except RecipeError as e:
-            print(f"compose-rl: error: {e}", file=sys.stderr)
+            _err(str(e))
             bad += 1
     return 2 if bad else 0
 
 
 def cmd_ablate(args) -> int:
     from compose_rl.ablate import run_ablation
-    from compose_rl.recipe import RecipeError
+    from compose_rl.recipe import RecipeError, check_environment
 
     try:
         recipe = _load(args.recipe, args.overrides)
         if args.smoke:
             recipe = smoke(recipe)
-        _check_model(recipe.model.name)
+        check_environment(recipe)
         out = run_ablation(recipe)
     except RecipeError as e:
         return _err(str(e))
@@ -124,7 +121,7 @@ def cmd_ablate(args) -> int:
 def cmd_eval(args) -> int:
     """Evaluate a run's newest checkpoint with its recipe's eval suites (results go to the same run dir)."""
     from compose_rl.pipeline import Pipeline
-    from compose_rl.recipe import RecipeError, load_recipe
+    from compose_rl.recipe import RecipeError, check_environment, load_recipe
     from compose_rl.report import write_report
     from compose_rl.rundir import RunDir
 
@@ -133,8 +130,10 @@ def cmd_eval(args) -> int:
         return _err(f"{run.path}: not a run directory (no recipe.resolved.yaml)")
     try:
         recipe = load_recipe(run.path / "recipe.resolved.yaml", args.overrides)
+        check_environment(recipe)
     except RecipeError as e:
         return _err(str(e))
+    run.tensorboard = recipe.logging.tensorboard
     ck = run.latest_checkpoint()
     if ck is None:
         return _err(f"{run.path}: no complete checkpoint to evaluate")

@@ -1,18 +1,19 @@
 """The run directory: resolved recipe, one metrics stream, readable samples, atomic checkpoints.
 
 Layout: recipe.resolved.yaml, metrics.jsonl, progress.json, checkpoints/<stage-index>-<step>/,
-samples/, eval/, report.md + PNGs. A checkpoint is written to a temporary folder and renamed into
+samples/, eval/, report.md + PNGs, and tensorboard/ when `logging.tensorboard` is on. A checkpoint is written to a temporary folder and renamed into
 place, then `checkpoints/LATEST` is replaced atomically: a kill at any moment leaves either the old
 or the new checkpoint complete, never a half-written one.
 """
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +32,24 @@ def _atomic_write(path: Path, text: str) -> None:
 @dataclass
 class RunDir:
     path: Path
+    tensorboard: bool = False
+    """Mirror every `log` row into a TensorBoard event file under `path / "tensorboard"`."""
+    _tb: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def create(cls, output: str | Path, name: str, resolved_yaml: str) -> "RunDir":
+    def create(cls, output: str | Path, name: str, resolved_yaml: str, tensorboard: bool = False) -> "RunDir":
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = Path(output) / f"{name}-{stamp}"
+        # the recipe schema restricts `name` to a safe character set; this is the last line of defence
+        if base.resolve().parent != Path(output).resolve():
+            raise ValueError(f"run name {name!r} would leave the output folder {output}; use letters, digits, -_.")
         path, k = base, 1
         while path.exists():
             path, k = Path(f"{base}-{k}"), k + 1
         for sub in ("checkpoints", "samples", "eval"):
             (path / sub).mkdir(parents=True)
         _atomic_write(path / "recipe.resolved.yaml", resolved_yaml)
-        return cls(path)
+        return cls(path, tensorboard=tensorboard)
 
     # ------------------------------------------------------------------ metrics
     @property
@@ -53,6 +60,23 @@ class RunDir:
         row = {"stage": stage, "step": step, "time": round(time.time(), 3), **metrics}
         with open(self.metrics_file, "a") as f:
             f.write(json.dumps(row, default=float) + "\n")
+        if self.tensorboard:
+            self._log_tensorboard(stage, step, metrics)
+
+    def _log_tensorboard(self, stage: str, step: int, metrics: dict[str, Any]) -> None:
+        """Numbers only, tagged `<stage>/<key>`: every eval stage logs the same keys at step 0, so the
+        stage keeps them apart. Flushed per row, like the JSONL file, so a killed run keeps its curves."""
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise RuntimeError("logging.tensorboard: the tensorboard package is not installed; "
+                                   "pip install tensorboard, or set logging.tensorboard: false") from None
+            self._tb = SummaryWriter(log_dir=str(self.path / "tensorboard"))
+        for key, value in metrics.items():
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):  # numpy scalars too
+                self._tb.add_scalar(f"{stage}/{key}", float(value), step)
+        self._tb.flush()
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics_file.exists():

@@ -135,6 +135,69 @@ class Policy:
         return out
 
 
+@dataclass
+class ModelInfo:
+    """What recipe checks need to know about a model, read from its files without loading weights."""
+
+    name: str
+    folder: Path | None  # None for "tiny" (built in memory) and for smollm2 before its first conversion
+    has_chat_template: bool
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+WEIGHT_GLOBS = ("*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin")
+MAX_JSON_BYTES = 64 << 20  # config/tokenizer_config files are KiB; refuse to read anything absurd
+
+
+def _read_json(path: Path) -> dict | None:
+    """A JSON object from `path`, or None if it is unreadable, too large, or not an object."""
+    import json
+
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            return None
+        obj = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def folder_has_chat_template(folder: Path) -> bool:
+    """Recent transformers save the template as chat_template.jinja (or .json); older folders keep
+    it under "chat_template" in tokenizer_config.json."""
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    cfg = _read_json(folder / "tokenizer_config.json") or {}
+    return bool(cfg.get("chat_template"))
+
+
+def inspect_model(name: str) -> ModelInfo:
+    """Check that `name` can be loaded, from its files only: a built-in name, or a folder with a
+    config.json object, tokenizer files and weight files. Raises ModelNotFound (one line).
+
+    "tiny" has no chat template (a character tokenizer). smollm2 is the Instruct model: it has one,
+    read from its converted folder when that exists.
+    """
+    if name == "tiny":
+        return ModelInfo(name, None, has_chat_template=False)
+    if name == "smollm2-135m-instruct":
+        from compose_rl.models.smollm2 import converted_folder
+
+        folder = converted_folder()
+        return ModelInfo(name, folder, has_chat_template=folder is None or folder_has_chat_template(folder))
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        raise ModelNotFound(f"{name!r} is neither a known model ({', '.join(MODEL_NAMES)}) nor a local folder; "
+                            "point it at a Hugging Face model folder or use tiny")
+    if _read_json(folder / "config.json") is None:
+        raise ModelNotFound(f"{folder} has no readable config.json: it is not a Hugging Face model folder")
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelNotFound(f"{folder} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer there too")
+    if not any(any(folder.glob(g)) for g in WEIGHT_GLOBS):
+        raise ModelNotFound(f"{folder} has no weights (*.safetensors or pytorch_model*.bin)")
+    return ModelInfo(name, folder, has_chat_template=folder_has_chat_template(folder))
+
+
 def char_tokenizer() -> PreTrainedTokenizerFast:
     """The tiny model's character tokenizer (see tiny.char_tokenizer): no BOS added on encode."""
     from compose_rl.models.tiny import char_tokenizer as build
