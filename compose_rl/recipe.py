@@ -223,7 +223,8 @@ class RlCfg(Section):
     token_aggregation: Literal["token_mean", "seq_mean", "constant"] = "token_mean"
     """How per-token losses are averaged (see rl/losses.py)."""
     kl_coef: float = Field(0.0, ge=0.0, le=1000.0)
-    """Weight of the k3 KL penalty to the frozen policy at the start of RL (0 = no reference model; at most 1000)."""
+    """Weight of the KL(pi || ref) penalty to the frozen policy at the start of RL, per completion (the k2
+    estimator, rl/losses.py; 0 = no reference model; at most 1000)."""
     entropy_coef: float = Field(0.0, ge=0.0, le=1000.0)
     """Entropy bonus weight (games: on the exact distribution over legal actions; at most 1000)."""
     replay_fraction: float = Field(0.0, ge=0.0, lt=1.0)

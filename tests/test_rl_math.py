@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from compose_rl.rl.advantages import RoleBaselines, batch_mean, group_normalized, mixed_groups
-from compose_rl.rl.losses import aggregate, kl_k3, ppo_clip_loss, reinforce_loss
+from compose_rl.rl.losses import aggregate, kl_k2_seq, kl_k3, ppo_clip_loss, reinforce_loss
 
 
 def test_group_normalized_by_hand():
@@ -131,3 +131,85 @@ def test_kl_k3_by_hand():
     ref = torch.tensor([0.0, 0.0])
     # d = ref - logp = [0, 1] -> e^d - d - 1 = [0, e - 2]
     assert torch.allclose(kl_k3(logp, ref), torch.tensor([0.0, math.e - 2]))
+
+
+# ------------------------------------------------------------------ KL gradient (Tang & Munos 2025)
+THETA = torch.tensor([0.3, -1.2, 0.8, 0.0])
+REF = torch.tensor([-0.5, 0.4, 0.1, 1.0])
+
+
+def _expected_grad(per_outcome_loss, theta, weights):
+    """sum_y weights[y] * d loss(y) / d theta, enumerating every outcome y."""
+    th = theta.clone().requires_grad_(True)
+    total = sum(weights[y] * per_outcome_loss(th, y) for y in range(len(weights)))
+    (g,) = torch.autograd.grad(total, th)
+    return g
+
+
+def test_k2_expected_gradient_is_the_exact_kl_gradient_on_a_categorical():
+    ref_lp = torch.log_softmax(REF, -1)
+    th = THETA.clone().requires_grad_(True)
+    lp = torch.log_softmax(th, -1)
+    (exact,) = torch.autograd.grad((lp.exp() * (lp - ref_lp)).sum(), th)  # grad KL(pi || ref)
+    pi = torch.softmax(THETA, -1).tolist()
+    one = torch.ones(1, 1)
+
+    def k2(t, y):
+        return kl_k2_seq(torch.log_softmax(t, -1)[y].view(1, 1), ref_lp[y].view(1, 1), one)[0]
+
+    def k3(t, y):
+        return kl_k3(torch.log_softmax(t, -1)[y], ref_lp[y])
+
+    assert torch.allclose(_expected_grad(k2, THETA, pi), exact, atol=1e-6)
+    # k3 as a loss gives the gradient of KL(ref || pi) instead: a different vector here
+    rev = torch.softmax(REF, -1) - torch.softmax(THETA, -1)  # -grad KL(ref || pi) wrt logits = ref - pi
+    assert torch.allclose(_expected_grad(k3, THETA, pi), -rev, atol=1e-6)
+    assert (_expected_grad(k3, THETA, pi) - exact).abs().max() > 0.05
+    # off-policy (samples from pi_old, weight sg(pi / pi_old)): still the exact gradient
+    old_lp = torch.log_softmax(torch.tensor([0.0, 0.5, -0.5, 0.2]), -1)
+
+    def k2_off(t, y):
+        return kl_k2_seq(torch.log_softmax(t, -1)[y].view(1, 1), ref_lp[y].view(1, 1), one, old_lp[y].view(1, 1))[0]
+
+    assert torch.allclose(_expected_grad(k2_off, THETA, old_lp.exp().tolist()), exact, atol=1e-6)
+
+
+def test_k2_of_the_whole_completion_is_exact_for_two_tokens():
+    """A two-token policy pi(a, b) = p(a) q(b | a) (3 x 3 outcomes): the expected gradient of the
+    sequence k2 equals grad KL(pi || ref) of the joint; the sum of per-token k2 terms does not."""
+    g = torch.Generator().manual_seed(0)
+    theta = torch.randn(3 + 9, generator=g)  # first-token logits, then 3 rows of second-token logits
+    ref_theta = torch.randn(3 + 9, generator=g)
+
+    def token_lps(t, a, b):
+        return torch.stack([torch.log_softmax(t[:3], -1)[a], torch.log_softmax(t[3:].view(3, 3)[a], -1)[b]]).view(1, 2)
+
+    outcomes = [(a, b) for a in range(3) for b in range(3)]
+    th = theta.clone().requires_grad_(True)
+    kl = sum(token_lps(th, a, b).sum().exp() * (token_lps(th, a, b) - token_lps(ref_theta, a, b)).sum()
+             for a, b in outcomes)
+    (exact,) = torch.autograd.grad(kl, th)
+    pi = [float(token_lps(theta, a, b).sum().exp()) for a, b in outcomes]
+    mask = torch.ones(1, 2)
+
+    def seq_k2(t, y):
+        a, b = outcomes[y]
+        return kl_k2_seq(token_lps(t, a, b), token_lps(ref_theta, a, b), mask)[0]
+
+    def per_token_k2(t, y):
+        a, b = outcomes[y]
+        return (0.5 * (token_lps(t, a, b) - token_lps(ref_theta, a, b)) ** 2).sum()
+
+    assert torch.allclose(_expected_grad(seq_k2, theta, pi), exact, atol=1e-5)
+    assert (_expected_grad(per_token_k2, theta, pi) - exact).abs().max() > 1e-2
+
+
+def test_k2_value_and_mask_by_hand():
+    logp = torch.tensor([[-1.0, -2.0, -9.0]])
+    ref = torch.tensor([[-1.5, -1.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])  # the padded third token is ignored
+    # log r = 0.5 - 1.0 = -0.5 -> 1/2 * 0.25
+    assert float(kl_k2_seq(logp, ref, mask)[0]) == pytest.approx(0.125)
+    # pi / pi_old = exp(0.3) weights it
+    old = logp - torch.tensor([[0.1, 0.2, 5.0]])
+    assert float(kl_k2_seq(logp, ref, mask, old)[0]) == pytest.approx(0.125 * math.exp(0.3))

@@ -6,7 +6,7 @@
         samples  = drop samples that carry no signal      # uniform groups, A == 0
         old_logp = recompute on the learner (no grad)      # PPO's pi_old, same numerics as pi_theta
         for epoch, minibatch:                              # each minibatch: its own mean loss and step
-            loss = PPO-clip or REINFORCE (+ KL to reference, - entropy bonus, + replay NLL)
+            loss = PPO-clip or REINFORCE (+ k2 KL to reference, - entropy bonus, + replay NLL)
             backward, clip grad norm, Adam step
         engine.load_weights(policy)                        # weight sync, policy_version = step + 1
         log metrics, samples; checkpoint atomically every N steps
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from compose_rl.rl import advantages as adv_lib
 from compose_rl.rl.logprobs import completion_logprobs
-from compose_rl.rl.losses import aggregate, kl_k3, ppo_clip_loss, reinforce_loss
+from compose_rl.rl.losses import aggregate, kl_k2_seq, kl_k3, ppo_clip_loss, reinforce_loss
 from compose_rl.rollout.ray_workers import filter_stale
 from compose_rl.types import Sample
 
@@ -90,17 +90,20 @@ def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: i
         pg, clip_frac = reinforce_loss(logp, advs, mask, how=cfg.token_aggregation, max_len=max_len), torch.tensor(0.0)
     loss = pg
     entropy = aggregate(ent, mask, "token_mean")
-    kl = torch.tensor(0.0)
+    kl = kl_term = torch.tensor(0.0)
     if ref_model is not None:
         with torch.no_grad():
             ref_u, _ = completion_logprobs(ref_model, prompts, comps, pad=pad)
-        kl = aggregate(kl_k3(logp, ref_u[owner]), mask, "token_mean")
-        loss = loss + cfg.kl_coef * kl
+        ref = ref_u[owner]
+        kl_term = kl_k2_seq(logp, ref, mask, old).mean()  # gradient: grad KL(pi || ref) per completion
+        loss = loss + cfg.kl_coef * kl_term
+        kl = ((logp.detach() - ref) * mask).sum(-1).mean()  # value: log pi(y)/ref(y), unbiased on-policy
     if cfg.entropy_coef > 0 and not any(s.info.get("legal_answers") for s in batch):
         loss = loss - cfg.entropy_coef * entropy  # token entropy when the legal actions are not known
     approx_kl_old = aggregate(kl_k3(logp.detach(), old), mask, "token_mean")
     return loss, {"loss/policy": float(pg.detach()), "loss/clip_frac": float(clip_frac),
-                  "loss/entropy": float(entropy.detach()), "loss/kl_ref": float(kl.detach()),
+                  "loss/entropy": float(entropy.detach()), "loss/kl_ref": float(kl),
+                  "loss/kl_term": float(kl_term.detach()),
                   "loss/approx_kl_old": float(approx_kl_old)}
 
 
