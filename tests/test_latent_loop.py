@@ -233,11 +233,14 @@ def test_latent_rl_step_equals_the_learners_with_replay(policy, tmp_path, monkey
 
     plain = copy.copy(policy)  # the main learner trains its own copy of the same weights
     plain.model = copy.deepcopy(policy.model)
-    run_rl(plain, NoEngine(), FixedCollector(policy, signal), cfg, RunDir.create(str(tmp_path), "a", "{}"), "rl", 0, 8,
-           hooks=LearnerHooks(replay=lambda step: pairs))
+    runs = [RunDir.create(str(tmp_path), name, "{}") for name in ("learner", "latent")]
+    run_rl(plain, NoEngine(), FixedCollector(policy, signal), cfg, runs[0], "rl", 0, 8, hooks=LearnerHooks(replay=lambda step: pairs))
     loop = LatentLoop(policy.model, steps=0)
-    run_latent_rl(loop, policy, NoEngine(), FixedCollector(policy, signal), cfg, RunDir.create(str(tmp_path), "b", "{}"),
-                  "rl", replay=lambda step: pairs)
+    run_latent_rl(loop, policy, NoEngine(), FixedCollector(policy, signal), cfg, runs[1], "rl", replay=lambda step: pairs)
+    logged = [r.read_metrics()[-1] for r in runs]
+    # (not loss/policy: PPO at ratio 1 and REINFORCE share the gradient, not the value)
+    for key in ("loss/replay", "loss/minibatches", "rollout/samples_trained"):
+        assert logged[1][key] == pytest.approx(logged[0][key], abs=1e-5), key
 
     # the expected step, by hand: -grad(REINFORCE on the mixed groups + 1 * replay NLL)
     ref = copy.deepcopy(policy.model)

@@ -7,11 +7,13 @@ reward must assign credit through it. One explicit loop each.
         samples = collector.collect(engine, step)     # answers sampled after the latent loop; verifier reward
         A       = group-normalized advantages          # (or batch mean)
         samples = drop samples with A == 0             # uniform groups carry no signal
-        loss    = -A * log pi(answer | prompt, loop)    # REINFORCE = PPO's gradient at ratio 1 (on-policy,
-                                                      #   one update per batch); backprop runs through the loop
-                + replay NLL (weight 1, every step)    # the main learner's replay term, same weight and rule
-        credit  = per-sample ||dl_i / de_k|| for every latent step k  (see `latent_credit`)
-        clip grad, Adam step; log; eval every N; atomic checkpoint every N
+        for minibatch (one epoch, in collection order):
+            loss = -A * log pi(answer | prompt, loop)  # REINFORCE = PPO's gradient at ratio 1 (on-policy,
+                                                      #   one epoch); backprop runs through the loop
+                   + replay NLL (weight 1)            # the main learner's replay term, same weight and rule
+            credit = per-sample ||dl_i / de_k|| for every latent step k  (see `latent_credit`)
+            clip grad, Adam step
+        log; eval every N; atomic checkpoint every N
 
 The credit metrics (`latent/credit_step{k}`) are the Gap C probe: how much of a sample's gradient
 reaches the k-th latent input. The loop positions have no targets of their own, so in both
@@ -22,8 +24,9 @@ many samples with signal, are on one scale; whether the reward still reaches the
 and how that compares with SFT, is what they show.
 
 Replay is the main learner's (compose_rl/rl/learner.py, `_replay_loss` and its use in `run_rl`):
-the token-mean NLL of the replayed targets, added at weight 1 to every optimizer step's loss, and
-on a step without any sample with signal the optimizer still steps on the replay term alone.
+the token-mean NLL of the replayed targets, added at weight 1 to every minibatch's mean loss (each
+minibatch is its own optimizer step, as in run_rl), and on a step without any sample with signal
+the optimizer still steps on the replay term alone.
 `rl.replay_fraction` sets the number of replayed examples (in the pipeline's replay hook), never a
 weight. Only the log-probs differ: here the targets are scored through the loop.
 """
@@ -160,25 +163,32 @@ def run_latent_rl(loop, policy, engine, collector, cfg, run, stage: str,
         compute_advantages(samples, cfg.advantage, None)
         trained = [s for s in samples if not (cfg.drop_zero_advantage and s.advantage == 0.0)]
         credit = [0.0] * loop.steps  # sums over the trained samples of `latent_credit`
-        loss_total = 0.0
-        opt.zero_grad(set_to_none=True)
-        n = max(len(trained), 1)
-        for chunk in _chunks(trained, cfg.minibatch):  # gradient accumulation over minibatches
-            logp, mask, latents = loop.answer_logprobs([s.prompt_ids for s in chunk], [s.completion_ids for s in chunk], pad)
-            adv = torch.tensor([s.advantage for s in chunk], device=logp.device)
-            for k, c in enumerate(latent_credit(latents, logp, mask, adv).sum(0).tolist()):
-                credit[k] += c
-            loss = reinforce_loss(logp, adv, mask, cfg.token_aggregation) * (len(chunk) / n)
+        sums: dict[str, float] = {"loss/policy": 0.0, "loss/replay": 0.0, "loss/grad_norm": 0.0}
+        updates = 0
+        # as run_rl: every minibatch its own mean loss + replay NLL at weight 1, its own clipped step;
+        # a step with no sample with signal still steps on the replay term alone
+        for chunk in list(_chunks(trained, cfg.minibatch)) or ([[]] if replay is not None else []):
+            terms = []
+            if chunk:
+                logp, mask, latents = loop.answer_logprobs([s.prompt_ids for s in chunk], [s.completion_ids for s in chunk], pad)
+                adv = torch.tensor([s.advantage for s in chunk], device=logp.device)
+                for k, c in enumerate(latent_credit(latents, logp, mask, adv).sum(0).tolist()):
+                    credit[k] += c
+                terms.append(reinforce_loss(logp, adv, mask, cfg.token_aggregation))
+                sums["loss/policy"] += terms[-1].item()
+            if replay is not None:
+                terms.append(replay_loss(loop, replay(step), pad))
+                sums["loss/replay"] += terms[-1].item()
+            loss = sum(terms)
+            opt.zero_grad(set_to_none=True)
             loss.backward()
-            loss_total += loss.item()
-        if replay is not None:  # as run_rl: weight 1, also on steps where no sample carries signal
-            replay_nll = replay_loss(loop, replay(step), pad)
-            replay_nll.backward()
-            metrics["loss/replay_nll"] = replay_nll.item()
-        stepped = bool(trained) or replay is not None
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(loop.parameters(), cfg.max_grad_norm)) if stepped else 0.0
-        if stepped:
+            sums["loss/grad_norm"] += float(torch.nn.utils.clip_grad_norm_(loop.parameters(), cfg.max_grad_norm))
             opt.step()
+            updates += 1
+        n = max(len(trained), 1)
+        metrics.update({k: v / max(updates, 1) for k, v in sums.items()})  # means over the optimizer steps
+        if replay is None:
+            del metrics["loss/replay"]
         engine.load_weights(None, step + 1)  # in process: the engine shares the loop's module
         dt = time.perf_counter() - t0
         mean = sum(rewards) / max(len(rewards), 1)
@@ -188,8 +198,7 @@ def run_latent_rl(loop, policy, engine, collector, cfg, run, stage: str,
             "rollout/samples_trained": len(trained),
             "rollout/groups_with_signal": len({s.group for s in trained}) / max(len({s.group for s in samples}), 1),
             "rollout/response_tokens": sum(len(s.completion_ids) for s in samples) / max(len(samples), 1),
-            "loss/policy": loss_total,
-            "loss/grad_norm": grad_norm,
+            "loss/minibatches": math.ceil(len(trained) / cfg.minibatch),  # policy-gradient minibatches, as run_rl
             "perf/step_s": dt,
             "perf/gen_s": t_gen,
         })
