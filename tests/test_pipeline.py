@@ -13,7 +13,7 @@ from compose_rl.cli import main
 
 from .conftest import ROOT
 
-RECIPES = sorted(glob.glob(os.path.join(ROOT, "recipes", "*.yaml")))
+RECIPES = sorted(p for p in glob.glob(os.path.join(ROOT, "recipes", "*.yaml")) if "ablate" not in os.path.basename(p))
 
 
 def _run_dir(base):
@@ -25,13 +25,8 @@ def _run_dir(base):
 @pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
 def test_recipe_smoke(path, tmp_path):
     out = tmp_path / "runs"
-    cmd = "ablate" if "ablate" in os.path.basename(path) else "recipe"
-    assert main([cmd, path, "--smoke", f"output={out}"]) == 0
+    assert main(["recipe", path, "--smoke", f"output={out}"]) == 0
     run = _run_dir(out)
-    report = open(os.path.join(run, "report.md")).read()
-    if cmd == "ablate":
-        assert "sft_only" in report and "rl_only" in report and os.path.exists(os.path.join(run, "ablation.png"))
-        return
     rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
     rl = [r for r in rows if r["stage"] == "rl" and "loss/policy" in r]
     assert [r["step"] for r in rl] == [0, 1]
@@ -39,6 +34,40 @@ def test_recipe_smoke(path, tmp_path):
     assert os.path.exists(os.path.join(run, "recipe.resolved.yaml"))
     assert "eval-rl" in {r["stage"] for r in rows}
     assert any(p.endswith(".png") for p in os.listdir(run))
+
+
+def test_ablation_smoke_shares_stage1_and_lists_what_is_matched(tmp_path):
+    """Tiny budgets: one stage-1 checkpoint per seed; sft_only and sft_rl start from exactly its
+    weights (rl_only from the untrained model); the report header lists the matched items."""
+    import torch
+
+    from compose_rl.ablate import MATCHED, fingerprint
+
+    out = tmp_path / "runs"
+    path = os.path.join(ROOT, "recipes", "strcomp-ablate.yaml")
+    assert main(["ablate", path, "--smoke", f"output={out}", "task.test_depths=[1,2]"]) == 0
+    root = _run_dir(out)
+    res = json.load(open(os.path.join(root, "results.json")))
+    (seed, s1), = res["stage1"].items()
+    v = res["variants"]
+    assert v["sft_only"][seed]["start_fingerprint"] == v["sft_rl"][seed]["start_fingerprint"] == s1["fingerprint"]
+    assert v["rl_only"][seed]["start_fingerprint"] != s1["fingerprint"]
+    assert v["sft_only"][seed]["grad_steps"] == 2  # smoke: rl.steps = 2, one step each
+    assert v["sft_rl"][seed]["grad_steps"] >= 2
+    assert glob.glob(os.path.join(root, "stage1-*")) == [s1["run"]]  # trained once, in its own run directory
+    report = open(os.path.join(root, "report.md")).read()
+    for item in MATCHED:
+        assert f"- {item}" in report
+    for word in ("optimizer", "learning rate and schedule", "replay", "gradient steps", "problems"):
+        assert word in report.split("Differences")[0]
+    assert "the variants' starting weights match it" in report and "shortcut floor" in report
+    assert os.path.exists(os.path.join(root, "ablation.png"))
+    # the fingerprint sees any change to the weights
+    sd = {"w": torch.zeros(3)}
+    same = fingerprint({"w": torch.zeros(3)})
+    assert fingerprint(sd) == same
+    sd["w"][1] = 1e-7
+    assert fingerprint(sd) != same
 
 
 def test_mastery_gate_stops_before_rl(tmp_path, capsys):
