@@ -43,7 +43,7 @@ def cmd_recipe(args) -> int:
             if not resolved.is_file():
                 return _err(f"--resume {run_path}: not a run directory (no recipe.resolved.yaml)")
             recipe = load_recipe(resolved, args.overrides)
-            check_environment(recipe)
+            check_environment(recipe, str(resolved))
             pipe = Pipeline(recipe, RunDir(run_path, tensorboard=recipe.logging.tensorboard))
         else:
             if not args.recipe:
@@ -52,7 +52,7 @@ def cmd_recipe(args) -> int:
             if args.smoke:
                 recipe = smoke(recipe)
             # every check that needs no model weights, before the run directory exists
-            check_environment(recipe)
+            check_environment(recipe, args.recipe)
             pipe = start_run(recipe)
         print(f"run directory: {pipe.run.path}", file=sys.stderr)
         pipe.build()
@@ -92,7 +92,7 @@ def cmd_validate(args) -> int:
     for path in args.recipes:
         try:
             r = _load(path, args.overrides)
-            check_environment(r)
+            check_environment(r, path)
             print(f"ok  {_one_line(path)}: {r.name} stages={','.join(r.stages)}")
         except RecipeError as e:
             _err(str(e))
@@ -108,7 +108,7 @@ def cmd_ablate(args) -> int:
         recipe = _load(args.recipe, args.overrides)
         if args.smoke:
             recipe = smoke(recipe)
-        check_environment(recipe)
+        check_environment(recipe, args.recipe)
         out = run_ablation(recipe)
     except RecipeError as e:
         return _err(str(e))
@@ -130,7 +130,7 @@ def cmd_eval(args) -> int:
         return _err(f"{run.path}: not a run directory (no recipe.resolved.yaml)")
     try:
         recipe = load_recipe(run.path / "recipe.resolved.yaml", args.overrides)
-        check_environment(recipe)
+        check_environment(recipe, str(run.path / "recipe.resolved.yaml"))
     except RecipeError as e:
         return _err(str(e))
     run.tensorboard = recipe.logging.tensorboard

@@ -136,7 +136,10 @@ class RolloutCfg(Section):
     """Temperature for evaluation (0 = greedy; at most 100)."""
     max_lag: int = Field(0, ge=0, le=1000)
     """Largest allowed policy-version lag of a sample (0 = strictly on-policy); older samples are
-    dropped (not importance-weighted) and counted in rollout/stale_dropped."""
+    dropped (not importance-weighted) and counted in rollout/stale_dropped. It cannot act today:
+    collection is synchronous (every step generates with the weights just synced, lag 0) and the
+    learner recomputes the old log-probs itself, so nothing is ever dropped; it is for an
+    asynchronous rollout mode (issue 12), which does not exist yet."""
     batch_size: int = Field(256, gt=0, le=65536)
     """Sequences generated together (each distinct prompt is encoded once; 1..65536)."""
     weight_sync: Literal["auto", "object_store", "collective"] = "auto"
@@ -283,9 +286,9 @@ class PrimitivesCfg(Section):
     """In-game decision probes of the recipe's games (exact action probabilities; games only)."""
     detectors: list[str] = []
     """Trace detectors (`<primitive>/rules` or `<primitive>/judge`) run on the logged RL transcripts."""
-    every: int = Field(0, ge=0)
+    every: int = Field(0, ge=0, le=1_000_000)
     """RL steps between tracking points; a multiple of rl.eval_every (tracking runs inside the in-RL
-    evaluation); 0 = at every in-RL evaluation."""
+    evaluation); 0 = at every in-RL evaluation (at most 1e6)."""
     items: int = Field(100, gt=0, le=100000)
     """Items per probe suite per evaluation (eval seeds, disjoint from the train seeds)."""
 
@@ -351,6 +354,15 @@ class Recipe(Section):
             raise ValueError("give exactly one of `task` (string composition) or `games` (self-play)")
         if not self.stages:
             raise ValueError("stages: list at least one of sft, rl, eval")
+        if "rl" in self.stages or self.ablate is not None:
+            # the learner's log-probs are of softmax(logits / T), the distribution sampled from; greedy
+            # has no such distribution, and a top-p nucleus would need the same truncation in the learner
+            if self.rollout.temperature == 0:
+                raise ValueError("rollout.temperature: RL samples its training rollouts, 0 (greedy) gives no policy "
+                                 "gradient; use a temperature > 0 (e.g. 1.0), greedy evaluation is eval_temperature")
+            if self.rollout.top_p < 1:
+                raise ValueError(f"rollout.top_p: RL trains on the full softmax(logits / temperature), so top_p "
+                                 f"{self.rollout.top_p} would bias the policy gradient; set top_p: 1.0 (lower temperature instead)")
         if self.model.name == "tiny":
             t = self.model.tiny
             if t.hidden_size % t.num_heads or t.hidden_size // t.num_heads != 64:
@@ -399,6 +411,9 @@ class Recipe(Section):
                 raise ValueError("latent: LoRA is not supported with the latent loop; remove model.lora")
             if lt.backprop_steps > lt.steps:
                 raise ValueError(f"latent.backprop_steps: at most latent.steps ({lt.steps}); 0 = through every step")
+            if self.rollout.temperature != 1.0:
+                raise ValueError(f"rollout.temperature: the latent-loop trainer scores answers at temperature 1, so it "
+                                 f"must sample at 1.0 too (got {self.rollout.temperature}); set rollout.temperature: 1.0")
             for key, bad in (("rl.kl_coef", self.rl.kl_coef > 0), ("rl.entropy_coef", self.rl.entropy_coef > 0),
                              ("rl.ppo_epochs", self.rl.ppo_epochs > 1), ("rl.advantage", self.rl.advantage == "rae")):
                 if bad:
@@ -541,9 +556,11 @@ def apply_override(data: dict, override: str) -> None:
     parts = key.strip().split(".")
     if not all(parts):
         raise RecipeError(f"override {override!r}: empty key part; write e.g. rl.steps=50")
+    if len(parts) > MAX_DEPTH:
+        raise RecipeError(f"override {override[:60]!r}: {len(parts)} key parts; a recipe is at most {MAX_DEPTH} deep")
     bad = next((p for p in parts if not KEY_PART.fullmatch(p)), None)
-    if bad is not None or len(parts) > MAX_DEPTH:
-        raise RecipeError(f"override {override[:60]!r}: {bad!r} is not a field name; write e.g. rl.steps=50")
+    if bad is not None:
+        raise RecipeError(f"override {override[:60]!r}: {bad[:40]!r} is not a field name; write e.g. rl.steps=50")
     value = _parse_yaml(raw, f"override {override[:60]!r}") if raw.strip() else None
     node = data
     for p in parts[:-1]:
@@ -595,7 +612,7 @@ def recipe_from_dict(data: dict[str, Any], origin: str = "recipe") -> Recipe:
         raise RecipeError(f"{origin}: {_format_error(e)}") from None
 
 
-def check_environment(recipe: Recipe) -> None:
+def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
     """Checks that need this machine's files but no model weights, run by `validate` and before
     `recipe` creates a run directory: the model exists (a built-in name, or a folder with
     config.json, tokenizer files and weights), `model.chat_template: true` only where the tokenizer
@@ -607,12 +624,12 @@ def check_environment(recipe: Recipe) -> None:
     try:
         info = inspect_model(recipe.model.name)
     except ModelNotFound as e:
-        raise RecipeError(f"model.name: {e}") from None
+        raise RecipeError(f"{origin}: model.name: {e}") from None
     if recipe.model.chat_template and not info.has_chat_template:
-        raise RecipeError(f"model.chat_template: {recipe.model.name!r} has no chat template in its tokenizer files; "
-                          "set it to null (use one when present) or false")
+        raise RecipeError(f"{origin}: model.chat_template: {recipe.model.name!r} has no chat template in its tokenizer "
+                          "files; set it to null (use one when present) or false")
     if recipe.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise RecipeError("logging.tensorboard: the tensorboard package is not installed; "
+        raise RecipeError(f"{origin}: logging.tensorboard: the tensorboard package is not installed; "
                           "pip install tensorboard, or set logging.tensorboard: false")
 
 
