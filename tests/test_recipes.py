@@ -108,3 +108,137 @@ def test_list_command(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "kuhn_poker" in out and "tiny" in out and "strcomp" in out and "recipes/spiral-kuhn.yaml" in out
+
+
+# ---------------------------------------------------------------- strict types: what is still accepted
+def test_exponent_floats_and_yaml_ints_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads `1e-3` as a string; the recipe loader reads it as YAML 1.2 does."""
+    f = tmp_path / "r.yaml"
+    f.write_text(GOOD + "sft: {lr: 1e-3, epochs: 2}\nrl: {clip: 1}\n")
+    r = load_recipe(f, ["rl.lr=1e-6", "rollout.temperature=+2.5E+0"])
+    assert r.sft.lr == 1e-3 and r.rl.lr == 1e-6 and r.rollout.temperature == 2.5
+    assert isinstance(r.sft.epochs, float) and r.sft.epochs == 2.0 and r.rl.clip == 1.0
+
+
+@pytest.mark.parametrize("override", ["sft.max_steps=-1", "sft.max_steps=1", "sft.max_steps=1000000",
+                                      "rl.steps=1000000", "seed=4294967295", "name=" + "x" * 64, "name=run_1.2-b",
+                                      "name=_x", "games.invalid.penalty=-1000000.0"])
+def test_bounds_are_inclusive_where_documented(override):
+    d = {"name": "x", "stages": ["rl"], "games": {"train": [{"name": "kuhn_poker"}]}}
+    apply_override(d, override)
+    recipe_from_dict(d)  # does not raise
+
+
+def test_nesting_limit_is_20_and_counted_without_recursion():
+    from compose_rl.recipe import MAX_DEPTH, _check_depth, _parse_yaml
+
+    assert MAX_DEPTH == 20
+    assert _parse_yaml("a: " + "[" * 19 + "]" * 19, "t") == {"a": eval("[" * 19 + "]" * 19)}
+    with pytest.raises(RecipeError, match="nested deeper than 20"):
+        _parse_yaml("a: " + "[" * 20 + "]" * 20, "t")
+    deep: list = []
+    for _ in range(100_000):  # far past Python's recursion limit
+        deep = [deep]
+    with pytest.raises(RecipeError, match="nested deeper than 20"):
+        _check_depth({"a": deep}, "t")
+    d = {"name": "x", "stages": ["rl"], "task": {}}
+    apply_override(d, "task." + ".".join(f"k{i}" for i in range(10)) + "=" + "[" * 12 + "]" * 12)
+    with pytest.raises(RecipeError, match="nested deeper than 20"):
+        _check_depth(d, "t")
+
+
+def test_run_dir_stays_inside_output(tmp_path):
+    from compose_rl.rundir import RunDir
+
+    run = RunDir.create(tmp_path / "runs", "ok.name-1", "name: x\n")
+    assert run.path.parent == tmp_path / "runs" and (run.path / "recipe.resolved.yaml").is_file()
+    for bad in ("../escape", "a/../../b", "/abs"):
+        with pytest.raises(ValueError, match="would leave the output folder"):
+            RunDir.create(tmp_path / "runs", bad, "name: x\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_validate_runs_the_environment_checks(tmp_path, capsys):
+    f = tmp_path / "r.yaml"
+    f.write_text(GOOD)
+    assert main(["validate", str(f), "--set", "model.chat_template=true"]) == 2
+    err = capsys.readouterr().err
+    assert f"{f}: model.chat_template: 'tiny' has no chat template" in err and len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------- logging.tensorboard
+def test_tensorboard_not_installed_is_one_line(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    f = tmp_path / "r.yaml"
+    f.write_text(GOOD + f"output: {tmp_path / 'runs'}\nlogging: {{tensorboard: true}}\n")
+    assert main(["recipe", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "logging.tensorboard: the tensorboard package is not installed" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+class _Writer:
+    """Stands in for torch.utils.tensorboard.SummaryWriter: records what RunDir hands it."""
+
+    made: list = []
+
+    def __init__(self, log_dir):
+        self.log_dir, self.scalars, self.flushes = log_dir, [], 0
+        _Writer.made.append(self)
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, value, step))
+
+    def flush(self):
+        self.flushes += 1
+
+
+def test_tensorboard_rows_mirror_the_metrics_stream(tmp_path, monkeypatch):
+    """Every numeric key of a row (numpy scalars too) goes to TensorBoard as `<stage>/<key>` at the
+    row's step, flushed per row; strings and booleans stay in metrics.jsonl only."""
+    import sys
+    import types
+
+    import numpy as np
+
+    from compose_rl.rundir import RunDir
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=_Writer))
+    _Writer.made.clear()
+    off = RunDir.create(tmp_path, "off", "name: off\n")
+    off.log("rl", 1, {"reward/mean": 1.0})
+    assert _Writer.made == [], "tensorboard off writes no events"
+    run = RunDir.create(tmp_path, "on", "name: on\n", tensorboard=True)
+    run.log("rl", 3, {"reward/mean": 0.5, "loss/policy": np.float32(0.25), "perf/steps": 7, "note": "x", "flag": True})
+    run.log("eval-sft", 0, {"eval/kuhn_poker/exploitability": 0.125})
+    (w,) = _Writer.made
+    assert w.log_dir == str(run.path / "tensorboard")
+    assert w.scalars == [("rl/reward/mean", 0.5, 3), ("rl/loss/policy", 0.25, 3), ("rl/perf/steps", 7.0, 3),
+                         ("eval-sft/eval/kuhn_poker/exploitability", 0.125, 0)]
+    assert w.flushes == 2
+    assert [r["stage"] for r in run.read_metrics()] == ["rl", "eval-sft"]
+
+
+def test_tensorboard_event_file_holds_the_logged_key(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from compose_rl.rundir import RunDir
+
+    run = RunDir.create(tmp_path, "tb", "name: tb\n", tensorboard=True)
+    run.log("rl", 3, {"reward/mean": 0.5})
+    run.log("rl", 4, {"reward/mean": -1.5})
+    acc = EventAccumulator(str(run.path / "tensorboard"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("rl/reward/mean")] == [(3, 0.5), (4, -1.5)]
+
+
+def test_start_run_passes_the_tensorboard_switch(tmp_path):
+    from compose_rl.pipeline import start_run
+
+    r = recipe_from_dict({"name": "x", "stages": ["rl"], "task": {}, "output": str(tmp_path),
+                          "logging": {"tensorboard": True}})
+    assert start_run(r).run.tensorboard is True
