@@ -281,7 +281,8 @@ class Pipeline:
                                  evaluate=hooks.evaluate, replay=hooks.replay, resume=partial)
         else:
             last = run_rl(self.policy, self.engine, collector, r.rl, self.run, label, r.seed, self.max_new_tokens,
-                          hooks=hooks, resume=partial, sync=self.sync, max_lag=r.rollout.max_lag)
+                          hooks=hooks, resume=partial, sync=self.sync, max_lag=r.rollout.max_lag,
+                          temperature=r.rollout.temperature)
         self._final_checkpoint(label, r.rl.steps - 1)
         self.results[label] = last
 

@@ -78,12 +78,25 @@ def reference(policy):
     return policy.model
 
 
-def forward_logprobs(model, prompt_ids, token_ids):
+def forward_logprobs(model, prompt_ids, token_ids, temperature=1.0, top_p=1.0):
+    """Teacher-forced log-probs of the distribution sampled at (temperature, top_p): softmax(logits / T)
+    cut to the nucleus (most probable tokens until their mass reaches top_p), renormalised."""
     with torch.no_grad():
         ids = torch.tensor([prompt_ids + token_ids])
-        logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+        logits = model(input_ids=ids).logits[0].float()
     start = len(prompt_ids) - 1
-    return [logp[start + i, t].item() for i, t in enumerate(token_ids)]
+    out = []
+    for i, t in enumerate(token_ids):
+        probs = torch.softmax(logits[start + i] / temperature, dim=-1).tolist()
+        order = sorted(range(len(probs)), key=lambda v: -probs[v])
+        nucleus, mass = [], 0.0
+        for v in order:
+            if mass >= top_p:
+                break
+            nucleus.append(v)
+            mass += probs[v]
+        out.append(math.log(probs[t] / mass) if t in nucleus else -math.inf)
+    return out
 
 
 def restore(engine, policy, version=0):
@@ -121,19 +134,44 @@ def test_contract(engines, policy, name):
 
 
 @pytest.mark.parametrize("name", ENGINES)
-@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9)])
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 1.0), (0.7, 0.9)])
 def test_logprobs_match_transformers_forward(engines, policy, reference, name, temperature, top_p):
-    """Reported log-probs are the model's own distribution (no temperature/top-p), to 1e-3."""
+    """Reported log-probs are of the distribution sampled from (logits / T, top-p nucleus), to 1e-3."""
     engine = engines[name]
     restore(engine, policy)
     out = engine.generate(PROMPTS[:4], SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=30,
                                                       n=2, seed=1))
-    worst = 0.0
+    worst, off_raw = 0.0, 0.0
     for comps in out:
         for c in comps:
-            ref = forward_logprobs(reference, c.prompt_ids, c.token_ids)
+            ref = forward_logprobs(reference, c.prompt_ids, c.token_ids, temperature, top_p)
             worst = max(worst, max(abs(a - b) for a, b in zip(c.logprobs, ref)))
+            raw = forward_logprobs(reference, c.prompt_ids, c.token_ids)
+            off_raw = max(off_raw, max(abs(a - b) for a, b in zip(c.logprobs, raw)))
     assert worst < 1e-3
+    if (temperature, top_p) != (1.0, 1.0):
+        assert off_raw > 1e-2  # not the model's temperature-1 log-probs
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_learner_logprobs_equal_sampling_logprobs_at_temperature(engines, policy, name):
+    """Issue 8 item 5: at T = 0.7 the learner's log-prob of a sampled completion is the engine's."""
+    from compose_rl.rl.logprobs import completion_logprobs
+
+    engine = engines[name]
+    restore(engine, policy)
+    comps = [c for cs in engine.generate(PROMPTS[:4], SamplingParams(temperature=0.7, max_new_tokens=20, n=2, seed=4))
+             for c in cs]
+    args = (policy.model, [c.prompt_ids for c in comps], [c.token_ids for c in comps])
+    with torch.no_grad():
+        at_t, mask = completion_logprobs(*args, pad=policy.tokenizer.pad_token_id, temperature=0.7)
+        at_1, _ = completion_logprobs(*args, pad=policy.tokenizer.pad_token_id)
+    engine_lp = torch.zeros_like(at_t)
+    for i, c in enumerate(comps):
+        engine_lp[i, : len(c.logprobs)] = torch.tensor(c.logprobs)
+    assert torch.equal(mask.sum(-1), torch.tensor([float(len(c.token_ids)) for c in comps]))
+    assert (at_t - engine_lp).abs().max() < 1e-3
+    assert (at_1 - engine_lp).abs().max() > 1e-2  # the temperature-1 log-probs would not match
 
 
 @needs_vllm

@@ -219,3 +219,37 @@ def test_ppo_epochs_and_minibatches_step_per_minibatch_with_fixed_old_logprobs(t
     assert last["loss/clip_frac"] == pytest.approx(sum(c[4] for c in calls) / 9)
     tensors, meta = run.latest_checkpoint()
     assert all(st["step"] == 9 for st in tensors["optimizer"]["state"].values())  # one Adam step per minibatch
+
+
+def test_learner_scores_the_sampled_distribution(tmp_path, tiny_policy, monkeypatch):
+    """Every policy/reference/old log-prob in the loss is taken at the rollout temperature; the
+    legal-action entropy and replay stay at 1. Temperature 0 is refused."""
+    import compose_rl.rl.learner as learner
+    from compose_rl.rl.logprobs import completion_logprobs as real
+
+    temps = []
+
+    def spy(*a, **kw):
+        temps.append(kw.get("temperature", 1.0))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(learner, "completion_logprobs", spy)
+    collector = FixedCollector(tiny_policy.tokenizer, PAIRS, [1.0, 0.0, 2.0, -1.0, 3.0])
+    _run(tmp_path, tiny_policy, collector, _rl_cfg(ppo_epochs=2, minibatch=8, kl_coef=0.1), temperature=0.7)
+    # old log-probs once, then per epoch: policy + reference
+    assert temps == [0.7] * 5
+    with pytest.raises(ValueError, match="temperature"):
+        _run(tmp_path, tiny_policy, collector, _rl_cfg(), temperature=0.0)
+
+
+def test_recipe_rejects_greedy_or_top_p_rl():
+    from compose_rl.recipe import RecipeError
+
+    base = {"name": "t", "stages": ["sft", "rl"], "task": {}}
+    for rollout, field in (({"temperature": 0.0}, "rollout.temperature"), ({"top_p": 0.9}, "rollout.top_p")):
+        with pytest.raises(RecipeError) as err:
+            recipe_from_dict({**base, "rollout": rollout})
+        assert field in str(err.value) and "\n" not in str(err.value)
+    # without an RL stage greedy / nucleus rollouts are fine (evaluation only)
+    assert recipe_from_dict({**base, "stages": ["eval"], "rollout": {"temperature": 0.0, "top_p": 0.9}})
+    assert recipe_from_dict({**base, "rollout": {"temperature": 0.7}}).rollout.temperature == 0.7

@@ -5,6 +5,7 @@
         A        = advantages(samples)                     # group-normalized, batch mean or RAE
         samples  = drop samples that carry no signal      # uniform groups, A == 0
         old_logp = recompute on the learner (no grad)      # PPO's pi_old, same numerics as pi_theta
+                                                           # (all log-probs of logits / rollout temperature)
         for epoch, minibatch:                              # each minibatch: its own mean loss and step
             loss = PPO-clip or REINFORCE (+ k2 KL to reference, - entropy bonus, + replay NLL)
             backward, clip grad norm, Adam step
@@ -69,12 +70,13 @@ def _unique_pairs(samples: list[Sample]):
     return [list(p) for p, _ in pairs], [list(c) for _, c in pairs], torch.tensor(owner, dtype=torch.long)
 
 
-def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: int, old_is_current: bool = False):
+def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: int, old_is_current: bool = False,
+                temperature: float = 1.0):
     """Loss of one minibatch (its own mean) and its diagnostics; `loss/policy` is the policy-gradient term
     alone, the KL and entropy terms are logged separately. Old log-probs come from `s.old_logprobs` (learner-recomputed),
     or, when `old_is_current` (one epoch, one minibatch: pi_old is the current policy), from this forward pass."""
     prompts, comps, owner = _unique_pairs(batch)
-    logp_u, mask_u, ent_u = completion_logprobs(model, prompts, comps, pad=pad, with_entropy=True)
+    logp_u, mask_u, ent_u = completion_logprobs(model, prompts, comps, pad=pad, with_entropy=True, temperature=temperature)
     logp, mask, ent = logp_u[owner], mask_u[owner], ent_u[owner]
     width = logp.shape[1]
     if old_is_current:
@@ -93,7 +95,7 @@ def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: i
     kl = kl_term = torch.tensor(0.0)
     if ref_model is not None:
         with torch.no_grad():
-            ref_u, _ = completion_logprobs(ref_model, prompts, comps, pad=pad)
+            ref_u, _ = completion_logprobs(ref_model, prompts, comps, pad=pad, temperature=temperature)
         ref = ref_u[owner]
         kl_term = kl_k2_seq(logp, ref, mask, old).mean()  # gradient: grad KL(pi || ref) per completion
         loss = loss + cfg.kl_coef * kl_term
@@ -109,8 +111,15 @@ def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: i
 
 def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_tokens: int,
            hooks: LearnerHooks | None = None, resume: dict | None = None, sync: Callable | None = None,
-           max_lag: int = 0) -> dict:
-    """Train for cfg.steps steps. `resume` = the checkpoint meta/tensors of this stage, if any."""
+           max_lag: int = 0, temperature: float = 1.0) -> dict:
+    """Train for cfg.steps steps. `resume` = the checkpoint meta/tensors of this stage, if any.
+
+    `temperature` is the rollout temperature: every log-prob of the policy (and of the reference) is
+    taken of softmax(logits / temperature), the distribution the engine sampled from and reported
+    log-probs of, so ratios and gradients are those of the sampled policy. The legal-action entropy
+    bonus and the replay NLL stay at temperature 1 (the distribution the evaluations score)."""
+    if not temperature > 0:
+        raise ValueError(f"rollout.temperature: RL needs a sampling temperature > 0 (got {temperature})")
     hooks = hooks or LearnerHooks()
     model, pad = policy.model, policy.tokenizer.pad_token_id or 0
     params = [p for p in model.parameters() if p.requires_grad]
@@ -169,7 +178,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         with torch.no_grad():
             if samples and not single_pass:
                 prompts, comps, owner = _unique_pairs(samples)
-                old_u, mask_u = completion_logprobs(model, prompts, comps, pad=pad)
+                old_u, mask_u = completion_logprobs(model, prompts, comps, pad=pad, temperature=temperature)
                 for i, s in enumerate(samples):
                     s.old_logprobs = old_u[owner[i], : len(s.completion_ids)].tolist()
 
@@ -183,7 +192,8 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             rng.shuffle(order)
             for i in range(0, len(order), cfg.minibatch):
                 batch = [samples[j] for j in order[i: i + cfg.minibatch]]
-                loss, stats = policy_loss(model, ref_model, batch, cfg, pad, max_new_tokens, old_is_current=single_pass)
+                loss, stats = policy_loss(model, ref_model, batch, cfg, pad, max_new_tokens, old_is_current=single_pass,
+                                          temperature=temperature)
                 if cfg.entropy_coef > 0:
                     h = legal_action_entropy(model, policy.tokenizer, batch, pad)
                     if h is not None:

@@ -23,8 +23,15 @@ def pad_right(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, to
 
 
 def completion_logprobs(model, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
-                        pad: int = 0, with_entropy: bool = False):
-    """Returns (logp, mask[, entropy]) of shape (B, Tc): logp of each completion token, 0/1 mask."""
+                        pad: int = 0, with_entropy: bool = False, temperature: float = 1.0):
+    """Returns (logp, mask[, entropy]) of shape (B, Tc): logp of each completion token, 0/1 mask.
+
+    `temperature` T scores the distribution softmax(logits / T), the one an engine samples from at T
+    (and reports log-probs of): the learner passes the rollout temperature so that its policy
+    gradient and PPO ratios are of the sampled policy. T = 1 (the default) is the model's own
+    distribution, which the evaluations score."""
+    if not temperature > 0:
+        raise ValueError(f"completion_logprobs: temperature must be > 0 (got {temperature}); greedy decoding has no log-probs to train on")
     full = [list(p) + list(c) for p, c in zip(prompts, completions)]
     ids, attn = pad_right(full, pad)
     device = next(model.parameters()).device
@@ -48,6 +55,8 @@ def completion_logprobs(model, prompts: Sequence[Sequence[int]], completions: Se
         cmask[i, :n] = 1.0
     pos, tgt, cmask = pos.to(device), tgt.to(device), cmask.to(device)
     picked = logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))  # (B, Tc, V)
+    if temperature != 1.0:
+        picked = picked.float() / temperature
     logp_all = torch.log_softmax(picked.float(), dim=-1)
     logp = logp_all.gather(-1, tgt.unsqueeze(-1)).squeeze(-1) * cmask
     if with_entropy:

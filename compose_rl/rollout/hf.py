@@ -3,8 +3,11 @@
 Each distinct prompt is encoded once and its KV cache shared by every sample drawn from it: in
 Kuhn poker there are 12 distinct prompts, so a batch of 140 turns costs 12 prompt encodings, and a
 string-task group of 8 costs one. Decoding is a plain sampling loop over the model's KV cache.
-Log-probabilities are those of the model's own distribution (temperature 1, no top-p), which is
-what the learner recomputes; vLLM's default `raw_logprobs` mode reports the same quantity.
+Log-probabilities are those of the distribution each token was actually sampled from: softmax of
+logits / temperature, restricted to the top-p nucleus and renormalised (vLLM's
+`logprobs_mode="processed_logprobs"` reports the same quantity). The learner recomputes them with
+the same temperature (RL rejects top_p < 1). Greedy decoding (temperature 0) reports the model's
+own temperature-1 log-probs.
 """
 from __future__ import annotations
 
@@ -127,8 +130,8 @@ def decode(logits: torch.Tensor, attn: torch.Tensor, next_pos: torch.Tensor, sam
     """The sampling loop shared by the engines that decode on a transformers KV cache.
 
     `logits` (rows, V) predict the first token; `forward(tokens, attn, next_pos)` feeds one token per
-    row (the cache lives in its closure) and returns the next logits. Log-probs are the model's own
-    (temperature 1, no top-p). Returns (tokens, logps, lengths, finished): lengths count the EOS."""
+    row (the cache lives in its closure) and returns the next logits. Log-probs are of the distribution
+    sampled from (`processed_logprobs`). Returns (tokens, logps, lengths, finished): lengths count the EOS."""
     n, dev = logits.shape[0], logits.device
     tokens = torch.full((n, sampling.max_new_tokens), pad, dtype=torch.long, device=dev)
     logps = torch.zeros((n, sampling.max_new_tokens), device=dev)
@@ -138,7 +141,7 @@ def decode(logits: torch.Tensor, attn: torch.Tensor, next_pos: torch.Tensor, sam
         tok_t = _sample(logits, sampling)
         tok_t = torch.where(finished, torch.full_like(tok_t, pad), tok_t)
         tokens[:, t] = tok_t
-        logps[:, t] = torch.log_softmax(logits, dim=-1).gather(-1, tok_t[:, None]).squeeze(-1)
+        logps[:, t] = processed_logprobs(logits, sampling).gather(-1, tok_t[:, None]).squeeze(-1)
         just = (~finished) & (tok_t == eos)
         lengths = torch.where(just, torch.full_like(lengths, t + 1), lengths)
         finished |= just
@@ -148,6 +151,21 @@ def decode(logits: torch.Tensor, attn: torch.Tensor, next_pos: torch.Tensor, sam
         logits = forward(tok_t, attn, next_pos)
         next_pos = next_pos + 1
     return tokens, logps, lengths, finished
+
+
+def processed_logprobs(logits: torch.Tensor, sampling: SamplingParams) -> torch.Tensor:
+    """Log-probs of the distribution `_sample` draws from: log_softmax(logits / T), then the top-p nucleus
+    (the most probable tokens whose mass before them is < top_p; the top token always stays)
+    renormalised, -inf outside it. Temperature 0 (greedy): the model's own log_softmax(logits)."""
+    if sampling.temperature <= 0:
+        return torch.log_softmax(logits, dim=-1)
+    logp = torch.log_softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_p, idx = logp.exp().sort(dim=-1, descending=True)
+        keep_sorted = sorted_p.cumsum(-1) - sorted_p < sampling.top_p
+        keep = torch.zeros_like(keep_sorted).scatter(-1, idx, keep_sorted)
+        logp = torch.log_softmax(logp.masked_fill(~keep, float("-inf")), dim=-1)
+    return logp
 
 
 def _sample(logits: torch.Tensor, sampling: SamplingParams) -> torch.Tensor:

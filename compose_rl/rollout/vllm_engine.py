@@ -9,9 +9,10 @@ tensors without serialising them. It honours the same contract as `HFEngine`:
 - generation stops only on the tokenizer's EOS (`ignore_eos=True` + `stop_token_ids=[eos]`, as
   HFEngine passes `eos_token_id=tokenizer.eos_token_id`); a "stop" completion ends with the EOS id
   (in `token_ids`, not in `text`), a "length" completion hit `max_new_tokens` (or the context);
-- `logprobs` are the sampled tokens' log-probabilities under the model's raw distribution
-  (vLLM's default `logprobs_mode="raw_logprobs"`: log_softmax of the logits before temperature /
-  top-p), the same quantity HFEngine reports and the learner recomputes;
+- `logprobs` are the sampled tokens' log-probabilities under the distribution actually sampled from
+  (`logprobs_mode="processed_logprobs"`: log_softmax of logits / temperature after top-p; vLLM's
+  default `raw_logprobs` would report temperature-1 values), the same quantity HFEngine reports and
+  the learner recomputes at the rollout temperature; greedy requests report temperature-1 values;
 - `text` is decoded by the HF tokenizer with `skip_special_tokens=True`, as in HFEngine.
 
 Seeds: with `sampling.seed = s` the i-th prompt's request gets seed `s + i * n` (vLLM gives its j-th
@@ -128,6 +129,7 @@ class VLLMEngine:
             max_model_len=max_model_len,
             enforce_eager=enforce_eager,
             kv_cache_memory_bytes=int(kv_cache_gb * 2**30),
+            logprobs_mode="processed_logprobs",  # of the sampled distribution (temperature, top-p)
         )
         if not self.on_cpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
