@@ -4,6 +4,12 @@ A recipe is `stages` (an ordered list of `sft`, `rl`, `eval`) plus the sections 
 `model`, `task` (string composition) or `games` (self-play), `rollout`, `ray`, `sft`, `rl`, `eval`.
 Every field has a docstring; unknown keys are errors. `load_recipe` raises `RecipeError` whose
 message is one line naming the YAML path and what is allowed.
+
+Bad input stops here, before anything is written: types are strict (`true` is no integer, "3" no
+number, NaN/inf no float), every count has bounds stated in its docstring, the file must be UTF-8,
+at most MAX_BYTES and nested at most MAX_DEPTH (overrides too), and `name` is a safe folder name.
+`check_environment` adds the checks that read this machine's files (model folder, chat template,
+optional packages) without loading weights; `validate` and `recipe` both run it.
 """
 from __future__ import annotations
 
