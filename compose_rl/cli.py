@@ -34,6 +34,7 @@ def cmd_recipe(args) -> int:
     from compose_rl.models import ModelNotFound
     from compose_rl.pipeline import GateFailed, Pipeline, start_run
     from compose_rl.recipe import RecipeError, check_environment, load_recipe
+    from compose_rl.rl.learner import NonFiniteError
     from compose_rl.rundir import RunDir
 
     try:
@@ -60,6 +61,8 @@ def cmd_recipe(args) -> int:
     except RecipeError as e:
         return _err(str(e))
     except ModelNotFound as e:
+        return _err(str(e))
+    except NonFiniteError as e:  # a NaN/inf reward or loss in RL: stopped before training on it
         return _err(str(e))
     except GateFailed as e:
         from compose_rl.report import write_report

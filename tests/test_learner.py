@@ -253,3 +253,62 @@ def test_recipe_rejects_greedy_or_top_p_rl():
     # without an RL stage greedy / nucleus rollouts are fine (evaluation only)
     assert recipe_from_dict({**base, "stages": ["eval"], "rollout": {"temperature": 0.0, "top_p": 0.9}})
     assert recipe_from_dict({**base, "rollout": {"temperature": 0.7}}).rollout.temperature == 0.7
+
+
+def test_nan_reward_stops_before_the_step_and_resume_works(tmp_path, tiny_policy):
+    """Issue 12: a NaN reward at step 2 raises NonFiniteError naming stage, step and the last good
+    checkpoint; the parameters are those of that checkpoint; resuming from it finishes the run."""
+    from compose_rl.rl.learner import NonFiniteError, run_rl
+    from compose_rl.rundir import RunDir
+
+    good = [1.0, 0.0, 2.0, -1.0, 3.0]
+    rewards = [good, [0.5, 1.0, 0.0, 0.0, 2.0], [1.0, float("nan"), 0.0, 0.0, 1.0], good]
+    run = RunDir.create(tmp_path, "t", "")
+    cfg = _rl_cfg(steps=4, checkpoint_every=1, lr=1e-2)
+    with pytest.raises(NonFiniteError) as err:
+        run_rl(tiny_policy, StubEngine(), FixedCollector(tiny_policy.tokenizer, PAIRS, rewards), cfg, run, "rl",
+               seed=0, max_new_tokens=8)
+    msg = str(err.value)
+    assert "\n" not in msg and "'rl'" in msg and "step 2" in msg and "reward" in msg and "nan" in msg
+    assert str(run.path / "checkpoints" / "rl-000001") in msg and f"--resume {run.path}" in msg
+    tensors, meta = run.latest_checkpoint()
+    assert meta["step"] == 1
+    now = tiny_policy.model.state_dict()
+    assert all(torch.equal(now[k], v) for k, v in tensors["model"].items())  # step 2 changed nothing
+    assert [r["step"] for r in run.read_metrics()] == [0, 1]
+    # resume (here with a collector whose step-2 reward is fixed) runs steps 2 and 3
+    rewards[2] = good
+    run_rl(tiny_policy, StubEngine(), FixedCollector(tiny_policy.tokenizer, PAIRS, rewards), cfg, run, "rl",
+           seed=0, max_new_tokens=8, resume=run.latest_checkpoint())
+    assert [r["step"] for r in run.read_metrics()] == [0, 1, 2, 3]
+    assert run.latest_checkpoint()[1]["step"] == 3
+
+
+def test_non_finite_loss_stops_before_the_step(tmp_path, tiny_policy, monkeypatch):
+    import compose_rl.rl.learner as learner
+
+    before = {k: v.clone() for k, v in tiny_policy.model.state_dict().items()}
+    real = learner.ppo_clip_loss
+    monkeypatch.setattr(learner, "ppo_clip_loss", lambda *a, **kw: (real(*a, **kw)[0] * float("inf"), torch.tensor(0.0)))
+    with pytest.raises(learner.NonFiniteError) as err:
+        _run(tmp_path, tiny_policy, FixedCollector(tiny_policy.tokenizer, PAIRS, [1.0, 0.0, 2.0, -1.0, 3.0]), _rl_cfg())
+    assert "step 0" in str(err.value) and "loss" in str(err.value) and "no checkpoint was written yet" in str(err.value)
+    assert all(torch.equal(before[k], v) for k, v in tiny_policy.model.state_dict().items())
+
+
+def test_cli_prints_the_non_finite_error_in_one_line(tmp_path, monkeypatch, capsys):
+    import os
+
+    from compose_rl import cli, pipeline
+    from compose_rl.rl.learner import NonFiniteError
+
+    def boom(self, resume=False):
+        raise NonFiniteError("rl stage 'rl', step 7: non-finite reward (nan); stopped before the optimizer step; ...")
+
+    monkeypatch.setattr(pipeline.Pipeline, "build", lambda self: None)
+    monkeypatch.setattr(pipeline.Pipeline, "run_all", boom)
+    recipe = os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipes", "strcomp-two-stage.yaml")
+    assert cli.main(["recipe", recipe, f"output={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("compose-rl: error: rl stage 'rl', step 7: non-finite reward")
+    assert not any("Traceback" in line for line in err)

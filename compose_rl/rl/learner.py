@@ -8,7 +8,7 @@
                                                            # (all log-probs of logits / rollout temperature)
         for epoch, minibatch:                              # each minibatch: its own mean loss and step
             loss = PPO-clip or REINFORCE (+ k2 KL to reference, - entropy bonus, + replay NLL)
-            backward, clip grad norm, Adam step
+            backward, clip grad norm, Adam step            # NaN/inf reward, loss or grad norm: NonFiniteError, no step
         engine.load_weights(policy)                        # weight sync, policy_version = step + 1
         log metrics, samples; checkpoint atomically every N steps
 
@@ -18,6 +18,7 @@ most turns repeat one of 12 prompts with one of 2 answers.
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from collections import defaultdict
@@ -32,6 +33,37 @@ from compose_rl.rl.logprobs import completion_logprobs
 from compose_rl.rl.losses import aggregate, kl_k2_seq, kl_k3, ppo_clip_loss, reinforce_loss
 from compose_rl.rollout.ray_workers import filter_stale
 from compose_rl.types import Sample
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN/inf reward, loss or gradient norm during RL. Raised before the optimizer step it would
+    have corrupted (no step is ever taken on it); the one-line message names the stage, the step and
+    the last good checkpoint to resume from."""
+
+
+def _non_finite(run, stage: str, step: int, what: str, value) -> NonFiniteError:
+    latest = run.path / "checkpoints" / "LATEST"
+    if latest.is_file():
+        where = (f"last good checkpoint: {run.path / 'checkpoints' / latest.read_text().strip()} "
+                 f"(resume: compose-rl recipe --resume {run.path}, with key=value overrides to change e.g. rl.lr)")
+    else:
+        where = f"no checkpoint was written yet in {run.path}: start the run again (e.g. with a lower rl.lr)"
+    return NonFiniteError(f"rl stage {stage!r}, step {step}: non-finite {what} ({value}); stopped before the "
+                          f"optimizer step; {where}")
+
+
+def _step_checked(opt, params, loss, max_grad_norm: float, run, stage: str, step: int) -> float:
+    """backward, clip, Adam step; a non-finite loss or gradient norm raises NonFiniteError before the step."""
+    if not torch.isfinite(loss):
+        raise _non_finite(run, stage, step, "loss", float(loss))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    if not torch.isfinite(norm):
+        opt.zero_grad(set_to_none=True)
+        raise _non_finite(run, stage, step, "gradient norm", float(norm))
+    opt.step()
+    return float(norm)
 
 
 @dataclass
@@ -158,6 +190,9 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         n_all = len(samples)
         gen_tokens = sum(len(s.completion_ids) for s in samples)
         rewards = [s.reward for s in samples]
+        bad = [r for r in rewards if not math.isfinite(r)]
+        if bad:
+            raise _non_finite(run, stage, step, f"reward in {len(bad)} of {n_all} samples", bad[0])
 
         # 2. advantages
         compute_advantages(samples, cfg.advantage, baselines)
@@ -204,10 +239,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
                     loss = loss + replay
                     stats["loss/replay"] = float(replay.detach())
                 stats["loss/total"] = float(loss.detach())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                stats["loss/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-                opt.step()
+                stats["loss/grad_norm"] = _step_checked(opt, params, loss, cfg.max_grad_norm, run, stage, step)
                 for k, v in stats.items():
                     sums[k] += v
                     counts[k] += 1
@@ -215,10 +247,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         if not samples and hooks.replay is not None:
             # no RL signal this step, but replay still keeps the atomics alive
             loss = _replay_loss(model, hooks.replay(step), pad)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
+            _step_checked(opt, params, loss, cfg.max_grad_norm, run, stage, step)
             sums["loss/replay"], counts["loss/replay"] = float(loss.detach()), 1
         stats = {k: sums[k] / counts[k] for k in sums}
         stats.setdefault("loss/policy", 0.0)  # no sample with signal: no policy-gradient term
