@@ -68,6 +68,10 @@ class ModelCfg(Section):
     """Train LoRA adapters instead of all weights (null = full fine-tuning)."""
     chat_template: bool | None = None
     """Wrap prompts in the tokenizer's chat template; null = when the tokenizer has one."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of storing them (less memory, ~30% more
+    compute), applied identically in SFT and RL. Off by default: the models that fit do not need it
+    (TRL's SFTConfig would otherwise turn it on and leave it on for RL); on for models near memory."""
 
 
 # ------------------------------------------------------------------------------------- envs
@@ -466,7 +470,10 @@ def _format_error(err: ValidationError) -> str:
     got = e.get("input")
     where = f"{loc}: " if loc else ""
     if e["type"] != "value_error" and not isinstance(got, dict):
-        shown = repr(got)
+        try:
+            shown = repr(got)
+        except ValueError:  # an int past Python's 4300-digit str limit (from a long hex literal)
+            shown = "a number too large to print"
         return f"{where}{msg} (got {shown if len(shown) <= 60 else shown[:60] + '...'})"
     return f"{where}{msg}"
 
@@ -535,6 +542,12 @@ def _parse_yaml(text: str, what: str) -> Any:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise RecipeError(f"{what}: not valid YAML{where}") from None
+    except RecipeError:
+        raise
+    except (ValueError, OverflowError) as e:
+        # raised by PyYAML's constructors, not as YAMLError: an integer of more than 4300 digits
+        # (Python's int-from-string limit), `2001-13-45` read as a date, `!!float abc`
+        raise RecipeError(f"{what}: a value cannot be converted ({str(e).split(';')[0][:80]})") from None
 
 
 def _check_depth(data: Any, what: str) -> None:
@@ -634,6 +647,9 @@ def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
     if recipe.model.chat_template and not info.has_chat_template:
         raise RecipeError(f"{origin}: model.chat_template: {recipe.model.name!r} has no chat template in its tokenizer "
                           "files; set it to null (use one when present) or false")
+    out = Path(recipe.output).expanduser()
+    if out.exists() and not out.is_dir():
+        raise RecipeError(f"{origin}: output: {recipe.output} exists and is not a folder; point it at a folder")
     if recipe.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise RecipeError(f"{origin}: logging.tensorboard: the tensorboard package is not installed; "
                           "pip install tensorboard, or set logging.tensorboard: false")

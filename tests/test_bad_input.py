@@ -163,6 +163,13 @@ def corpus() -> list[tuple]:
     add(("top-level-list", "bytes", b"- name: x\n", "a recipe is a YAML mapping"))
     add(("top-level-scalar", "bytes", b"just words\n", "a recipe is a YAML mapping"))
     add(("top-level-null", "bytes", b"~\n", "a recipe is a YAML mapping"))
+    add(("int-5000-digits", "text", "name: x\nstages: [sft]\ntask: {}\nrl: {steps: " + "1" * 5000 + "}\n", "cannot be converted"))
+    add(("hex-5000-digits", "text", "name: x\nstages: [sft]\ntask: {}\nrl: {steps: 0x" + "f" * 5000 + "}\n",
+         "rl.steps: Input should be less than or equal to 1000000 (got a number too large to print)"))
+    add(("impossible-date", "text", "name: x\nstages: [sft]\ntask: {}\nseed: 2001-13-45\n", "cannot be converted"))
+    add(("float-tag-on-word", "text", "name: x\nstages: [sft]\ntask: {}\nrl: {lr: !!float abc}\n", "cannot be converted"))
+    add(("binary-tag-junk", "text", "name: x\nstages: [sft]\ntask: {}\nrl: {lr: !!binary '%%%'}\n", None))
+    add(("date-for-int", "text", "name: x\nstages: [sft]\ntask: {}\nseed: 2001-12-14\n", "seed"))
     add(("int-key", "text", "name: x\nstages: [sft]\ntask: {}\n1: 2\n", "Keys should be strings"))
     add(("newline-in-key", "data", {**STR_BASE, "bad\nkey": 1}, "unknown key"))
 
@@ -203,6 +210,7 @@ def corpus() -> list[tuple]:
     add(("name-int", "data", {**STR_BASE, "name": 123}, "name"))
     add(("name-null", "data", {**STR_BASE, "name": None}, "name"))
     add(("output-empty", "data", {**STR_BASE, "output": ""}, "output"))
+    add(("output-is-a-file", "data", {**STR_BASE, "output": "r.yaml"}, "output: r.yaml exists and is not a folder"))
 
     # --- wrong types and shapes
     for label, d, where in (
