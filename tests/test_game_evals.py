@@ -211,8 +211,9 @@ def test_play_tic_tac_toe_both_seats():
 
 def test_game_eval_suite(policy, kuhn):
     engine = first_legal_engine(kuhn)
+    tables_out = {}
     metrics, transcripts = game_eval_suite(policy, engine, ["kuhn_poker"], ["random", "nash", "minimax"],
-                                           n_games=20, seed=0, sampling=SAMPLING)
+                                           n_games=20, seed=0, sampling=SAMPLING, tables_out=tables_out)
     for key in ("exploitability", "nash_conv", "legal_mass", "vs_random/win", "vs_random/mean_return",
                 "vs_random/ci95", "vs_random/invalid_rate", "vs_nash/mean_return", "vs_random/exact_value",
                 "vs_nash/exact_value"):
@@ -223,6 +224,8 @@ def test_game_eval_suite(policy, kuhn):
     tables = lm_policy_tables(policy, kuhn)
     assert metrics["eval/kuhn_poker/exploitability"] == pytest.approx(exploitability_of_tables(kuhn, tables)[0])
     assert metrics["eval/kuhn_poker/vs_random/n"] == 20.0
+    assert set(tables_out) == {"kuhn_poker"} and tables_out["kuhn_poker"].keys() == tables.keys()
+    assert metrics["eval/kuhn_poker/history_tv"] == pytest.approx(history_tv(infostate_rows(kuhn, tables)))
 
 
 def test_play_with_hf_engine_smoke(policy, kuhn):
