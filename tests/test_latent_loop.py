@@ -300,3 +300,56 @@ def test_credit_probe_is_per_sample(policy):
     # SFT weights every sample 1: the advantage scales the RL probe linearly
     assert torch.allclose(probe(prompts, answers, None)[2], once[2] / 2.0, rtol=1e-5)
     assert latent_credit([], torch.zeros(2, 3), torch.ones(2, 3)).shape == (2, 0)  # no loop: no probe
+
+
+def _fake_run(root, name, resolved, rl_d2, sft_d2):
+    """A finished run directory written by hand: evals after SFT and RL, 12 RL steps with rewards 0..11 / 100."""
+    import yaml
+
+    def acc(d2):
+        return {"eval/strcomp/acc_d1": 0.9, "eval/strcomp/acc_d2": d2, "eval/strcomp/acc_d3": 0.0,
+                "eval/strcomp/floor_d1": 0.0, "eval/strcomp/floor_d2": 0.11, "eval/strcomp/floor_d3": 0.13}
+
+    rows = [{"stage": "eval-base", "step": 0, **acc(0.0)},
+            {"stage": "sft", "step": 9, "latent/credit_step0": 9.0, "latent/credit_step1": 0.0},  # mid-curriculum
+            {"stage": "sft", "step": 19, "latent/credit_step0": 6.0, "latent/credit_step1": 2.0},
+            {"stage": "eval-sft", "step": 0, **acc(sft_d2)}]
+    for t in range(12):  # step 0 trained nothing (no signal): it does not enter the RL credit mean
+        rows.append({"stage": "rl", "step": t, "reward/mean": t / 100, "rollout/samples_trained": 0 if t == 0 else 8,
+                     "latent/credit_step0": 0.0 if t == 0 else 1.0 + t, "latent/credit_step1": 0.0 if t == 0 else 2.0})
+    rows.append({"stage": "eval-rl", "step": 0, **acc(rl_d2)})
+    d = root / name
+    d.mkdir()
+    (d / "recipe.resolved.yaml").write_text(yaml.safe_dump(resolved))
+    (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return d
+
+
+def test_latent_study_summary(tmp_path, capsys):
+    from compose_rl.experimental.latent_study import condition, main, summarize_run
+
+    loop = {"seed": 0, "latent": {"steps": 2}, "task": {"cot": "none"}}
+    runs = [_fake_run(tmp_path, f"loop-s{s}", {**loop, "seed": s}, rl_d2, sft_d2)
+            for s, rl_d2, sft_d2 in ((0, 0.1, 0.1), (1, 0.2, 0.1), (2, 0.3, 0.1))]
+    s = summarize_run(runs[0])
+    assert s["condition"] == "loop 2" and (s["sft_d2"], s["rl_d2"], s["floor_d3"]) == (0.1, 0.1, 0.13)
+    assert s["rl_reward_last10"] == pytest.approx(sum(range(2, 12)) / 10 / 100)  # steps 2..11
+    # SFT end = the last logged window; RL = mean over steps 1..11: step0 (2+...+12)/11 = 7, step1 2
+    assert (s["credit_sft_ratio"], s["credit_rl_first"], s["credit_rl_ratio"]) == pytest.approx((3.0, 7.0, 3.5))
+    assert condition({"latent": {"steps": 0}}) == "no loop"
+    assert condition({"latent": None, "task": {"cot": "steps"}}) == "token CoT"
+
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "recipe.resolved.yaml").write_text("seed: 3\nlatent: {steps: 2}\n")
+    (unfinished / "metrics.jsonl").write_text(json.dumps({"stage": "sft", "step": 0}) + "\n")
+    assert summarize_run(unfinished) is None
+    assert main([str(r) for r in runs] + [str(unfinished)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| loop 2 | 0, 1, 2 |"))
+    # d2 after RL 0.1 / 0.2 / 0.3: mean 0.2, sd 0.1, 95% t (2 dof) 4.303 * 0.1 / sqrt(3) = 0.248;
+    # paired RL - SFT 0 / 0.1 / 0.2: 0.1 +- 0.248
+    assert "| 0.200 ± 0.248 | 0.100 ± 0.248 |" in row
+    assert "| 3.00 → 3.50 |" in row and "| 0.000 / 0.110 / 0.130 |" in row
+    assert "not finished (no after-RL eval yet): " + str(unfinished) in out
+    assert main([str(tmp_path / "nope")]) == 2
