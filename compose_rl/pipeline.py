@@ -154,7 +154,8 @@ class Pipeline:
 
             out = latent_sft(self.loop, self.policy, pairs, r.sft, self.run, label, r.seed, r.latent.warmup_fraction)
         else:
-            out = run_sft(self.policy, pairs, r.sft, self.run, label, r.seed)
+            out = run_sft(self.policy, pairs, r.sft, self.run, label, r.seed,
+                          gradient_checkpointing=r.model.gradient_checkpointing)
         self.engine.load_weights(self.sync(), self.engine.policy_version + 1)
         skills = self.skill_accuracy()
         passed, message = mastery_gate(skills, r.sft.mastery)
@@ -274,6 +275,8 @@ class Pipeline:
                 hooks.on_step_end = lambda step: self._pool_snapshot(step, collector)
             if r.rl.eval_every:
                 hooks.evaluate = lambda step: self.track_policy(step, label)
+        # the recipe's checkpointing state, whatever SFT (or a resumed checkpoint) left behind
+        self.policy.set_gradient_checkpointing(r.model.gradient_checkpointing)
         if r.latent is not None:
             from compose_rl.experimental.trainer import run_latent_rl
 

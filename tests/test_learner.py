@@ -312,3 +312,32 @@ def test_cli_prints_the_non_finite_error_in_one_line(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("compose-rl: error: rl stage 'rl', step 7: non-finite reward")
     assert not any("Traceback" in line for line in err)
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_sft_leaves_the_recipes_gradient_checkpointing_state(tmp_path, tiny_policy, on):
+    """TRL's SFTConfig defaults to checkpointing on; run_sft must leave the model as the recipe says."""
+    from compose_rl.recipe import SftCfg
+    from compose_rl.rundir import RunDir
+    from compose_rl.sft.stage import run_sft
+
+    cfg = SftCfg(examples=8, max_steps=2, batch_size=4, gate="off")
+    pairs = [("func_1(\"ab\")", "ba"), ("func_2(\"xy\")", "yx")] * 4
+    run_sft(tiny_policy, pairs, cfg, RunDir.create(tmp_path, "t", ""), "sft", seed=0, **({"gradient_checkpointing": True} if on else {}))
+    assert tiny_policy.model.is_gradient_checkpointing is on
+
+
+def test_rl_stage_sets_gradient_checkpointing_before_the_loop(tmp_path, monkeypatch):
+    import compose_rl.rl.learner as learner
+    from compose_rl.pipeline import start_run
+
+    seen = []
+    monkeypatch.setattr(learner, "run_rl", lambda policy, *a, **kw: seen.append(policy.model.is_gradient_checkpointing) or {})
+    for on in (False, True):
+        r = _strcomp_recipe(tmp_path)
+        r = r.model_copy(update={"model": r.model.model_copy(update={"gradient_checkpointing": on})})
+        pipe = start_run(r)
+        pipe.build()
+        pipe.policy.set_gradient_checkpointing(not on)  # what a previous stage might have left
+        pipe.stage_rl(1, "rl", None)
+    assert seen == [False, True]

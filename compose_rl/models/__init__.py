@@ -88,6 +88,19 @@ class Policy:
             [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
         )
 
+    def set_gradient_checkpointing(self, on: bool) -> None:
+        """Put the model in one explicit gradient-checkpointing state (`model.gradient_checkpointing`):
+        TRL's SFTConfig turns checkpointing on by default and leaves it on after training, so every
+        stage sets it before it trains. Non-reentrant checkpointing, which needs no input gradients
+        when the embeddings are frozen (LoRA)."""
+        base = self.model.get_base_model() if self.is_lora else self.model
+        if on:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_disable()
+            if getattr(base, "_require_grads_hook", None) is not None:  # left by TRL's PEFT + checkpointing setup
+                base.disable_input_require_grads()
+
     def save(self, folder: Path) -> None:
         """Write a full HF folder (safetensors, config.json, generation config, tokenizer) that
         `load_policy(str(folder))` and vLLM load. LoRA weights are merged into a copy of the model,

@@ -19,8 +19,12 @@ def encode_pair(policy, prompt: str, completion: str) -> tuple[list[int], list[i
     return p, c
 
 
-def run_sft(policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: int) -> dict:
-    """Train on (prompt, completion) pairs; every logged loss goes to metrics.jsonl as `sft/...`."""
+def run_sft(policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: int,
+            gradient_checkpointing: bool = False) -> dict:
+    """Train on (prompt, completion) pairs; every logged loss goes to metrics.jsonl as `sft/...`.
+
+    `gradient_checkpointing` (recipe `model.gradient_checkpointing`) is passed to TRL, whose default is
+    on, and set again on the model afterwards, so the next stage finds the state the recipe asked for."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -56,10 +60,13 @@ def run_sft(policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: in
         dataloader_num_workers=0,
         disable_tqdm=False,
         padding_free=False,
+        gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
     )
     trainer = SFTTrainer(model=policy.model, args=args, train_dataset=dataset, processing_class=policy.tokenizer,
                          callbacks=[_Log()])
     out = trainer.train()
+    policy.set_gradient_checkpointing(gradient_checkpointing)
     policy.model.eval()
     return {"sft/train_loss": float(out.training_loss), "sft/steps": total, "sft/examples": len(rows)}
 
