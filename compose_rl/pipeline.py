@@ -187,8 +187,10 @@ class Pipeline:
         # games: the action format on random reachable states, with labels that encode the player's
         # private information (the last line of every renderer: "Your card: K"), see
         # private_info_labels. Uniform labels teach the model to ignore the card, and self-play then
-        # stalls in the card-blind "always bet/call" plateau; this skill teaches it to read the card
-        # and nothing about how to play (the code is arbitrary; RL re-maps it).
+        # stalls in the card-blind "always bet/call" plateau; this skill teaches it to read the card.
+        # The code is a random map drawn per seed, so on average it teaches nothing about play, but
+        # a given seed's code can happen to be a good or a bad strategy: its exact score is the
+        # stage-1 baseline (label_policy_baseline), and RL's effect is measured from after-SFT.
         rng = random.Random(r.seed)
         games = [g for g, _ in self.mixture]
         weights = [w for _, w in self.mixture]
