@@ -182,11 +182,12 @@ def _flags_first(argv: list[str]) -> list[str]:
     flags, rest, i = [], [], 1
     while i < len(argv):
         a = argv[i]
-        if a.startswith("--"):
+        if a in ("--resume", "--set") and i + 1 < len(argv):
+            # joined as --set=VALUE: argparse would take a value starting with "-" for a flag
+            flags.append(f"{a}={argv[i + 1]}")
+            i += 1
+        elif a.startswith("--"):
             flags.append(a)
-            if a in ("--resume", "--set") and i + 1 < len(argv):
-                flags.append(argv[i + 1])
-                i += 1
         else:
             rest.append(a)
         i += 1

@@ -270,7 +270,7 @@ def corpus() -> list[tuple]:
         ("rl..steps=5", "empty key part"), ("rl.st eps=5", "not a field name"), ("rl.steps[0]=5", "not a field name"),
         ("rl.steps=[unclosed", "not valid YAML"), ("rl.steps==5", "rl.steps"), ("rl.steps=.nan", "rl.steps"),
         ("rl.lr=.nan", "rl.lr"), ("rl.lr=-.inf", "rl.lr"), ("rl.lr=1e999", "rl.lr"), ("rl.steps=true", "rl.steps"),
-        ("rl.steps=-5", "rl.steps"), ("rl.steps=0", "rl.steps"), ("rl.steps=1e30", "rl.steps"),
+("rl.steps=-5", "rl.steps"), ("-5", "expected key.sub=value"), ("rl.steps=0", "rl.steps"), ("rl.steps=1e30", "rl.steps"),
         ("sft.max_steps=0", "sft.max_steps"), ("sft.max_steps=-5", "sft.max_steps"), ("name=../../escape", "name"),
         ("name=a/b", "name"), ("rl=5", "rl"), ("name.sub=1", "name is not a section"), ("rl.nope=1", "rl.nope: unknown key"),
         ("rl.steps=" + "[" * 25 + "]" * 25, "nested deeper than 20"), ("a." * 25 + "b=1", "key parts"),
