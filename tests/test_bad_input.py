@@ -368,3 +368,19 @@ def test_bad_input_is_rejected_in_one_line(case, tmp_path, monkeypatch, capsys):
         if expected is not None:
             assert expected in text, f"{argv[0]}: expected {expected!r} in: {text[:300]}"
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before, "nothing may be written"
+
+
+def test_console_process_latin1_recipe(tmp_path):
+    """The same contract in a real process (the issue's UnboundLocalError came from `recipe` on a Latin-1 file)."""
+    import os
+    import subprocess
+    import sys
+
+    f = tmp_path / "r.yaml"
+    f.write_bytes("name: café\nstages: [sft]\ntask: {}\n".encode("latin-1"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "compose_rl.cli", "recipe", str(f)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr == f"compose-rl: error: recipe {f} is not UTF-8 text: byte 0xe9 at offset 9; save it as UTF-8\n"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["r.yaml"]
