@@ -1,4 +1,4 @@
-"""`compose-rl`: recipe | validate | eval | ablate | report | list.
+"""`compose-rl`: recipe | validate | eval | ablate | report | seeds | list.
 
 Errors a user can fix (bad recipe, unknown model, failed gate) print one line and exit non-zero
 (2 for bad input, 3 for a failed mastery gate); nothing is written for an invalid recipe.
@@ -160,6 +160,20 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_seeds(args) -> int:
+    from compose_rl.report.seeds import seed_table, summarize_run
+
+    runs = [Path(x) for x in args.runs]
+    for p in runs:
+        if not (p / "metrics.jsonl").is_file() or not (p / "recipe.resolved.yaml").is_file():
+            return _err(f"{p}: not a run directory (needs metrics.jsonl and recipe.resolved.yaml)")
+    text = seed_table(sorted((summarize_run(p) for p in runs), key=lambda s: (s["seed"] is None, s["seed"])))
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def cmd_list(args) -> int:
     from compose_rl.models import MODEL_NAMES
     from games import GAMES
@@ -221,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     rp = sub.add_parser("report", help="rebuild report.md and plots of a run directory")
     rp.add_argument("run")
     rp.set_defaults(fn=cmd_report)
+    sd = sub.add_parser("seeds", help="one recipe over several seeds: per-stage numbers, mean and 95%% interval, paired RL-SFT")
+    sd.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    sd.add_argument("--out", metavar="FILE", help="also write the markdown table here")
+    sd.set_defaults(fn=cmd_seeds)
     ls = sub.add_parser("list", help="tasks, games, models, recipes")
     ls.set_defaults(fn=cmd_list)
     args = p.parse_args(_flags_first(sys.argv[1:] if argv is None else argv))

@@ -1,0 +1,44 @@
+"""compose-rl seeds: per-stage numbers over seeds, 95% t-interval, paired RL - SFT, checked by hand."""
+import json
+
+import pytest
+
+from compose_rl.cli import main
+from compose_rl.report.seeds import seed_table, summarize_run
+
+K = "eval/kuhn_poker/"
+
+
+def _run(tmp_path, seed, label, sft, rl_steps, final, avg):
+    d = tmp_path / f"spiral-kuhn-s{seed}"
+    d.mkdir()
+    (d / "recipe.resolved.yaml").write_text(f"name: spiral-kuhn\nseed: {seed}\n")
+    rows = [{"stage": "label-policy", "step": 0, K + "exploitability": label},
+            {"stage": "eval-base", "step": 0, K + "exploitability": 0.333},
+            {"stage": "eval-sft", "step": 0, K + "exploitability": sft, K + "history_tv": 0.0}]
+    rows += [{"stage": "rl", "step": i, K + "exploitability": e} for i, e in enumerate(rl_steps)]
+    rows += [{"stage": "eval-rl", "step": 0, K + "exploitability": final, K + "exploitability_avg": avg,
+              K + "history_tv": 0.5}]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"stage": "rl", "st')
+    return d
+
+
+def test_summary_and_table_by_hand(tmp_path, capsys):
+    a = _run(tmp_path, 0, 0.40, 0.50, [0.45, 0.20, 0.30], 0.30, 0.25)
+    b = _run(tmp_path, 1, 0.60, 0.70, [0.65, 0.55, 0.10], 0.10, 0.15)
+    sa = summarize_run(a)
+    assert sa["kuhn_poker exploitability: best during RL"] == 0.20 and sa["best step"] == 1
+    assert sa["kuhn_poker exploitability: after RL − after SFT (paired)"] == pytest.approx(-0.20)
+    assert sa["kuhn_poker exploitability: label policy"] == 0.40
+    table = seed_table([sa, summarize_run(b)])
+    # paired differences -0.2 and -0.6: mean -0.4, sd 0.2828, t(1) = 12.706 -> half-width 12.706 * 0.2 = 2.541
+    assert "| kuhn_poker exploitability: after RL − after SFT (paired) | 2 | -0.400 ± 2.541 | -0.200 | -0.600 |" in table
+    assert "| best step | | | 1 | 2 |" in table
+    assert main(["seeds", str(a), str(b)]) == 0
+    assert "-0.400 ± 2.541" in capsys.readouterr().out
+
+
+def test_not_a_run_dir_is_one_line(tmp_path, capsys):
+    assert main(["seeds", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a run directory" in err[0]
