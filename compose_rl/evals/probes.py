@@ -1,11 +1,53 @@
-"""Primitive tracking for the pipeline: probe suites, in-game decision probes, trace detectors.
+"""Primitive tracking: probe suites scored through an Engine, in-game decision probes, trace detectors.
 
-`track_primitives` is what the pipeline calls at each eval stage and at RL tracking points; every
-key it returns starts with `primitive/<name>/`.
+`suite_metrics` scores a policy greedily on probe suites (synthetic_tasks/probes): accuracy per
+suite and per level with a 95% Wilson interval, printed beside the suite's shortcut floor on the
+same items. `track_primitives` is what the pipeline calls at each eval stage and at RL tracking
+points; every key it returns starts with `primitive/<name>/`.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
+
+from compose_rl.types import SamplingParams
+
+
+def suite_metrics(engine, format_prompt: Callable[[str], str], suites: Sequence[str], items: int,
+                  max_new_tokens: int, seed: int = 0) -> tuple[dict[str, float], list[dict]]:
+    """Greedy accuracy on `items` eval-split items per suite (spread evenly over its levels).
+
+    Returns metrics `primitive/<primitive>/probe/<suite>/{acc,ci_lo,ci_hi,floor,parse_rate,n}` and
+    `.../L<level>/acc`, and rows (one per suite) for a table: suite, primitive, acc, interval,
+    floor with the rule that sets it.
+    """
+    from synthetic_tasks.probes import get_suite, wilson
+
+    chosen = [get_suite(s) for s in suites]  # unknown names fail before any generation
+    metrics: dict[str, float] = {}
+    rows = []
+    for suite in chosen:
+        per = [items // len(suite.levels) + (i < items % len(suite.levels)) for i in range(len(suite.levels))]
+        batch = [it for lv, k in zip(suite.levels, per) for it in suite.items("eval", lv, k, seed)]
+        if not batch:
+            continue
+        outs = engine.generate([format_prompt(it.prompt) for it in batch],
+                               SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, n=1, seed=seed))
+        texts = [o[0].text for o in outs]
+        ok = [suite.score(it, t) for it, t in zip(batch, texts)]
+        parsed = sum(suite.parse(t) is not None for t in texts)
+        lo, hi = wilson(sum(ok), len(ok))
+        floor, rule = suite.floor(batch)
+        key = f"primitive/{suite.primitive}/probe/{suite.name}"
+        acc = sum(ok) / len(ok)
+        metrics.update({f"{key}/acc": acc, f"{key}/ci_lo": lo, f"{key}/ci_hi": hi, f"{key}/floor": floor,
+                        f"{key}/parse_rate": parsed / len(ok), f"{key}/n": float(len(ok))})
+        for lv in suite.levels:
+            sel = [o for it, o in zip(batch, ok) if it.level == lv]
+            if sel:
+                metrics[f"{key}/L{lv}/acc"] = sum(sel) / len(sel)
+        rows.append({"suite": suite.name, "primitive": suite.primitive, "n": len(ok), "acc": acc, "ci95": [lo, hi],
+                     "floor": floor, "floor_rule": rule, "parse_rate": parsed / len(ok)})
+    return metrics, rows
 
 
 def recipe_game_names(recipe) -> list[str]:
@@ -26,6 +68,9 @@ def track_primitives(recipe, policy: Any, engine: Any = None, step: int | None =
     if step is not None and cfg.every and (step + 1) % cfg.every:
         return {}
     out: dict[str, float] = {}
+    if cfg.probes and engine is not None:
+        out.update(suite_metrics(engine, policy.format_prompt, cfg.probes, cfg.items,
+                                 recipe.rollout.max_new_tokens, recipe.seed)[0])
     if cfg.ingame:
         from compose_rl.evals.ingame_probes import ingame_probe_metrics, probes_for
 

@@ -47,7 +47,7 @@ PRIMITIVES: dict[str, Primitive] = {p.name: p for p in (
               detectors=("backtracking/rules", "backtracking/judge")),
     Primitive("subgoaling", "sub-goaling (decomposition)",
               "set an intermediate goal that makes the final goal reachable, and reach it first",
-              probes=("subgoal_plan",),
+              probes=("subgoal_plan", "multiplication"),
               ingame=("ttt_fork",),
               detectors=("subgoaling/rules", "subgoaling/judge")),
     Primitive("verification", "verification",
@@ -67,7 +67,7 @@ PRIMITIVES: dict[str, Primitive] = {p.name: p for p in (
               detectors=("theory_of_mind/rules", "theory_of_mind/judge")),
     Primitive("pattern_recognition", "pattern recognition",
               "recognise a known configuration and the response it calls for without search",
-              probes=("multiplication",),
+              probes=("sequence_pattern",),
               ingame=("ttt_win_in_one",),
               detectors=("pattern_recognition/rules", "pattern_recognition/judge")),
 )}
