@@ -313,6 +313,7 @@ def _fake_run(root, name, resolved, rl_d2, sft_d2):
     rows = [{"stage": "eval-base", "step": 0, **acc(0.0)},
             {"stage": "sft", "step": 9, "latent/credit_step0": 9.0, "latent/credit_step1": 0.0},  # mid-curriculum
             {"stage": "sft", "step": 19, "latent/credit_step0": 6.0, "latent/credit_step1": 2.0},
+            {"stage": "sft", "step": 20, "sft/steps": 20, "gate/passed": 1.0},  # the stage's summary row
             {"stage": "eval-sft", "step": 0, **acc(sft_d2)}]
     for t in range(12):  # step 0 trained nothing (no signal): it does not enter the RL credit mean
         rows.append({"stage": "rl", "step": t, "reward/mean": t / 100, "rollout/samples_trained": 0 if t == 0 else 8,

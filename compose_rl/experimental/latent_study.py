@@ -36,8 +36,9 @@ def condition(resolved: dict) -> str:
     return "token CoT" if cot != "none" else "plain (no latent trainer)"
 
 
-def _last(rows: list[dict], stage: str) -> dict | None:
-    found = [r for r in rows if r["stage"] == stage]
+def _last(rows: list[dict], stage: str, key: str | None = None) -> dict | None:
+    """The stage's last row (that holds `key`, if given)."""
+    found = [r for r in rows if r["stage"] == stage and (key is None or key in r)]
     return found[-1] if found else None
 
 
@@ -58,7 +59,7 @@ def summarize_run(path: str | Path) -> dict | None:
     out["rl_reward_last10"] = sum(r["reward/mean"] for r in rl[-10:]) / max(len(rl[-10:]), 1)
     k = (resolved.get("latent") or {}).get("steps", 0)
     if k:
-        sft_end = _last(rows, "sft")
+        sft_end = _last(rows, "sft", "latent/credit_step0")  # the stage's last row is its summary
         trained = [r for r in rl if r.get("rollout/samples_trained")]
         first = sum(r["latent/credit_step0"] for r in trained) / max(len(trained), 1)
         last = sum(r[f"latent/credit_step{k - 1}"] for r in trained) / max(len(trained), 1)
