@@ -8,6 +8,7 @@ solution needs trying combinations and undoing the ones that fail.
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 
 from synthetic_tasks.probes.common import BOX, ProbeItem, Suite
@@ -23,12 +24,14 @@ def evaluate(expr: str) -> tuple[int, list[int]]:
     A small recursive-descent parser (no eval): expr := term (('+'|'-') term)*,
     term := factor ('*' factor)*, factor := number | '(' expr ')'. Unary minus is not allowed.
     """
-    s = expr.replace(" ", "")
+    tokens = re.findall(r"\s*([0-9]+|\S)", expr)  # numbers, or any other single character
+    if re.search(r"[0-9]\s+[0-9]", expr):
+        raise ExprError("two numbers with only a space between them")
     pos = 0
     used: list[int] = []
 
     def peek() -> str:
-        return s[pos] if pos < len(s) else ""
+        return tokens[pos] if pos < len(tokens) else ""
 
     def factor() -> int:
         nonlocal pos
@@ -39,14 +42,13 @@ def evaluate(expr: str) -> tuple[int, list[int]]:
                 raise ExprError("unbalanced parenthesis")
             pos += 1
             return v
-        start = pos
-        while peek().isdigit():
-            pos += 1
-        if start == pos:
-            raise ExprError(f"expected a number at position {start}")
-        if s[start] == "0" and pos - start > 1:
+        tok = peek()
+        if not (tok.isascii() and tok.isdigit()):
+            raise ExprError(f"expected a number, got {tok or 'the end'!r}")
+        if tok[0] == "0" and len(tok) > 1:
             raise ExprError("leading zero")
-        used.append(int(s[start:pos]))
+        pos += 1
+        used.append(int(tok))
         return used[-1]
 
     def term() -> int:
@@ -67,8 +69,8 @@ def evaluate(expr: str) -> tuple[int, list[int]]:
         return v
 
     value = parse_expr()
-    if pos != len(s):
-        raise ExprError(f"unexpected {s[pos]!r} at position {pos}")
+    if pos != len(tokens):
+        raise ExprError(f"unexpected {tokens[pos]!r}")
     return value, used
 
 
