@@ -186,6 +186,38 @@ def cmd_list(args) -> int:
     print("engines: hf, vllm")
     if root.is_dir():
         print("recipes: " + ", ".join(sorted(str(p.relative_to(root.parent)) for p in root.glob("*.yaml"))))
+    from compose_rl.primitives.register import describe_all  # primitives, probe suites, in-game probes, detectors
+
+    print(describe_all())
+    return 0
+
+
+def cmd_primitives(args) -> int:
+    from compose_rl.primitives.calibrate import calibrate, table
+    from compose_rl.primitives.detectors import split_detector
+    from compose_rl.primitives.register import PRIMITIVES
+
+    bad = [x for x in args.primitive if x not in PRIMITIVES]
+    if bad:
+        return _err(f"unknown primitive {bad[0]!r}; known: {', '.join(PRIMITIVES)}")
+    prims = list(args.primitive)
+    for d in args.detector:
+        try:
+            prims.append(split_detector(d)[0])
+        except ValueError as e:
+            return _err(str(e))
+    if args.judge is not None:
+        from compose_rl.models import ModelNotFound, inspect_model
+
+        try:
+            inspect_model(args.judge)
+        except ModelNotFound as e:
+            return _err(f"--judge: {e}")
+    scores, failures = calibrate(list(dict.fromkeys(prims)) or None, args.judge, args.judge_engine)
+    kinds = {split_detector(d)[1] for d in args.detector}
+    print(table([s for s in scores if not kinds or s.detector in kinds]))
+    if args.judge is not None:
+        print(f"judge {args.judge}: {failures} of the labelled traces without a parsable <counts> tag (parse failures)")
     return 0
 
 
@@ -196,7 +228,7 @@ def _flags_first(argv: list[str]) -> list[str]:
     flags, rest, i = [], [], 1
     while i < len(argv):
         a = argv[i]
-        if a in ("--resume", "--set") and i + 1 < len(argv):
+        if a in ("--resume", "--set", "--judge", "--judge-engine", "--primitive", "--detector") and i + 1 < len(argv):
             # joined as --set=VALUE: argparse would take a value starting with "-" for a flag
             flags.append(f"{a}={argv[i + 1]}")
             i += 1
@@ -239,7 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     sd.add_argument("runs", nargs="+", metavar="RUN_DIR")
     sd.add_argument("--out", metavar="FILE", help="also write the markdown table here")
     sd.set_defaults(fn=cmd_seeds)
-    ls = sub.add_parser("list", help="tasks, games, models, recipes")
+    pm = sub.add_parser("primitives", help="reasoning primitives: `calibrate` the trace detectors on the labelled set")
+    pm.add_argument("action", choices=["calibrate"])
+    pm.add_argument("--judge", metavar="MODEL", help="also calibrate an LLM judge: tiny, smollm2-135m-instruct or a folder")
+    pm.add_argument("--judge-engine", choices=["hf", "vllm"], default="hf")
+    pm.add_argument("--primitive", action="append", default=[], help="only this primitive (repeatable)")
+    pm.add_argument("--detector", action="append", default=[], help="only this detector, e.g. expected_value/rules")
+    pm.set_defaults(fn=cmd_primitives)
+    ls = sub.add_parser("list", help="tasks, games, models, recipes, primitives and their probes")
     ls.set_defaults(fn=cmd_list)
     args = p.parse_args(_flags_first(sys.argv[1:] if argv is None else argv))
     if args.cmd == "recipe" and args.recipe and "=" in args.recipe:

@@ -339,7 +339,8 @@ class Pipeline:
                 self._write_infostates("best", {name: rows}, {"step": step, "exploitability": cur[0]})
         from compose_rl.evals.probes import track_primitives  # primitive/<name>/... when the recipe asks
 
-        out.update(track_primitives(self.recipe, self.policy, self.engine, step=step))
+        out.update(track_primitives(self.recipe, self.policy, self.engine, step=step,
+                                    samples=self.run.path / "samples" / f"{label}.txt"))
         return out
 
     def _write_infostates(self, label: str, rows: dict, extra: dict | None = None) -> None:
@@ -395,7 +396,7 @@ class Pipeline:
             metrics, samples = self.game_eval(label)
         from compose_rl.evals.probes import track_primitives  # primitive/<name>/... when the recipe asks
 
-        metrics.update(track_primitives(self.recipe, self.policy, self.engine))
+        metrics.update(track_primitives(self.recipe, self.policy, self.engine, texts=samples))
         self.run.log(label, 0, metrics)
         self.run.write_samples(label, 0, samples)
         say(summarize(label, metrics))

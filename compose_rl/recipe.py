@@ -288,6 +288,56 @@ class LatentCfg(Section):
     the loop often sat on a loss plateau and the atomics were not learned (seed-dependent)."""
 
 
+class RecurrentCfg(Section):
+    """Experimental (Gap C, issue 11): a recurrent-depth policy (compose_rl/experimental/recurrent_depth.py)."""
+
+    prelude: int = Field(1, ge=0, le=256)
+    """Layers before the loop (0..256). prelude + core + coda = the model's layers (model.tiny.num_layers),
+    which for a pretrained model declares which of its layers form the looped core (a retrofit)."""
+    core: int = Field(2, ge=1, le=256)
+    """Layers of the core block iterated r times, the embedded input re-injected each time (1..256)."""
+    coda: int = Field(1, ge=0, le=256)
+    """Layers after the loop that read the answer out (0..256)."""
+    depth: int = Field(4, ge=1, le=64)
+    """r: core iterations at evaluation, and the mean training depth (1..64; 1 = the plain model's compute)."""
+    depth_sampling: Literal["fixed", "poisson_lognormal"] = "fixed"
+    """Training depth per step: `fixed` (= depth) or Huginn's 1 + Poisson(e^tau), tau ~ N(log(depth-1) - sigma^2/2, sigma)."""
+    depth_sigma: float = Field(0.5, ge=0.0, le=2.0)
+    """sigma of the log-normal rate (0..2)."""
+    max_depth: int = Field(64, ge=1, le=256)
+    """Cap on a sampled training depth (1..256)."""
+    backprop_steps: int = Field(0, ge=0, le=256)
+    """Gradient through the last k iterations only, the earlier ones under no_grad (1 = HRM's one-step
+    gradient; 0 = all; 0..256)."""
+    credit: Literal["final", "per_loop"] = "final"
+    """RL credit: the log-prob of the last iteration's readout (`final`), or RLTT's sum_t w_t log p^(t)(y|x)
+    over every iteration's readout (`per_loop`)."""
+    loop_weights: Literal["uniform", "progressive", "learned"] = "uniform"
+    """per_loop weights w_t: 1/r, t^alpha normalised, or a learned softmax."""
+    weight_alpha: float = Field(1.0, ge=0.0, le=8.0)
+    """alpha of the progressive weights (0..8)."""
+    explore: Literal["temperature", "dropout", "noise"] = "temperature"
+    """RL exploration: token temperature only (deterministic loop), or also one dropout mask / one noise
+    sample per rollout on the latent state, held fixed across its iterations (Dropout-GRPO)."""
+    dropout: float = Field(0.1, ge=0.0, le=0.9)
+    """Drop probability of the per-rollout mask (explore: dropout; 0..0.9)."""
+    noise_std: float = Field(0.1, ge=0.0, le=10.0)
+    """Std of the per-rollout latent noise (explore: noise; 0..10)."""
+    init_std: float = Field(1.0, ge=0.0, le=10.0)
+    """Std of the initial latent state s_0 (seeded noise; 0..10)."""
+    sft_readout: Literal["final", "all"] = "all"
+    """SFT loss on the last readout only, or the mean over every iteration's readout (deep supervision;
+    also trains the halting head)."""
+    halting: Literal["none", "head", "latent_change"] = "none"
+    """Depth at inference: fixed r, the BCE halting head (TRM), or stop when the latent change < exit_epsilon."""
+    halt_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    """The halting head stops at the first iteration with p(correct) above this (0..1)."""
+    exit_epsilon: float = Field(0.05, ge=0.0, le=10.0)
+    """Training-free exit: relative latent change ||s_t - s_{t-1}|| / ||s_{t-1}|| below this (0..10)."""
+    eval_multipliers: list[Annotated[int, Field(ge=1, le=16)]] = Field([1, 2, 4], min_length=1, max_length=8)
+    """Test-time depth scaling: evaluate at r x m iterations for each m (1..16), without retraining."""
+
+
 class PrimitivesCfg(Section):
     probes: list[str] = []
     """Probe suites (synthetic_tasks/probes, see `compose-rl list`) scored greedily at each eval stage
@@ -344,6 +394,9 @@ class Recipe(Section):
     latent: LatentCfg | None = None
     """Experimental (Gap C): the policy reasons in a recurrent latent loop instead of chain-of-thought
     tokens, trained by compose_rl/experimental (string task, in-process transformers only)."""
+    recurrent: RecurrentCfg | None = None
+    """Experimental (Gap C): a recurrent-depth policy (prelude -> core x r -> coda) trained by the main
+    learner through a log-prob hook (string task, in-process transformers only); null = off."""
     primitives: PrimitivesCfg | None = None
     """Primitive tracking (probe suites, in-game probes, trace detectors); null = off."""
     logging: LoggingCfg = LoggingCfg()
@@ -429,6 +482,8 @@ class Recipe(Section):
                 if bad:
                     raise ValueError(f"{key}: not supported by the latent-loop trainer (one on-policy update per batch, "
                                      "group or batch-mean advantages, no KL/entropy terms); use the default")
+        if self.recurrent is not None:
+            self._check_recurrent()
         if self.rollout.workers == 0 and self.rollout.weight_sync == "collective":
             raise ValueError("rollout.weight_sync: `collective` sends weights to Ray workers; set rollout.workers >= 1 or use auto")
         if self.primitives is not None:
@@ -436,6 +491,38 @@ class Recipe(Section):
 
             check_tracking(self.primitives, games=self.games is not None, eval_every=self.rl.eval_every)
         return self
+
+    def _check_recurrent(self) -> None:
+        rc, rl = self.recurrent, self.rl
+        if self.latent is not None:
+            raise ValueError("recurrent: give either `latent` (the Coconut loop) or `recurrent`, not both")
+        if self.task is None:
+            raise ValueError("recurrent: the recurrent-depth policy runs the string task only; remove `recurrent` or use `task`")
+        if self.rollout.engine != "hf" or self.rollout.workers:
+            raise ValueError("recurrent: the looped policy generates in the learner's process; set rollout.engine: hf, "
+                             "rollout.workers: 0, rollout.mode: sync")
+        if self.model.lora is not None:
+            raise ValueError("recurrent: LoRA is not supported with the looped policy; remove model.lora")
+        n = rc.prelude + rc.core + rc.coda
+        if self.model.name == "tiny" and n != self.model.tiny.num_layers:
+            raise ValueError(f"recurrent: prelude + core + coda = {n} but model.tiny.num_layers = "
+                             f"{self.model.tiny.num_layers}; make them equal")
+        deepest = rc.depth if rc.depth_sampling == "fixed" else rc.max_depth
+        if rc.backprop_steps > deepest:
+            raise ValueError(f"recurrent.backprop_steps: at most the deepest training depth ({deepest}); 0 = all iterations")
+        if rc.depth_sampling == "poisson_lognormal" and rc.max_depth < rc.depth:
+            raise ValueError(f"recurrent.max_depth: at least depth ({rc.depth}) so the sampled depth can reach its mean")
+        if rc.credit == "per_loop" and (rl.ppo_epochs > 1 or rc.sft_readout != "all"):
+            raise ValueError("recurrent.credit: per_loop is RLTT's on-policy surrogate over every iteration's readout; "
+                             "it needs rl.ppo_epochs: 1 and recurrent.sft_readout: all (readouts trained at every iteration)")
+        if rc.halting == "head" and rc.sft_readout != "all":
+            raise ValueError("recurrent.halting: the head is trained on every iteration's correctness; set recurrent.sft_readout: all")
+        if rc.explore == "dropout" and rc.dropout == 0 or rc.explore == "noise" and rc.noise_std == 0:
+            raise ValueError(f"recurrent.explore: {rc.explore} with a zero {'dropout' if rc.explore == 'dropout' else 'noise_std'} "
+                             "is temperature-only; set it > 0 or use explore: temperature")
+        for key, bad in (("rl.kl_coef", rl.kl_coef > 0), ("rl.entropy_coef", rl.entropy_coef > 0)):
+            if bad:
+                raise ValueError(f"{key}: not supported with the recurrent-depth policy (its hook scores the policy only); set it to 0")
 
     def _check_opponents(self) -> None:
         """The RL opponent must exist in every training game; each eval opponent in at least one game."""

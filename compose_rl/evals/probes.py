@@ -7,6 +7,8 @@ points; every key it returns starts with `primitive/<name>/`.
 """
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from compose_rl.types import SamplingParams
@@ -56,11 +58,38 @@ def recipe_game_names(recipe) -> list[str]:
     return [g.name for g in recipe.games.train] + [g for g in recipe.games.held_out]
 
 
-def track_primitives(recipe, policy: Any, engine: Any = None, step: int | None = None) -> dict[str, float]:
+def logged_texts(path: Path, first_step: int, last_step: int) -> list[str]:
+    """Sample texts the learner logged (RunDir.write_samples) for RL steps first_step..last_step."""
+    if not path.is_file():
+        return []
+    texts, keep, cur = [], False, []
+    for line in path.read_text().splitlines():
+        m = _HEADER.fullmatch(line)
+        if m:
+            if keep and cur:
+                texts += _split_samples(cur)
+            keep, cur = first_step <= int(m.group(1)) <= last_step, []
+        elif keep:
+            cur.append(line)
+    if keep and cur:
+        texts += _split_samples(cur)
+    return texts
+
+
+_HEADER = re.compile(r"===== \S+ step (\d+) =====")
+
+
+def _split_samples(lines: list[str]) -> list[str]:
+    return [t for t in "\n".join(lines).split("\n---\n") if t.strip()]
+
+
+def track_primitives(recipe, policy: Any, engine: Any = None, step: int | None = None,
+                     samples: Path | None = None, texts: Sequence[str] | None = None) -> dict[str, float]:
     """Primitive metrics for the recipe's `primitives` section (empty when it is off).
 
     `step`: the RL step of an in-RL evaluation (None at an eval stage); with `primitives.every` set,
-    only steps where (step + 1) is a multiple of it are tracked.
+    only steps where (step + 1) is a multiple of it are tracked. Detectors run on `texts`, or on the
+    samples logged in `samples` (a run's samples/<stage>.txt) since the previous tracking point.
     """
     cfg = recipe.primitives
     if cfg is None:
@@ -77,4 +106,13 @@ def track_primitives(recipe, policy: Any, engine: Any = None, step: int | None =
         games = sorted({g for g in recipe_game_names(recipe) if probes_for([g])})
         if games:
             out.update(ingame_probe_metrics(policy, games))
+    if cfg.detectors:
+        from compose_rl.primitives.detectors import rule_detector_metrics
+
+        if texts is None and samples is not None and step is not None:
+            window = cfg.every or recipe.rl.eval_every or 1
+            # the learner logs a step's samples after its evaluation hook: the samples since the last
+            # tracking point are those of steps step-window .. step-1
+            texts = logged_texts(Path(samples), step - window, step - 1)
+        out.update(rule_detector_metrics(list(texts or []), cfg.detectors))
     return out

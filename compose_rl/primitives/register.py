@@ -94,6 +94,10 @@ def check_tracking(cfg, games: bool, eval_every: int) -> None:
         bad = [x for x in given if x not in known]
         if bad:
             raise ValueError(f"primitives.{key}: unknown {bad}; known: {', '.join(known)}")
+    judges = [d for d in cfg.detectors if d.endswith("/judge")]
+    if judges:
+        raise ValueError(f"primitives.detectors: {judges[0]} needs a judge model; list <primitive>/rules here and run "
+                         "`compose-rl primitives calibrate --judge MODEL` for the judge")
     if cfg.ingame and not games:
         raise ValueError("primitives.ingame: in-game probes need `games`; set ingame: false for the string task")
     if not (cfg.probes or cfg.ingame or cfg.detectors):
@@ -103,3 +107,16 @@ def check_tracking(cfg, games: bool, eval_every: int) -> None:
             raise ValueError("primitives.every: tracking runs inside the in-RL evaluation; set rl.eval_every too")
         if cfg.every % eval_every:
             raise ValueError(f"primitives.every: must be a multiple of rl.eval_every ({eval_every})")
+
+
+def describe_all() -> str:
+    """What `compose-rl list` prints about primitives: each with its probes, in-game probes and detectors."""
+    from compose_rl.evals.ingame_probes import PROBES
+    from synthetic_tasks.probes import SUITES
+
+    lines = ["primitives (probe suites | in-game probes | detectors: <primitive>/rules, <primitive>/judge):"]
+    for p in PRIMITIVES.values():
+        suites = ", ".join(f"{s} (levels {SUITES[s].levels[0]}-{SUITES[s].levels[-1]})" for s in p.probes)
+        ingame = ", ".join(f"{n} ({PROBES[n].game})" for n in p.ingame) or "-"
+        lines.append(f"  {p.name}: {p.definition}\n      probes: {suites}\n      in-game: {ingame}")
+    return "\n".join(lines)

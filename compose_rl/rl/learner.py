@@ -75,6 +75,10 @@ class LearnerHooks:
     load_extra_state: Callable[[dict], None] | None = None
     replay: Callable[[int], list[tuple[list[int], list[int]]]] | None = None  # step -> (prompt ids, target ids)
     on_step_end: Callable[[int], None] | None = None
+    # a policy with its own scoring (experimental/recurrent_depth.loop_logprobs: per-rollout latent noise,
+    # per-loop credit): (model, samples, pad, with_entropy, temperature) -> (logp, mask[, entropy]) per
+    # sample, replacing completion_logprobs for the policy's log-probs; None = completion_logprobs
+    logprobs: Callable | None = None
 
 
 def compute_advantages(samples: list[Sample], how: str, baselines: adv_lib.RoleBaselines | None) -> None:
@@ -103,13 +107,16 @@ def _unique_pairs(samples: list[Sample]):
 
 
 def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: int, old_is_current: bool = False,
-                temperature: float = 1.0):
+                temperature: float = 1.0, logprobs: Callable | None = None):
     """Loss of one minibatch (its own mean) and its diagnostics; `loss/policy` is the policy-gradient term
     alone, the KL and entropy terms are logged separately. Old log-probs come from `s.old_logprobs` (learner-recomputed),
     or, when `old_is_current` (one epoch, one minibatch: pi_old is the current policy), from this forward pass."""
     prompts, comps, owner = _unique_pairs(batch)
-    logp_u, mask_u, ent_u = completion_logprobs(model, prompts, comps, pad=pad, with_entropy=True, temperature=temperature)
-    logp, mask, ent = logp_u[owner], mask_u[owner], ent_u[owner]
+    if logprobs is None:
+        logp_u, mask_u, ent_u = completion_logprobs(model, prompts, comps, pad=pad, with_entropy=True, temperature=temperature)
+        logp, mask, ent = logp_u[owner], mask_u[owner], ent_u[owner]
+    else:  # the hook scores every sample itself (its log-prob may depend on more than prompt and completion)
+        logp, mask, ent = logprobs(model, batch, pad, with_entropy=True, temperature=temperature)
     width = logp.shape[1]
     if old_is_current:
         old = logp.detach()
@@ -211,7 +218,11 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         t1 = time.perf_counter()
         single_pass = cfg.ppo_epochs == 1 and len(samples) <= cfg.minibatch
         with torch.no_grad():
-            if samples and not single_pass:
+            if samples and not single_pass and hooks.logprobs is not None:
+                old, _ = hooks.logprobs(model, samples, pad, with_entropy=False, temperature=temperature)
+                for i, s in enumerate(samples):
+                    s.old_logprobs = old[i, : len(s.completion_ids)].tolist()
+            elif samples and not single_pass:
                 prompts, comps, owner = _unique_pairs(samples)
                 old_u, mask_u = completion_logprobs(model, prompts, comps, pad=pad, temperature=temperature)
                 for i, s in enumerate(samples):
@@ -228,7 +239,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             for i in range(0, len(order), cfg.minibatch):
                 batch = [samples[j] for j in order[i: i + cfg.minibatch]]
                 loss, stats = policy_loss(model, ref_model, batch, cfg, pad, max_new_tokens, old_is_current=single_pass,
-                                          temperature=temperature)
+                                          temperature=temperature, logprobs=hooks.logprobs)
                 if cfg.entropy_coef > 0:
                     h = legal_action_entropy(model, policy.tokenizer, batch, pad)
                     if h is not None:

@@ -1,0 +1,206 @@
+"""Wiring of the recurrent-depth policy (recurrent_depth.py) into the pipeline: building it, its SFT
+stage, the RL plumbing into the main learner, and its probes and depth evaluations.
+
+    SFT  for step:  r = fixed or Poisson-log-normal; s_0 seeds fresh per row (Huginn)
+                    loss = mean_t NLL(readout t)   (sft_readout all: deep supervision, as looped LMs
+                           or NLL(readout r)         with per-iteration exits are trained; else final only)
+                         + BCE(halt_t, readout t answers exactly)          (TRM's halting target)
+    RL   rl/learner.run_rl, unchanged: LoopCollector draws this step's r, the engine samples with one
+         exploration seed per rollout, Sample.info carries (depth, seed), and LearnerHooks.logprobs =
+         recurrent_depth.loop_logprobs scores every sample with its own depth and seed under the credit mode.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+
+import torch
+from tqdm.auto import tqdm
+
+from compose_rl.experimental.recurrent_depth import (LoopedEngine, LoopedLM, LoopSpec, flops_per_answer,
+                                                     participation_ratio, readout_scores, sample_depth)
+
+
+def spec_from_recipe(cfg) -> LoopSpec:
+    """A LoopSpec from the recipe's `recurrent` section (same field names)."""
+    return LoopSpec(**{k: v for k, v in cfg.model_dump().items() if k in LoopSpec.__dataclass_fields__})
+
+
+def build_looped(policy, cfg, batch_size: int = 64) -> tuple[LoopedLM, LoopedEngine]:
+    looped = LoopedLM(policy.model, spec_from_recipe(cfg))
+    return looped, LoopedEngine(looped, policy.tokenizer, batch_size)
+
+
+def train_depth(spec: LoopSpec, rng: random.Random) -> int:
+    if spec.depth_sampling == "fixed":
+        return spec.depth
+    return sample_depth(rng, spec.depth, spec.depth_sigma, spec.max_depth)
+
+
+def sft_loss(looped: LoopedLM, prompts, targets, pad: int, depth: int, init_seeds) -> tuple[torch.Tensor, dict]:
+    """Teacher-forced NLL through the loop (+ the halting head's BCE when every iteration reads out)."""
+    every = looped.spec.sft_readout == "all"
+    sc = readout_scores(looped, prompts, targets, pad, depth, readouts="all" if every else "last", init_seeds=init_seeds)
+    n_tok = sc.mask.sum().clamp(min=1.0)
+    nll = [-(lp.sum() / n_tok) for lp in sc.token_logp]
+    loss = sum(nll) / len(nll)
+    stats = {"sft/nll_final": float(nll[-1].detach())}
+    if every:
+        # TRM: the halting head predicts "the answer at this iteration is correct"
+        target = sc.exact.float()
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(looped.halt_logits(sc.states, sc.last_prompt), target)
+        loss = loss + bce
+        stats.update({"sft/halt_bce": float(bce.detach()), "sft/exact_final": float(target[:, -1].mean())})
+    return loss, stats
+
+
+def looped_sft(looped: LoopedLM, policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: int) -> dict:
+    """Supervised training through the loop on (prompt, answer) pairs (AdamW, linear or constant lr)."""
+    from compose_rl.sft.stage import encode_pair
+
+    tok = policy.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    data = [encode_pair(policy, p, c) for p, c in pairs]
+    steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(len(data) * cfg.epochs / cfg.batch_size)
+    opt = torch.optim.AdamW([p for p in looped.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, (lambda s: 1.0 - s / steps) if cfg.schedule == "linear" else (lambda s: 1.0))
+    rng = random.Random(seed)
+    order: list[int] = []
+    looped.train()
+    window: list[dict] = []
+    bar = tqdm(range(steps), desc=f"sft [{stage}] recurrent depth r={looped.spec.depth}", dynamic_ncols=True)
+    for step in bar:
+        batch = []
+        while len(batch) < cfg.batch_size:
+            if not order:
+                order = list(range(len(data)))
+                rng.shuffle(order)
+            batch.append(data[order.pop()])
+        r = train_depth(looped.spec, rng)
+        looped.train_depth = r
+        loss, stats = sft_loss(looped, [p for p, _ in batch], [c for _, c in batch], pad, r,
+                               [rng.randrange(2 ** 31) for _ in batch])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(looped.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        window.append({"sft/loss": float(loss.detach()), "latent/depth": r, **stats})
+        if (step + 1) % 10 == 0 or step + 1 == steps:
+            out = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+            out["sft/lr"] = sched.get_last_lr()[0]
+            run.log(stage, step, out)
+            bar.set_postfix(loss=f"{out['sft/loss']:.3f}")
+            window = []
+    bar.close()
+    looped.train_depth = looped.spec.depth
+    return {"sft/steps": steps}
+
+
+class LoopCollector:
+    """Wraps a collector: draws this RL step's depth (the engine samples at it, the learner trains at it)
+    and copies each rollout's (depth, exploration seed) from the engine into its Sample.info."""
+
+    def __init__(self, inner, looped: LoopedLM, engine: LoopedEngine, seed: int):
+        self.inner, self.looped, self.engine, self.seed = inner, looped, engine, seed
+
+    def collect(self, engine, step: int):
+        r = train_depth(self.looped.spec, random.Random(self.seed * 7_919 + step))
+        self.engine.depth, self.looped.train_depth = r, r
+        try:
+            samples, metrics, texts = self.inner.collect(engine, step)
+        finally:
+            self.engine.depth = None  # evaluations run at the recipe's depth
+        info = [i for row in self.engine.last_rollout_info for i in row]
+        if len(info) != len(samples):
+            raise RuntimeError(f"recurrent: {len(samples)} samples but {len(info)} rollouts recorded; the wrapped "
+                               "collector must turn every completion into one sample, in order")
+        for s, i in zip(samples, info):
+            s.info.update(i)
+        metrics["latent/depth"] = r
+        return samples, metrics, texts
+
+
+def wire_rl(looped: LoopedLM, engine: LoopedEngine, collector, hooks, policy, seed: int):
+    """(policy, collector, hooks) for rl.learner.run_rl: the learner trains the looped module (its
+    parameters, checkpoints and replay go through LoopedLM.forward) with loop_logprobs as its log-prob."""
+    from compose_rl.experimental.recurrent_depth import loop_logprobs
+
+    hooks.logprobs = loop_logprobs
+    return replace(policy, model=looped), LoopCollector(collector, looped, engine, seed), hooks
+
+
+# ---------------------------------------------------------------------- probes and depth evaluations
+@torch.no_grad()
+def loop_probes(looped: LoopedLM, policy, task, depths, items: int, depth: int | None = None) -> dict:
+    """What the loop does, on held-out items with their answers (teacher forcing, no sampling):
+    per-iteration readout accuracy (does the answer appear at iteration t?), relative latent change
+    ||s_t - s_{t-1}|| / ||s_{t-1}|| and the participation ratio of s_t, both at the last prompt position."""
+    from compose_rl.sft.stage import encode_pair
+
+    tok = policy.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    r = depth or looped.depth
+    was = looped.training
+    looped.eval()
+    out: dict[str, float] = {}
+    try:
+        for dep in depths:
+            pairs = [encode_pair(policy, p.prompt, p.target) for p in task.eval_problems(dep, items)]
+            sc = readout_scores(looped, [p for p, _ in pairs], [c for _, c in pairs], pad, r, readouts="all")
+            rows = torch.arange(len(pairs))
+            z = [s[rows, sc.last_prompt] for s in sc.states]
+            for t in range(r):
+                out[f"probe/d{dep}/readout_acc_t{t + 1}"] = float(sc.exact[:, t].float().mean())
+                out[f"probe/d{dep}/participation_t{t + 1}"] = participation_ratio(z[t])
+                if t:
+                    change = (z[t] - z[t - 1]).norm(dim=-1) / z[t - 1].norm(dim=-1).clamp(min=1e-8)
+                    out[f"probe/d{dep}/latent_change_t{t + 1}"] = float(change.mean())
+    finally:
+        looped.train(was)
+    return out
+
+
+def depth_eval(looped: LoopedLM, engine: LoopedEngine, policy, task, depths, items: int, max_new_tokens: int,
+               multipliers=(1, 2, 4)) -> dict:
+    """Greedy accuracy by composition depth at r x m iterations (test-time depth scaling, no retraining),
+    and under each exit rule at depth r (halting head, latent change), each with its mean iterations and
+    forward FLOPs per answer (analytic, KV-cached: recurrent_depth.flops_per_answer)."""
+    from compose_rl.evals.strcomp import accuracy
+
+    r, spec0 = looped.depth, looped.spec
+    probs = {d: task.eval_problems(d, items) for d in depths}
+    out: dict[str, float] = {}
+    variants = [(f"x{m}", r * m, "none") for m in multipliers] + [("halt_head", r, "head"), ("halt_change", r, "latent_change")]
+    try:
+        for name, depth, halting in variants:
+            looped.spec = replace(spec0, halting=halting)
+            engine.depth = depth
+            used, flops = [], []
+            for d, ps in probs.items():
+                acc, _, _, texts = accuracy(engine, policy.format_prompt, task, ps, max_new_tokens)
+                out[f"depth/{name}/acc_d{d}"] = acc
+                info = [i for row in engine.last_rollout_info for i in row]
+                used += [i["loop_depth"] for i in info]
+                for p, i, t in zip(ps, info, texts):
+                    plen = len(policy.tokenizer(policy.format_prompt(p.prompt), add_special_tokens=False)["input_ids"])
+                    alen = len(policy.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1
+                    flops.append(flops_per_answer(looped.config, looped.spec, i["loop_depth"], plen, alen))
+            out[f"depth/{name}/mean_iterations"] = sum(used) / max(len(used), 1)
+            out[f"depth/{name}/flops_per_answer"] = sum(flops) / max(len(flops), 1)
+    finally:
+        looped.spec, engine.depth = spec0, None
+    return out
+
+
+def recurrent_eval(pipe, label: str) -> dict:
+    """The pipeline's eval-stage extras: depth scaling and exit rules (depth_eval) and the loop probes on the
+    recipe's test depths; also written to eval/<label>-recurrent.json."""
+    r = pipe.recipe
+    items = r.eval.items_per_depth
+    out = depth_eval(pipe.loop, pipe.engine, pipe.policy, pipe.task, r.task.test_depths, items, pipe.max_new_tokens,
+                     r.recurrent.eval_multipliers)
+    out.update(loop_probes(pipe.loop, pipe.policy, pipe.task, r.task.test_depths, min(items, 100)))
+    pipe.run.write_json(f"eval/{label}-recurrent.json", out)
+    return out

@@ -1,0 +1,309 @@
+"""The recurrent-depth policy (experimental/recurrent_depth.py, issue 11): degenerate configs are the plain
+model; KV-cached generation equals full recompute; truncated backprop reaches exactly the last k
+iterations; per-loop credit with all weight on the last iteration is `final`; the per-rollout dropout
+mask is the same at every iteration and differs between rollouts; the halting head's target is
+correctness; the learner's hook gives the plain learner's update where the two models agree; recipes."""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import random
+
+import pytest
+import torch
+
+from compose_rl.cli import main
+from compose_rl.experimental.recurrent_depth import (LoopedEngine, LoopedLM, LoopSpec, flops_per_answer,
+                                                     flops_per_token, loop_logprobs, loop_weights,
+                                                     participation_ratio, position_table, readout_scores,
+                                                     sample_depth, sequence_logprobs)
+from compose_rl.experimental.recurrent_train import sft_loss
+from compose_rl.models import TinySpec, load_policy
+from compose_rl.recipe import recipe_from_dict
+from compose_rl.rl.logprobs import completion_logprobs
+from compose_rl.rollout.hf import HFEngine, pad_left
+from compose_rl.types import Sample, SamplingParams
+
+from .conftest import ROOT
+
+PROMPTS = ["abc", "hello world", "x", "func_3('qq') ="]
+ANSWERS = [[5, 6, 7], [8], [9, 10], [11, 12, 13, 14]]
+GREEDY = SamplingParams(temperature=0.0, max_new_tokens=10)
+
+
+@pytest.fixture
+def policy():
+    return load_policy("tiny", seed=0, tiny=TinySpec(num_layers=4))
+
+
+def ids(policy, prompts=PROMPTS):
+    return [policy.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+
+def looped(policy, depth=3, trained=True, **kw) -> LoopedLM:
+    """A LoopedLM; `trained` gives the adapter's state half random weights (as after training), so the loop
+    is not the identity it starts as."""
+    lm = LoopedLM(policy.model, LoopSpec(prelude=1, core=2, coda=1, depth=depth, **kw))
+    if trained:
+        torch.manual_seed(1)
+        with torch.no_grad():
+            d = policy.model.config.hidden_size
+            lm.adapter.weight[:, :d].normal_(std=0.3)
+    return lm
+
+
+def test_r1_and_the_initial_adapter_are_the_plain_model(policy):
+    plain, _ = completion_logprobs(policy.model, ids(policy), ANSWERS, pad=0)
+    # r = 1 with a zero initial state: adapter([norm(0), e]) = W_e e = e, whatever the state weights are
+    one = looped(policy, depth=1, init_std=0.0)
+    got, _ = completion_logprobs(one, ids(policy), ANSWERS, pad=0)
+    assert (got - plain).abs().max() < 1e-5
+    # any r with the adapter as initialised ([0 | I]): the state is ignored, the plain model at any depth
+    fresh = looped(policy, depth=5, trained=False)
+    got, _ = completion_logprobs(fresh, ids(policy), ANSWERS, pad=0)
+    assert (got - plain).abs().max() < 1e-5
+    expect = HFEngine(policy.model, policy.tokenizer).generate(PROMPTS, GREEDY)
+    for lm in (one, fresh):
+        out = LoopedEngine(lm, policy.tokenizer).generate(PROMPTS, GREEDY)
+        assert [c[0].token_ids for c in out] == [c[0].token_ids for c in expect]
+    # ... and a trained loop at r = 3 is not (the test above can fail)
+    got, _ = completion_logprobs(looped(policy, depth=3), ids(policy), ANSWERS, pad=0)
+    assert (got - plain).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("explore,halting", [("temperature", "none"), ("dropout", "none"), ("noise", "latent_change")])
+def test_kv_cached_generation_equals_full_recompute(policy, explore, halting):
+    lm = looped(policy, depth=3, explore=explore, dropout=0.3, noise_std=0.5, halting=halting, exit_epsilon=0.5)
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=8, n=3, seed=5)
+    runs = []
+    for cache in (True, False):
+        eng = LoopedEngine(lm, policy.tokenizer, batch_size=5, use_cache=cache)
+        runs.append((eng.generate(PROMPTS, sampling), eng.last_rollout_info))
+    (a, info_a), (b, info_b) = runs
+    assert info_a == info_b
+    for ca, cb in zip(sum(a, []), sum(b, [])):
+        assert ca.token_ids == cb.token_ids
+        assert max(abs(x - y) for x, y in zip(ca.logprobs, cb.logprobs)) < 1e-4
+    # the learner's teacher-forced recomputation (the hook) agrees with what the engine reported
+    flat, info = sum(a, []), sum(info_a, [])
+    samples = [Sample(c.prompt_ids, c.token_ids, c.logprobs, 0.0, info=dict(i)) for c, i in zip(flat, info)]
+    logp, mask = loop_logprobs(lm, samples, pad=0)
+    for i, c in enumerate(flat):
+        assert max(abs(x - y) for x, y in zip(logp[i, : len(c.token_ids)].tolist(), c.logprobs)) < 1e-4
+    if explore != "temperature":  # rollouts of one prompt differ in their exploration seed
+        assert len({i["loop_seed"] for i in info}) == len(info)
+    if halting != "none":
+        assert {i["loop_depth"] for i in info} <= {1, 2, 3}
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_gradient_reaches_exactly_the_last_k_iterations(policy, k):
+    r = 4
+    lm = looped(policy, depth=r, backprop_steps=k)
+    _, core, _ = lm.layer_groups()
+    seen = []
+    handle = core[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0].requires_grad))
+    try:
+        full = [list(p) + a for p, a in zip(ids(policy), ANSWERS)]
+        ids_t, attn, pos = pad_left(full, 0, lm.device)
+        out = lm.unroll(ids_t, attn, pos, r)
+    finally:
+        handle.remove()
+    window = r if k == 0 else k
+    assert seen == [False] * (r - window) + [True] * window  # the core's input carries gradient only there
+    assert [s.requires_grad for s in out.states] == [False] * (r - window) + [True] * window
+    out.logits[-1].sum().backward()
+    assert core[0].self_attn.q_proj.weight.grad is not None
+    # truncation changes gradients, never values
+    with torch.no_grad():
+        again = lm.unroll(ids_t, attn, pos, r)
+    assert torch.equal(again.logits[-1], out.logits[-1].detach())
+
+
+def test_per_loop_weights_and_their_limit_is_final(policy):
+    assert torch.allclose(loop_weights(3, "uniform"), torch.tensor([1 / 3, 1 / 3, 1 / 3]))
+    assert torch.allclose(loop_weights(3, "progressive", 1.0), torch.tensor([1 / 6, 2 / 6, 3 / 6]))
+    assert torch.allclose(loop_weights(2, "progressive", 2.0), torch.tensor([1 / 5, 4 / 5]))
+    lm = looped(policy, depth=3, loop_weights="learned")
+    with torch.no_grad():
+        lm.weight_logits.fill_(-1e4)
+        lm.weight_logits[2] = 0.0  # softmax over the first 3: all weight on the last iteration
+    final, mask = sequence_logprobs(lm, ids(policy), ANSWERS, 0, 3, credit="final")
+    per_loop, mask2 = sequence_logprobs(lm, ids(policy), ANSWERS, 0, 3, credit="per_loop")
+    assert torch.equal(mask, mask2) and (final - per_loop).abs().max() < 1e-6
+    # uniform weights: the mean of the three readouts' log-probs, each computed on its own
+    lm.spec.loop_weights = "uniform"
+    sc = readout_scores(lm, ids(policy), ANSWERS, 0, 3, readouts="all")
+    uniform, _ = sequence_logprobs(lm, ids(policy), ANSWERS, 0, 3, credit="per_loop")
+    assert (uniform - sum(sc.token_logp) / 3).abs().max() < 1e-6
+    assert (sc.token_logp[0] - sc.token_logp[2]).abs().max() > 1e-3  # the readouts do differ
+    # the learned weights get gradient from the per-loop loss
+    lm.spec.loop_weights = "learned"
+    with torch.no_grad():
+        lm.weight_logits.zero_()
+    logp, _ = sequence_logprobs(lm, ids(policy), ANSWERS, 0, 3, credit="per_loop")
+    logp.sum().backward()
+    assert lm.weight_logits.grad[:3].abs().sum() > 0 and lm.weight_logits.grad[3:].abs().sum() == 0
+
+
+def test_dropout_mask_is_fixed_across_iterations_and_differs_across_rollouts(policy):
+    lm = looped(policy, depth=4, explore="dropout", dropout=0.5)
+    seen = []
+    handle = lm.state_norm.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    rows = ids(policy, ["hello world"] * 3)
+    ids_t, attn, pos = pad_left(rows, 0, lm.device)
+    try:
+        with torch.no_grad():
+            lm.unroll(ids_t, attn, pos, 4, explore_seeds=[11, 12, 11])
+    finally:
+        handle.remove()
+    zeros = [(x == 0) for x in seen]  # dropped units of the state entering the adapter, per iteration
+    assert all(torch.equal(z, zeros[0]) for z in zeros)  # one mask for all 4 iterations
+    assert torch.equal(zeros[0][0], zeros[0][2])  # same seed, same mask (the learner can recompute it)
+    assert not torch.equal(zeros[0][0], zeros[0][1])  # another rollout, another mask
+    assert 0.4 < zeros[0][0].float().mean() < 0.6  # p = 0.5
+    # a mask depends on (seed, position), not on how long the sequence is
+    pos_long = torch.arange(130)[None]
+    assert torch.equal(position_table([7], pos_long, 8, 2)[:, :5], position_table([7], pos_long[:, :5], 8, 2))
+
+
+def test_halting_head_target_is_correctness(policy):
+    lm = looped(policy, depth=3)
+    p = ids(policy, ["abc", "hello world"])
+    greedy = LoopedEngine(lm, policy.tokenizer).generate(["abc", "hello world"], GREEDY)
+    right = [c[0].token_ids for c in greedy]  # what greedy decoding at depth 3 answers
+    wrong = [[t + 1 if t < 99 else 4 for t in right[0]], right[1]]
+    sc = readout_scores(lm, p + p, right + wrong, 0, 3, readouts="all")
+    assert sc.exact[:2, 2].tolist() == [True, True]  # readout 3 answers exactly what greedy gave
+    assert sc.exact[2, 2].item() is False and sc.exact[3, 2].item() is True
+    # the BCE term of the SFT loss is BCE(halt logits, exact), by hand
+    loss, stats = sft_loss(lm, p + p, right + wrong, 0, 3, None)
+    q = lm.halt_logits(sc.states, sc.last_prompt).detach()
+    y = sc.exact.float()
+    bce = -(y * torch.log(torch.sigmoid(q)) + (1 - y) * torch.log(1 - torch.sigmoid(q))).mean()
+    assert abs(stats["sft/halt_bce"] - float(bce)) < 1e-5
+    loss.backward()
+    assert lm.halt_head.weight.grad.abs().sum() > 0
+
+
+def test_exit_rules_pick_the_first_iteration_that_fires(policy):
+    lm = looped(policy, depth=4, halting="latent_change", exit_epsilon=0.1)
+    base = torch.ones(1, 2, 4)
+    # relative change per iteration: -, 1.0, 0.05, 0.0 -> stops at iteration 3
+    states = [base, 2 * base, 2.1 * base, 2.1 * base]
+    assert lm.choose_depth(states, torch.tensor([1])).tolist() == [3]
+    lm.spec.exit_epsilon = 0.01  # never below: the full depth
+    assert lm.choose_depth(states, torch.tensor([1])).tolist() == [4]
+    lm.spec.halting, lm.spec.halt_threshold = "head", 0.5
+    d = policy.model.config.hidden_size
+    with torch.no_grad():
+        lm.halt_head.weight.zero_()
+        lm.halt_head.weight[0, 0] = 1.0
+        lm.halt_head.bias.fill_(-2.5)
+    s = [torch.full((2, 1, d), v) for v in (1.0, 2.0, 3.0, 4.0)]  # logits -1.5, -0.5, 0.5, 1.5
+    assert lm.choose_depth(s, torch.tensor([0, 0])).tolist() == [3, 3]
+
+
+def test_depth_sampler_mean_and_flops_accounting(policy):
+    rng = random.Random(0)
+    draws = [sample_depth(rng, 8, 0.5, 64) for _ in range(4000)]
+    assert min(draws) >= 1 and abs(sum(draws) / len(draws) - 8) < 0.3  # E[r] = 8
+    assert sample_depth(rng, 1, 0.5, 64) == 1
+    cfg = policy.model.config  # d 128, MLP 256, vocab 100, 4 layers, kv = d
+    layer = 2 * (4 * 128 * 128 + 3 * 128 * 256)  # 327680 per layer pass, + 512 per key attended
+    assert flops_per_token(cfg, None, 1, 10) == 4 * (layer + 5120) + 2 * 128 * 100
+    spec = LoopSpec(prelude=1, core=2, coda=1)
+    assert flops_per_token(cfg, spec, 3, 10) == 8 * (layer + 5120) + 3 * 2 * 256 * 128 + 2 * 128 * 100
+    # prompt of 2, answer of 2: positions 1, 2 (prefill) and 3 (one cached token); recompute redoes 1..3
+    cached = flops_per_answer(cfg, spec, 3, 2, 2)
+    assert cached == sum(flops_per_token(cfg, spec, 3, c) for c in (1, 2, 3))
+    assert flops_per_answer(cfg, spec, 3, 2, 2, cached=False) == cached + sum(flops_per_token(cfg, spec, 3, c) for c in (1, 2))
+    assert participation_ratio(torch.tensor([[1.0, 0], [-1, 0], [0, 1], [0, -1]])) == pytest.approx(2.0)
+    assert participation_ratio(torch.tensor([[1.0, 0], [-1, 0], [2, 0]])) == pytest.approx(1.0)
+
+
+def test_the_learners_hook_gives_the_plain_learners_update(policy, tmp_path):
+    """With the adapter as initialised the looped model is the plain model; run_rl through the hook must
+    then move the shared weights exactly as run_rl on the plain model does (one RL math)."""
+    import copy
+    from dataclasses import replace
+
+    from compose_rl.recipe import RlCfg
+    from compose_rl.rl.learner import LearnerHooks, run_rl
+    from compose_rl.rundir import RunDir
+
+    class Fixed:
+        def collect(self, engine, step):
+            rewards = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+            return [Sample(ids(policy, ["abc"])[0] if i < 3 else ids(policy, ["hello"])[0], [5 + i, 7, 2], [], r,
+                           group=i // 3, info={"loop_depth": 3}) for i, r in enumerate(rewards)], {}, []
+
+    cfg = RlCfg(steps=1, lr=1e-2, algorithm="reinforce", max_grad_norm=1e6, checkpoint_every=100, eval_every=0)
+    plain = copy.deepcopy(policy)
+    run_rl(plain, HFEngine(plain.model, plain.tokenizer), Fixed(), cfg, RunDir.create(str(tmp_path), "a", ""), "rl", 0, 8)
+    lm = looped(policy, depth=3, trained=False)
+    calls = []
+
+    def hook(*args, **kwargs):  # loop_logprobs, counted: the learner must score through it
+        calls.append(len(args[1]))
+        return loop_logprobs(*args, **kwargs)
+
+    run_rl(replace(policy, model=lm), LoopedEngine(lm, policy.tokenizer), Fixed(), cfg, RunDir.create(str(tmp_path), "b", ""),
+           "rl", 0, 8, hooks=LearnerHooks(logprobs=hook))
+    assert sum(calls) == 6
+    before = load_policy("tiny", seed=0, tiny=TinySpec(num_layers=4)).model.state_dict()
+    moved = 0
+    for (name, a), b in zip(plain.model.state_dict().items(), policy.model.state_dict().values()):
+        assert (a - b).abs().max() < 1e-6, name
+        moved += int(not torch.equal(a, before[name]))
+    assert moved > 10  # the step did change the weights
+    assert lm.adapter.weight.grad is not None  # ... and the loop's own parameters were trained
+
+
+BASE = {"name": "x", "stages": ["sft", "rl"], "model": {"name": "tiny", "tiny": {"num_layers": 4}},
+        "task": {"kind": "strcomp"}, "recurrent": {"prelude": 1, "core": 2, "coda": 1}}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"model": {"name": "tiny", "tiny": {"num_layers": 3}}}, "prelude + core + coda = 4 but model.tiny.num_layers = 3"),
+    ({"recurrent": {"credit": "per_loop", "sft_readout": "final"}}, "recurrent.credit: per_loop"),
+    ({"recurrent": {"credit": "per_loop"}, "rl": {"ppo_epochs": 2}}, "recurrent.credit: per_loop"),
+    ({"recurrent": {"halting": "head", "sft_readout": "final"}}, "recurrent.halting"),
+    ({"recurrent": {"explore": "dropout", "dropout": 0.0}}, "recurrent.explore: dropout"),
+    ({"recurrent": {"depth": 2, "backprop_steps": 3}}, "recurrent.backprop_steps"),
+    ({"latent": {"steps": 2}}, "either `latent`"),
+    ({"rl": {"kl_coef": 0.1}}, "rl.kl_coef"),
+    ({"rollout": {"engine": "hf", "workers": 2}}, "in the learner's process"),
+])
+def test_invalid_recurrent_recipes_exit_2_with_one_line(tmp_path, capsys, change, message):
+    d = {**BASE, **{k: ({**BASE[k], **v} if k == "recurrent" else v) for k, v in change.items()}}
+    with pytest.raises(ValueError, match=message.replace("+", r"\+").replace("(", r"\(")):
+        recipe_from_dict(d)
+    path = tmp_path / "r.yaml"
+    path.write_text(json.dumps(d))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message.split(":")[0] in err
+
+
+def test_shipped_recipe_smoke_run(tmp_path):
+    """The shipped recipe at smoke budgets: SFT, RL through the learner's hook, the depth evaluations."""
+    out = tmp_path / "runs"
+    path = os.path.join(ROOT, "recipes", "recurrent-depth-strcomp.yaml")
+    assert main(["recipe", path, "--smoke", f"output={out}", "stages=[sft,rl,eval]", "recurrent.explore=dropout",
+                 "recurrent.credit=per_loop", "recurrent.depth=2", "task.test_depths=[1,3]"]) == 0
+    run = glob.glob(str(out / "*"))[0]
+    rows = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl"))]
+    rl = [r for r in rows if r["stage"] == "rl"]
+    assert rl and all(r["latent/depth"] == 2 and 0 <= r["rollout/groups_with_signal"] <= 1 for r in rl)
+    ev = [r for r in rows if r["stage"] == "eval-rl"][0]
+    for key in ("depth/x4/acc_d3", "depth/x2/flops_per_answer", "depth/halt_head/mean_iterations",
+                "probe/d1/readout_acc_t2", "probe/d3/latent_change_t2", "probe/d1/participation_t1"):
+        assert key in ev and math.isfinite(ev[key])
+    assert ev["depth/x4/mean_iterations"] == 8 and ev["depth/x1/mean_iterations"] == 2
+    assert ev["depth/x4/flops_per_answer"] > ev["depth/x2/flops_per_answer"] > ev["depth/x1/flops_per_answer"]
+    assert 1 <= ev["depth/halt_change/mean_iterations"] <= 2
+    state = torch.load(os.path.join(run, "checkpoints", "rl-final", "state.pt"))["model"]
+    assert {"adapter.weight", "halt_head.weight", "state_norm.weight", "weight_logits"} <= set(state)
