@@ -71,6 +71,11 @@ class Pipeline:
 
             self.loop = LatentLoop(self.policy.model, r.latent.steps, r.latent.backprop_steps)
             self.engine, self.sync = LatentLoopEngine(self.loop, self.policy.tokenizer, r.rollout.batch_size), (lambda: None)
+        elif r.recurrent is not None:  # experimental (Gap C, issue 11): prelude -> core x r -> coda
+            from compose_rl.experimental.recurrent_train import build_looped
+
+            self.loop, self.engine = build_looped(self.policy, r.recurrent, r.rollout.batch_size)
+            self.sync = lambda: None
         else:
             self.engine, self.sync = make_engine(r, self.policy)
         if r.task is not None:
@@ -94,7 +99,7 @@ class Pipeline:
     @property
     def trainable(self) -> torch.nn.Module:
         """What training updates and checkpoints hold: the model, or the latent loop (model + bridge)."""
-        return self.loop if self.recipe.latent is not None else self.policy.model
+        return self.loop if (self.recipe.latent is not None or self.recipe.recurrent is not None) else self.policy.model
 
     @property
     def max_new_tokens(self) -> int:
@@ -153,6 +158,10 @@ class Pipeline:
             from compose_rl.experimental.trainer import latent_sft
 
             out = latent_sft(self.loop, self.policy, pairs, r.sft, self.run, label, r.seed, r.latent.warmup_fraction)
+        elif r.recurrent is not None:
+            from compose_rl.experimental.recurrent_train import looped_sft
+
+            out = looped_sft(self.loop, self.policy, pairs, r.sft, self.run, label, r.seed)
         else:
             out = run_sft(self.policy, pairs, r.sft, self.run, label, r.seed,
                           gradient_checkpointing=r.model.gradient_checkpointing)
@@ -285,7 +294,12 @@ class Pipeline:
             last = run_latent_rl(self.loop, self.policy, self.engine, collector, r.rl, self.run, label,
                                  evaluate=hooks.evaluate, replay=hooks.replay, resume=partial)
         else:
-            last = run_rl(self.policy, self.engine, collector, r.rl, self.run, label, r.seed, self.max_new_tokens,
+            policy = self.policy
+            if r.recurrent is not None:  # the main learner trains the looped module through its log-prob hook
+                from compose_rl.experimental.recurrent_train import wire_rl
+
+                policy, collector, hooks = wire_rl(self.loop, self.engine, collector, hooks, self.policy, r.seed)
+            last = run_rl(policy, self.engine, collector, r.rl, self.run, label, r.seed, self.max_new_tokens,
                           hooks=hooks, resume=partial, sync=self.sync, max_lag=r.rollout.max_lag,
                           temperature=r.rollout.temperature)
         self._final_checkpoint(label, r.rl.steps - 1)
@@ -339,8 +353,7 @@ class Pipeline:
                 self._write_infostates("best", {name: rows}, {"step": step, "exploitability": cur[0]})
         from compose_rl.evals.probes import track_primitives  # primitive/<name>/... when the recipe asks
 
-        out.update(track_primitives(self.recipe, self.policy, self.engine, step=step,
-                                    samples=self.run.path / "samples" / f"{label}.txt"))
+        out.update(track_primitives(self.recipe, self.policy, self.engine, step=step))
         return out
 
     def _write_infostates(self, label: str, rows: dict, extra: dict | None = None) -> None:
@@ -396,7 +409,11 @@ class Pipeline:
             metrics, samples = self.game_eval(label)
         from compose_rl.evals.probes import track_primitives  # primitive/<name>/... when the recipe asks
 
-        metrics.update(track_primitives(self.recipe, self.policy, self.engine, texts=samples))
+        metrics.update(track_primitives(self.recipe, self.policy, self.engine))
+        if r.recurrent is not None:  # depth scaling, exit rules and loop probes (experimental/recurrent_train.py)
+            from compose_rl.experimental.recurrent_train import recurrent_eval
+
+            metrics.update(recurrent_eval(self, label))
         self.run.log(label, 0, metrics)
         self.run.write_samples(label, 0, samples)
         say(summarize(label, metrics))
