@@ -353,7 +353,8 @@ class Pipeline:
                 self._write_infostates("best", {name: rows}, {"step": step, "exploitability": cur[0]})
         from compose_rl.evals.probes import track_primitives  # primitive/<name>/... when the recipe asks
 
-        out.update(track_primitives(self.recipe, self.policy, self.engine, step=step))
+        out.update(track_primitives(self.recipe, self.policy, self.engine, step=step,
+                                    samples=self.run.path / "samples" / f"{label}.txt"))
         return out
 
     def _write_infostates(self, label: str, rows: dict, extra: dict | None = None) -> None:
@@ -409,7 +410,7 @@ class Pipeline:
             metrics, samples = self.game_eval(label)
         from compose_rl.evals.probes import track_primitives  # primitive/<name>/... when the recipe asks
 
-        metrics.update(track_primitives(self.recipe, self.policy, self.engine))
+        metrics.update(track_primitives(self.recipe, self.policy, self.engine, texts=samples))
         if r.recurrent is not None:  # depth scaling, exit rules and loop probes (experimental/recurrent_train.py)
             from compose_rl.experimental.recurrent_train import recurrent_eval
 
