@@ -85,6 +85,8 @@ def smoke(recipe):
     d["eval"].update(items_per_depth=4, pass_k=2, pass_k_items=2, games=4)
     if d.get("ablate"):
         d["ablate"]["seeds"] = d["ablate"]["seeds"][:1]
+    if d.get("primitives"):
+        d["primitives"].update(items=min(d["primitives"]["items"], 8), every=0)
     return recipe_from_dict(d, "smoke")
 
 
