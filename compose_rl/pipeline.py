@@ -294,14 +294,19 @@ class Pipeline:
             last = run_latent_rl(self.loop, self.policy, self.engine, collector, r.rl, self.run, label,
                                  evaluate=hooks.evaluate, replay=hooks.replay, resume=partial)
         else:
-            policy = self.policy
+            rollouts, policy = None, self.policy
             if r.recurrent is not None:  # the main learner trains the looped module through its log-prob hook
                 from compose_rl.experimental.recurrent_train import wire_rl
 
                 policy, collector, hooks = wire_rl(self.loop, self.engine, collector, hooks, self.policy, r.seed)
+            if r.rollout.mode == "async":  # the Ray workers generate ahead while the learner trains
+                from compose_rl.rollout.async_rollouts import AsyncRollouts, PromptFormat
+
+                rollouts = AsyncRollouts(self.engine, collector, r.rollout.max_lag, PromptFormat.of(self.policy),
+                                         steps=r.rl.steps)
             last = run_rl(policy, self.engine, collector, r.rl, self.run, label, r.seed, self.max_new_tokens,
                           hooks=hooks, resume=partial, sync=self.sync, max_lag=r.rollout.max_lag,
-                          temperature=r.rollout.temperature)
+                          temperature=r.rollout.temperature, rollouts=rollouts, is_trunc=r.rollout.is_trunc)
         self._final_checkpoint(label, r.rl.steps - 1)
         self.results[label] = last
 

@@ -2,14 +2,18 @@
 
     for step:
         samples  = collector.collect(engine, step)        # rollouts + verifier/game rewards
+                   (async: rollouts.collect(step), a batch generated ahead by at most max_lag versions;
+                    older samples are dropped, the rest keep their behaviour log-probs mu)
         A        = advantages(samples)                     # group-normalized, batch mean or RAE
         samples  = drop samples that carry no signal      # uniform groups, A == 0
         old_logp = recompute on the learner (no grad)      # PPO's pi_old, same numerics as pi_theta
                                                            # (all log-probs of logits / rollout temperature)
         for epoch, minibatch:                              # each minibatch: its own mean loss and step
             loss = PPO-clip or REINFORCE (+ k2 KL to reference, - entropy bonus, + replay NLL)
+                   async: each token weighted by min(pi_old / mu, rollout.is_trunc) (losses.py)
             backward, clip grad norm, Adam step            # NaN/inf reward, loss or grad norm: NonFiniteError, no step
         engine.load_weights(policy)                        # weight sync, policy_version = step + 1
+                                                           # (async: sent without waiting for the workers)
         log metrics, samples; checkpoint atomically every N steps
 
 Identical (prompt, completion) pairs are scored once per forward pass and shared: in Kuhn poker
@@ -30,7 +34,7 @@ from tqdm.auto import tqdm
 
 from compose_rl.rl import advantages as adv_lib
 from compose_rl.rl.logprobs import completion_logprobs
-from compose_rl.rl.losses import aggregate, kl_k2_seq, kl_k3, ppo_clip_loss, reinforce_loss
+from compose_rl.rl.losses import aggregate, kl_k2_seq, kl_k3, ppo_clip_loss, reinforce_loss, truncated_is_weights
 from compose_rl.rollout.ray_workers import filter_stale
 from compose_rl.types import Sample
 
@@ -107,7 +111,7 @@ def _unique_pairs(samples: list[Sample]):
 
 
 def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: int, old_is_current: bool = False,
-                temperature: float = 1.0, logprobs: Callable | None = None):
+                temperature: float = 1.0, is_trunc: float = 2.0, logprobs: Callable | None = None):
     """Loss of one minibatch (its own mean) and its diagnostics; `loss/policy` is the policy-gradient term
     alone, the KL and entropy terms are logged separately. Old log-probs come from `s.old_logprobs` (learner-recomputed),
     or, when `old_is_current` (one epoch, one minibatch: pi_old is the current policy), from this forward pass."""
@@ -125,10 +129,29 @@ def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: i
         for i, s in enumerate(batch):
             old[i, : len(s.old_logprobs)] = torch.tensor(s.old_logprobs[:width], dtype=old.dtype)
     advs = torch.tensor([s.advantage for s in batch], dtype=logp.dtype, device=logp.device)
+    # decoupled objective for samples of an older policy (async): w = min(pi_old / mu, c) per token;
+    # a sample of the current policy has mu = pi_old by definition, so w = 1 exactly (the engine's own
+    # log-probs differ from the learner's only by numerics, which must not become a weight)
+    weights, is_stats = None, {}
+    if any(s.behaviour_logprobs is not None for s in batch):
+        mu = old.clone()
+        for i, s in enumerate(batch):
+            if s.behaviour_logprobs is not None:
+                mu[i, : len(s.behaviour_logprobs)] = torch.tensor(s.behaviour_logprobs[:width], dtype=mu.dtype)
+        weights = truncated_is_weights(old, mu, mask, is_trunc)
+        m = mask.to(weights.dtype)
+        raw = torch.exp(old - mu)
+        n_tok = m.sum().clamp(min=1.0)
+        is_stats = {"loss/is_weight_mean": float(weights.sum() / n_tok),
+                    "loss/is_weight_min": float(torch.where(m > 0, weights, torch.inf).min()),
+                    "loss/is_weight_max": float((weights * m).max()),
+                    "loss/is_truncated_frac": float(((raw > is_trunc).to(m.dtype) * m).sum() / n_tok)}
     if cfg.algorithm == "ppo":
-        pg, clip_frac = ppo_clip_loss(logp, old, advs, mask, clip=cfg.clip, how=cfg.token_aggregation, max_len=max_len)
+        pg, clip_frac = ppo_clip_loss(logp, old, advs, mask, clip=cfg.clip, how=cfg.token_aggregation, max_len=max_len,
+                                      weights=weights)
     else:
-        pg, clip_frac = reinforce_loss(logp, advs, mask, how=cfg.token_aggregation, max_len=max_len), torch.tensor(0.0)
+        pg, clip_frac = reinforce_loss(logp, advs, mask, how=cfg.token_aggregation, max_len=max_len,
+                                       weights=weights), torch.tensor(0.0)
     loss = pg
     entropy = aggregate(ent, mask, "token_mean")
     kl = kl_term = torch.tensor(0.0)
@@ -142,7 +165,7 @@ def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: i
     if cfg.entropy_coef > 0 and not any(s.info.get("legal_answers") for s in batch):
         loss = loss - cfg.entropy_coef * entropy  # token entropy when the legal actions are not known
     approx_kl_old = aggregate(kl_k3(logp.detach(), old), mask, "token_mean")
-    return loss, {"loss/policy": float(pg.detach()), "loss/clip_frac": float(clip_frac),
+    return loss, {**is_stats, "loss/policy": float(pg.detach()), "loss/clip_frac": float(clip_frac),
                   "loss/entropy": float(entropy.detach()), "loss/kl_ref": float(kl),
                   "loss/kl_term": float(kl_term.detach()),
                   "loss/approx_kl_old": float(approx_kl_old)}
@@ -150,8 +173,12 @@ def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: i
 
 def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_tokens: int,
            hooks: LearnerHooks | None = None, resume: dict | None = None, sync: Callable | None = None,
-           max_lag: int = 0, temperature: float = 1.0) -> dict:
+           max_lag: int = 0, temperature: float = 1.0, rollouts=None, is_trunc: float = 2.0) -> dict:
     """Train for cfg.steps steps. `resume` = the checkpoint meta/tensors of this stage, if any.
+
+    `rollouts` (rollout.mode async): an AsyncRollouts whose batches replace `collector.collect`; the
+    learner's version while it trains step k is k, a sample's lag is k - its policy_version, samples
+    with lag > max_lag are dropped and the others weighted by min(pi_old / mu, is_trunc).
 
     `temperature` is the rollout temperature: every log-prob of the policy (and of the reference) is
     taken of softmax(logits / temperature), the distribution the engine sampled from and reported
@@ -182,7 +209,10 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             hooks.load_extra_state(meta.get("extra", {}))
         start = meta["step"] + 1
         run.truncate_metrics(stage, meta["step"])
-        engine.load_weights(sync() if sync else None, start)
+        if rollouts is None:
+            engine.load_weights(sync() if sync else None, start)
+    if rollouts is not None:
+        rollouts.start(start, sync())  # the workers get version `start` and begin generating ahead
     model.train()
 
     last: dict = {}
@@ -190,10 +220,19 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
     for step in bar:
         t0 = time.perf_counter()
         # 1. rollouts: samples scored by the verifier or the game
-        samples, metrics, texts = collector.collect(engine, step)
+        if rollouts is None:
+            samples, metrics, texts = collector.collect(engine, step)
+            version = engine.policy_version
+        else:  # generated ahead, while the previous steps trained
+            samples, metrics, texts = rollouts.collect(step)
+            version = step
         t_gen = time.perf_counter() - t0
-        # rollout.max_lag: samples from weights older than max_lag syncs are dropped (not reweighted)
-        samples, metrics["rollout/stale_dropped"] = filter_stale(samples, engine.policy_version, max_lag)
+        # rollout.max_lag: samples from weights older than max_lag syncs are dropped; the others of an
+        # older version keep their behaviour log-probs (mu) for the importance weight
+        samples, metrics["rollout/stale_dropped"] = filter_stale(samples, version, max_lag)
+        for s in samples:
+            if s.policy_version != version:
+                s.behaviour_logprobs = list(s.old_logprobs)
         n_all = len(samples)
         gen_tokens = sum(len(s.completion_ids) for s in samples)
         rewards = [s.reward for s in samples]
@@ -239,7 +278,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             for i in range(0, len(order), cfg.minibatch):
                 batch = [samples[j] for j in order[i: i + cfg.minibatch]]
                 loss, stats = policy_loss(model, ref_model, batch, cfg, pad, max_new_tokens, old_is_current=single_pass,
-                                          temperature=temperature, logprobs=hooks.logprobs)
+                                          temperature=temperature, is_trunc=is_trunc, logprobs=hooks.logprobs)
                 if cfg.entropy_coef > 0:
                     h = legal_action_entropy(model, policy.tokenizer, batch, pad)
                     if h is not None:
@@ -267,7 +306,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
 
         # 6. weight sync: the engine generates with the new policy, stamped with its version
         t2 = time.perf_counter()
-        engine.load_weights(sync() if sync else None, step + 1)
+        (rollouts or engine).load_weights(sync() if sync else None, step + 1)
         t_sync = time.perf_counter() - t2
 
         # 7. metrics
@@ -305,6 +344,9 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         if hooks.on_step_end is not None:
             hooks.on_step_end(step)
     bar.close()
+    if rollouts is not None:
+        rollouts.close()
+        engine.load_weights(sync() if sync else None, cfg.steps)  # the evaluations use the final policy
     return last
 
 

@@ -178,9 +178,11 @@ def make_distributed_engine(recipe, policy):
         learner_on_gpu = any(p.is_cuda for p in policy.model.parameters())
         weight_sync, backend = weight_sync_plan(ro.weight_sync, learner_on_gpu, gpus, ro.workers,
                                                 torch.cuda.device_count() if cuda else 0, address)
+        if ro.mode == "async":  # weights go to busy workers without a collective (async_rollouts.py)
+            weight_sync = "object_store"
         engine = RayRolloutPool(factory, ro.workers, ray_address=address, num_cpus=recipe.ray.num_cpus,
                                 seed=recipe.seed, gpus_per_worker=gpus, weight_sync=weight_sync,
-                                collective_backend=backend)
+                                collective_backend=backend, worker_resources=ro.worker_resources)
         if blob is not None:
             engine._folder_blob = blob  # keep the shipped folder alive for actor restarts
     engine.load_weights(sync(), 0)  # start from the policy's current weights, whatever the folder holds

@@ -44,12 +44,20 @@ appears exactly once and in prompt order. A line on the `compose_rl.rollout.ray_
 kills its worker `max_restarts` times in a row raises RuntimeError. An actor that cannot start (its
 constructor raises, or the cluster lacks resources) raises WorkerStartError naming the cause.
 
-Staleness (`rollout.max_lag`)
+Placement (`rollout.worker_resources`)
+`worker_resources[r]` is a dict of Ray custom resources actor r asks for (e.g. `{node_b: 1}` where
+the node was started with `ray start --resources='{"node_b": 1}'`), so a recipe can put one worker on
+each node. A replacement for an actor whose node is gone asks for the same resources only while a
+live node still offers them; otherwise it starts anywhere (a WARNING says so), so losing a node
+never stops a run that other nodes can carry.
+
+Staleness (`rollout.max_lag`) and the asynchronous mode
 `filter_stale(samples, current_version, max_lag)` drops samples whose `policy_version` is older than
-`current_version - max_lag` and returns how many it dropped (for a `rollout/stale_dropped` metric).
-Stale samples are DROPPED, not importance-weighted. With the synchronous `generate` used here every
-sample is produced by the weights of the latest sync, so the lag is always 0 and nothing is dropped;
-the filter matters once generation overlaps learning.
+`current_version - max_lag` and returns how many it dropped (the `rollout/stale_dropped` metric).
+With the synchronous `generate` every sample comes from the weights of the latest sync (lag 0).
+`rollout.mode: async` (async_rollouts.py) runs whole collector steps inside the actors
+(`set_collector`/`collect`) while the learner trains, and sends weights with `load_weights_async`
+(no wait: an actor loads them after the collection it is running, before the next one).
 """
 from __future__ import annotations
 
@@ -271,6 +279,16 @@ class RolloutWorker:
     def generate(self, prompts: list[str], sampling: SamplingParams) -> list[list[Completion]]:
         return self.engine.generate(prompts, sampling)
 
+    # ---- asynchronous mode (async_rollouts.py): a whole collector step runs here
+    def set_collector(self, collector: Any) -> int:
+        self._collector = collector
+        return self.rank
+
+    def collect(self, step: int) -> tuple[list, dict, list[str]]:
+        """One learner step's batch, generated with the weights loaded now: the actor runs one call
+        at a time, so a batch (and every game in it) never mixes policy versions."""
+        return self._collector.collect(self.engine, step)
+
     def load_weights(self, packed: Mapping[str, Any] | None, version: int) -> int:
         self.engine.load_weights(None if packed is None else unpack_state(packed), version)
         return version
@@ -327,11 +345,15 @@ class RayRolloutPool:
         weight_sync: str = "object_store",
         collective_backend: str = "gloo",
         group_timeout_s: float = 60.0,
+        worker_resources: Sequence[Mapping[str, float]] = (),
     ):
         if n_workers < 1:
             raise ValueError(f"RayRolloutPool: n_workers must be >= 1 (got {n_workers})")
         if weight_sync not in ("object_store", "collective"):
             raise ValueError(f"RayRolloutPool: weight_sync must be object_store or collective (got {weight_sync!r})")
+        if worker_resources and len(worker_resources) != n_workers:
+            raise ValueError(f"RayRolloutPool: worker_resources lists {len(worker_resources)} workers, the pool has "
+                             f"{n_workers}; give one dict per worker (or none)")
         import ray
 
         self.started_ray = connect_ray(ray_address, num_cpus)
@@ -357,17 +379,21 @@ class RayRolloutPool:
         if gpus_per_worker:
             options["num_gpus"] = gpus_per_worker
         self._actor_cls = ray.remote(RolloutWorker).options(**options)
+        self.worker_resources = [dict(r) for r in worker_resources] or [{} for _ in range(n_workers)]
+        self._weight_acks: list = []  # load_weights_async calls not yet confirmed
         self._actors: list[Any] = [None] * n_workers
         self.pids: list[int] = [0] * n_workers
         self._start(list(range(n_workers)))
 
     # ---------------------------------------------------------------- actors
-    def _start(self, ranks: list[int]) -> None:
+    def _start(self, ranks: list[int], placed: bool = True) -> None:
         import ray
         from ray.exceptions import GetTimeoutError
 
         for r in ranks:
-            self._actors[r] = self._actor_cls.remote(self.engine_factory, r, self.seed)
+            cls = self._actor_cls.options(resources=self.worker_resources[r]) if placed and self.worker_resources[r] \
+                else self._actor_cls
+            self._actors[r] = cls.remote(self.engine_factory, r, self.seed)
         for r in ranks:
             try:
                 self.pids[r] = ray.get(self._actors[r].ready.remote(), timeout=self.start_timeout_s)
@@ -390,7 +416,13 @@ class RayRolloutPool:
             ray.kill(self._actors[rank], no_restart=True)
         except Exception:  # noqa: BLE001 - already gone
             pass
-        self._start([rank])
+        wanted = self.worker_resources[rank]
+        offered = ray.cluster_resources()  # live nodes only: a lost node's custom resource is gone
+        placed = all(offered.get(k, 0.0) >= v for k, v in wanted.items())
+        if not placed:
+            log.warning("rollout worker %d asked for %s, which no live node offers now (its node was lost?); "
+                        "its replacement starts wherever Ray places it", rank, wanted)
+        self._start([rank], placed=placed)
         self.restarts += 1
         if self.weight_sync == "collective":
             self._close_group()  # re-formed with the new actor at the next sync
@@ -460,6 +492,32 @@ class RayRolloutPool:
             except RayActorError as e:
                 self._replace(r, f"during a weight sync ({_actor_cause(e)})")  # the new actor loads them
         self.policy_version = version
+
+    def load_weights_async(self, state: Mapping[str, torch.Tensor], version: int) -> None:
+        """Send weights without waiting: `ray.put` once, then every actor queues a load behind the call
+        it is running (an actor runs its calls one at a time, in the order this process sent them), so
+        a collection already running finishes with the weights it started with. Object store only (a
+        collective broadcast would make every actor stop and take part). A failed load surfaces as the
+        actor's death at its next call, where the caller replaces it (`replace_dead`)."""
+        import ray
+
+        if self.weight_sync != "object_store":
+            raise ValueError("load_weights_async sends weights through the object store; this pool uses "
+                             f"weight_sync={self.weight_sync!r}")
+        self._weights_ref, self._weights_version = ray.put(pack_state(state)), version
+        self._weight_acks = [a.load_weights.remote(self._weights_ref, version) for a in self._actors]
+        self.policy_version = version
+
+    def actor(self, rank: int) -> Any:
+        return self._actors[rank]
+
+    def replace_dead(self, rank: int, actor: Any, why: str) -> bool:
+        """Replace worker `rank` if `actor` is still its current actor; False if it was replaced already
+        (several calls queued on one dead actor all fail, one replacement is enough)."""
+        if self._actors[rank] is not actor:
+            return False
+        self._replace(rank, why)
+        return True
 
     # ---------------------------------------------------------------- collective weight sync
     def _collective_load(self, state: Mapping[str, torch.Tensor], version: int) -> None:
