@@ -174,6 +174,14 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, 
     assert r.stdout == "" and not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("override,msg", [("primitives.probes=[chess]", "primitives.probes: unknown ['chess']"),
+                                          ("primitives.detectors=[luck/rules]", "primitives.detectors: unknown")])
+def test_cli_validate_unknown_probe_or_detector_exits_2(override, msg):
+    r = _cli("validate", "recipes/spiral-kuhn.yaml", "--set", override)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and msg in lines[0]
+
+
 def test_cli_calibrate_prints_the_rules_table():
     r = _cli("primitives", "calibrate", "--detector", "backtracking/rules")
     assert r.returncode == 0, r.stderr
