@@ -501,7 +501,7 @@ def private_line(game: "Game", state: pyspiel.State, player: int) -> str:
     return game.render(state, player).rstrip().splitlines()[-1]
 
 
-def label_index(game_name: str, line: str, seed: int) -> int:
+def label_index(game_name: str, line: str, seed: int, draw: int = 0) -> int:
     """The stage-1 code's random index for one private line, drawn from an RNG keyed on (seed, game, line).
 
     `random.Random(str)` seeds through SHA-512 of the string (not Python's salted `hash`), so the
@@ -510,7 +510,36 @@ def label_index(game_name: str, line: str, seed: int) -> int:
     lines by their text, which for Kuhn gave only two codes, one of them a value strategy).
     """
     # 720 is divisible by 1..6: the index mod any legal count up to 6 is exactly uniform
-    return random.Random(f"stage1-code/{seed}/{game_name}/{line}").randrange(720)
+    key = f"stage1-code/{seed}/{game_name}/{line}" + (f"/draw{draw}" if draw else "")
+    return random.Random(key).randrange(720)
+
+
+_DRAWS: dict[tuple[str, int], int] = {}
+
+
+def label_draw(game: "Game", seed: int) -> int:
+    """Which draw of the seed's code is used: the first under which the private lines do not all get
+    the same action. A constant code (Kuhn: "always bet" or "always pass" whatever the card; 2 of
+    the 8 maps) can be fitted without reading the private line, so stage 1 would not teach the
+    model to read its card, and self-play then sits on the card-blind plateau. It is redrawn; the
+    six non-constant Kuhn maps stay equally likely. Games whose information states are not
+    enumerated (SMALL_GAMES only) use the first draw."""
+    key = (game.name, seed)
+    if key not in _DRAWS:
+        try:
+            infos = infostates(game)
+        except ValueError:  # not a small game: no enumeration of its private lines
+            _DRAWS[key] = 0
+            return 0
+        lines = sorted({private_line(game, i.state, i.player) for i in infos})
+        n = min(len(i.legal) for i in infos)
+        draw = 0
+        while len(lines) > 1 and len({label_index(game.name, ln, seed, draw) % n for ln in lines}) == 1:
+            draw += 1
+            if draw > 1000:  # P(constant) <= 1/2 per draw: never reached by a real RNG
+                raise RuntimeError(f"stage-1 code for {game.name}: no non-constant code in 1000 draws")
+        _DRAWS[key] = draw
+    return _DRAWS[key]
 
 
 def label_action(game: "Game", state: pyspiel.State, player: int, seed: int) -> int:
@@ -521,7 +550,8 @@ def label_action(game: "Game", state: pyspiel.State, player: int, seed: int) -> 
     action is always legal (Kuhn: pass, bet) this is a fixed random map from line to action.
     """
     legal = state.legal_actions(player)
-    return legal[label_index(game.name, private_line(game, state, player), seed) % len(legal)]
+    index = label_index(game.name, private_line(game, state, player), seed, label_draw(game, seed))
+    return legal[index % len(legal)]
 
 
 def label_policy_tables(game: "Game", seed: int, sharp: float) -> Tables:
