@@ -23,6 +23,9 @@ def _lottery(rng: random.Random, outcomes: int) -> Lottery:
     return tuple(zip(probs, pts))
 
 
+_PERMS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+
+
 def _chances(rng: random.Random) -> tuple[int, int, int]:
     """Three whole-ten percentages (each >= 10) summing to 100."""
     a, b = sorted(rng.sample(range(1, 10), 2))
@@ -81,8 +84,12 @@ class EVLottery(Suite):
         a seeded coin decides which has the higher expected value, so "bigger prize" and "bigger
         chance" each score ~50%."""
         big_wins, want_likely = rng.random() < 0.5, rng.random() < 0.5
+        # the most likely prize is the big one when p1 >= 50 (then both chances are >= 50), and B's
+        # prize when p1 < 50 <= p2: so whether that rule is right fixes which of the two holds
+        p1_range = range(50, 90, 10) if want_likely == big_wins else range(10, 50, 10)
         while True:
-            p1, p2 = sorted(rng.sample(range(10, 100, 10), 2))
+            p1 = rng.choice(p1_range)
+            p2 = rng.randrange(max(p1 + 10, 50), 100, 10)
             x2, x1 = sorted(rng.sample(range(5, 101), 2))
             a, b = ((p1, x1), (100 - p1, 0)), ((p2, x2), (100 - p2, 0))
             ea, eb, la, lb = ev100(a), ev100(b), max(a)[1], max(b)[1]
@@ -98,13 +105,18 @@ class EVLottery(Suite):
         while True:
             pts = rng.sample(range(0, 101), 3)
             top = pts.index(max(pts))
-            pa, pb = _chances(rng), _chances(rng)
-            a, b = tuple(zip(pa, pts)), tuple(zip(pb, pts))
-            ea, eb = ev100(a), ev100(b)
-            if ea == eb or max(a)[1] == max(b)[1] or pa[top] == pb[top]:
-                continue
-            if ((ea > eb) == (max(a)[1] > max(b)[1])) == want_likely and ((ea > eb) == (pa[top] > pb[top])) == want_top:
-                return a, b
+            pa, chances_b = _chances(rng), _chances(rng)
+            a = tuple(zip(pa, pts))
+            ea = ev100(a)
+            k = rng.randrange(6)
+            for pb in _PERMS[k:] + _PERMS[:k]:  # B's chances in every order before a redraw
+                pb = tuple(chances_b[i] for i in pb)
+                b = tuple(zip(pb, pts))
+                eb = ev100(b)
+                if ea == eb or max(a)[1] == max(b)[1] or pa[top] == pb[top]:
+                    continue
+                if ((ea > eb) == (max(a)[1] > max(b)[1])) == want_likely and ((ea > eb) == (pa[top] > pb[top])) == want_top:
+                    return a, b
 
     def shortcuts(self):
         def by(f):
