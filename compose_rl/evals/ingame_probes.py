@@ -376,6 +376,11 @@ def _ttt_threats(state: pyspiel.State, player: int) -> set[int]:
     return out
 
 
+def _require(ok: bool, msg: str) -> None:
+    if not ok:  # explicit, so the checks still run under `python -O`
+        raise AssertionError(msg)
+
+
 def verify_probe(probe: InGameProbe) -> None:
     """Check every claim of `probe` against OpenSpiel; raise AssertionError saying which one fails."""
     from games import get_game
@@ -392,35 +397,37 @@ def verify_probe(probe: InGameProbe) -> None:
                     worst_ok = min(_return_range(s.child(a), r.player)[0] for a in r.correct)
                     best_bad = max(_return_range(s.child(a), r.player)[1] for a in wrong)
                     ok = worst_ok > best_bad if claim == "dominant" else worst_ok >= best_bad
-                    assert ok, f"{where}: not {claim} (worst correct {worst_ok} vs best wrong {best_bad}) in {s.history()}"
+                    _require(ok, f"{where}: not {claim} (worst correct {worst_ok} vs best wrong {best_bad}) "
+                                 f"in {s.history()}")
             elif claim == "best_response_nash":
                 q = _nash_action_values(game, r.state, r.player)
                 lo = min(q[a] for a in r.correct)
                 hi = max(q[a] for a in wrong)
-                assert lo > hi + NASH_MARGIN, f"{where}: vs Nash correct {lo:.4f} not above wrong {hi:.4f}"
+                _require(lo > hi + NASH_MARGIN, f"{where}: vs Nash correct {lo:.4f} not above wrong {hi:.4f}")
             elif claim == "no_worse_than_floor":
-                assert probe.game == "bargaining", f"{where}: floor known for bargaining only"
+                _require(probe.game == "bargaining", f"{where}: floor known for bargaining only")
                 for s in indistinguishable_states(game, inst):
-                    assert min(game.values(s, r.player)) >= 0, "negative item values: the floor is not 0"
+                    _require(min(game.values(s, r.player)) >= 0, "negative item values: the floor is not 0")
                     for a in wrong:  # agreeing ends the game: its return is known
                         child = s.child(a)
-                        assert child.is_terminal() and child.returns()[r.player] <= 0.0, \
-                            f"{where}: wrong action {a} can return more than the floor 0"
+                        _require(child.is_terminal() and child.returns()[r.player] <= 0.0,
+                                 f"{where}: wrong action {a} can return more than the floor 0")
             elif claim == "immediate_win":
-                assert _ttt_winning_cells(r.state) == set(r.correct), f"{where}: correct != immediate wins"
+                _require(_ttt_winning_cells(r.state) == set(r.correct), f"{where}: correct != immediate wins")
             elif claim in ("only_non_losing", "fork"):
                 mm = _Minimax(game.openspiel_game)
                 sign = 1.0 if r.player == 0 else -1.0
                 vals = {a: sign * mm.value(r.state.child(a)) for a in r.legal}
-                assert not _ttt_winning_cells(r.state), f"{where}: an immediate win exists"
+                _require(not _ttt_winning_cells(r.state), f"{where}: an immediate win exists")
                 opp_threats = _ttt_threats(r.state, 1 - r.player)
                 if claim == "only_non_losing":
-                    assert opp_threats, f"{where}: nothing to block"
-                    assert {a for a, v in vals.items() if v >= 0} == set(r.correct), f"{where}: non-losing set differs"
+                    _require(opp_threats, f"{where}: nothing to block")
+                    _require({a for a, v in vals.items() if v >= 0} == set(r.correct),
+                             f"{where}: non-losing set differs")
                 else:
-                    assert not opp_threats, f"{where}: the opponent threatens a win (a block, not a fork)"
-                    assert {a for a, v in vals.items() if v > 0} == set(r.correct), f"{where}: winning set differs"
+                    _require(not opp_threats, f"{where}: the opponent threatens a win (a block, not a fork)")
+                    _require({a for a, v in vals.items() if v > 0} == set(r.correct), f"{where}: winning set differs")
                     for a in r.correct:
-                        assert len(_ttt_threats(r.state.child(a), r.player)) >= 2, f"{where}: {a} is not a fork"
+                        _require(len(_ttt_threats(r.state.child(a), r.player)) >= 2, f"{where}: {a} is not a fork")
             else:  # pragma: no cover - CLAIMS is checked at import
                 raise AssertionError(f"{where}: unknown claim {claim}")
