@@ -79,6 +79,33 @@ def test_policy_loss_weight_is_exactly_one_for_current_samples(tiny_policy):
     assert loss2.item() == pytest.approx(1.2 * loss.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("rollout, games, message", [
+    ({"mode": "async"}, None, "rollout.mode: async generates in Ray workers while the learner trains; set rollout.workers >= 1"),
+    ({"mode": "async", "workers": 1, "weight_sync": "collective"}, None, "rollout.weight_sync: async mode sends"),
+    ({"mode": "async", "workers": 1}, {"train": [{"name": "kuhn_poker"}], "opponent": "pool"},
+     "rollout.mode: async does not support games.opponent: pool"),
+    ({"workers": 2, "worker_resources": [{"node_a": 1}]}, None, "rollout.worker_resources: 1 entries for 2 workers"),
+    ({"workers": 1, "worker_resources": [{"CPU": 1}]}, None, "is not a custom resource request"),
+    ({"workers": 1, "worker_resources": [{"node_a": 0}]}, None, "is not a custom resource request"),
+])
+def test_async_recipe_checks(rollout, games, message):
+    from compose_rl.recipe import RecipeError
+
+    data = {"name": "t", "stages": ["rl"], "rollout": rollout}
+    data.update({"games": games} if games else {"task": {}})
+    with pytest.raises(RecipeError) as err:
+        recipe_from_dict(data)
+    assert message in str(err.value) and "\n" not in str(err.value).strip()
+
+
+def test_async_recipe_accepted():
+    r = recipe_from_dict({"name": "t", "stages": ["rl"], "task": {},
+                          "rollout": {"mode": "async", "workers": 2, "max_lag": 2, "is_trunc": 1.5,
+                                      "worker_resources": [{"node_a": 1}, {"node_b": 0.5}]}})
+    assert (r.rollout.mode, r.rollout.max_lag, r.rollout.is_trunc) == ("async", 2, 1.5)
+    assert recipe_from_dict({"name": "t", "stages": ["rl"], "task": {}}).rollout.mode == "sync"  # the default
+
+
 # ------------------------------------------------------------------------------- with Ray
 @pytest.fixture(scope="module")
 def local_ray():

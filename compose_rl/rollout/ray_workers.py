@@ -378,7 +378,7 @@ class RayRolloutPool:
                                    "max_task_retries": 0}
         if gpus_per_worker:
             options["num_gpus"] = gpus_per_worker
-        self._actor_cls = ray.remote(RolloutWorker).options(**options)
+        self._actor_options = options
         self.worker_resources = [dict(r) for r in worker_resources] or [{} for _ in range(n_workers)]
         self._weight_acks: list = []  # load_weights_async calls not yet confirmed
         self._actors: list[Any] = [None] * n_workers
@@ -391,8 +391,8 @@ class RayRolloutPool:
         from ray.exceptions import GetTimeoutError
 
         for r in ranks:
-            cls = self._actor_cls.options(resources=self.worker_resources[r]) if placed and self.worker_resources[r] \
-                else self._actor_cls
+            resources = self.worker_resources[r] if placed else {}
+            cls = ray.remote(RolloutWorker).options(**self._actor_options, resources=resources)
             self._actors[r] = cls.remote(self.engine_factory, r, self.seed)
         for r in ranks:
             try:
