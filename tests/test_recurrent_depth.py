@@ -307,3 +307,26 @@ def test_shipped_recipe_smoke_run(tmp_path):
     assert 1 <= ev["depth/halt_change/mean_iterations"] <= 2
     state = torch.load(os.path.join(run, "checkpoints", "rl-final", "state.pt"))["model"]
     assert {"adapter.weight", "halt_head.weight", "state_norm.weight", "weight_logits"} <= set(state)
+
+
+def test_study_summary_from_hand_written_rows(tmp_path):
+    """The study table: means and 95% t-intervals over seeds, paired RL - SFT, from the per-run JSON rows."""
+    from compose_rl.experimental.recurrent_study import summarize
+
+    def metrics(a1, a3, a3_x4):
+        m = {"depth/x1/acc_d1": a1, "depth/x1/acc_d3": a3, "depth/x4/acc_d1": a1, "depth/x4/acc_d3": a3_x4,
+             "depth/x1/flops_per_answer": 2e9}
+        for rule in ("halt_head", "halt_change"):
+            m.update({f"depth/{rule}/acc_d1": a1, f"depth/{rule}/acc_d3": 0.0, f"depth/{rule}/mean_iterations": 1.5})
+        return m
+
+    for seed, (sft1, rl1) in enumerate([(0.5, 0.6), (0.5, 0.8)]):
+        row = {"condition": "final-temp", "seed": seed, "depths": [1, 3], "groups_with_signal": 0.25 * (seed + 1),
+               "sft": metrics(sft1, 0.0, 0.0), "rl": metrics(rl1, 0.1, 0.2)}
+        (tmp_path / f"final-temp-s{seed}.json").write_text(json.dumps(row))
+    table = summarize(tmp_path)
+    # RL d1: mean 0.7, sd 0.1414, t(1) = 12.706 -> half-width 12.706 * 0.1414 / sqrt(2) = 1.271
+    assert "| final-temp | 2 | 0.700 ± 1.271 | 0.100 ± 0.000 | 0.200 ± 1.271 |" in table
+    assert "| 0.375 ± 1.588 |" in table  # groups with signal 0.25, 0.5
+    assert "0.200 ± 0.000 (r: 0.100 ± 0.000)" in table and "| 2.000 ± 0.000 |" in table
+    assert "after SFT (looped, shared by the conditions): d1 0.500 ± 0.000, d3 0.000 ± 0.000" in table

@@ -1,0 +1,148 @@
+"""The Gap C study of the recurrent-depth policy (issue 11) on string composition, at matched SFT.
+
+Per seed: one SFT of the looped policy (shared by every RL condition of that seed, so that RL's effect
+is a paired difference), then for each condition (credit x explore, see CONDITIONS) the same RL stage
+from that checkpoint (same prompts, same optimizer, same replay) and the eval stage: greedy accuracy by
+composition depth at r, 2r, 4r and under the two exit rules, with FLOPs per answer, and the loop
+probes. Optionally the plain control: the same parameters at r = 1 (its own SFT and RL, final credit).
+
+    python -m compose_rl.experimental.recurrent_study recipes/recurrent-depth-strcomp.yaml \
+        --seeds 0 1 2 --out runs/recurrent-study [key=value overrides ...]
+    python -m compose_rl.experimental.recurrent_study --summarize runs/recurrent-study
+
+Every (seed, condition) writes `<out>/<condition>-s<seed>.json` as soon as it ends (a crash or a
+deadline keeps what finished); --summarize prints the table: mean and 95% t-interval over seeds of
+accuracy after SFT and after RL per depth, the paired RL - SFT difference, the fraction of RL groups
+with signal, depth extrapolation (4r vs r) and the exit rules' mean iterations and FLOPs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+CONDITIONS = {  # name -> recurrent.* overrides of the RL stage (SFT is shared)
+    "final-temp": {"credit": "final", "explore": "temperature"},
+    "perloop-temp": {"credit": "per_loop", "explore": "temperature"},
+    "final-dropout": {"credit": "final", "explore": "dropout"},
+    "perloop-dropout": {"credit": "per_loop", "explore": "dropout"},
+}
+
+
+def _acc(metrics: dict, depths, prefix: str = "depth/x1") -> dict:
+    return {d: metrics[f"{prefix}/acc_d{d}"] for d in depths}
+
+
+def run_seed(recipe_path: str, overrides: list[str], seed: int, out: Path, conditions: list[str], plain: bool) -> None:
+    from dataclasses import replace
+
+    from compose_rl.cli import _load
+    from compose_rl.pipeline import Pipeline
+    from compose_rl.recipe import recipe_from_dict
+    from compose_rl.rundir import RunDir
+
+    base = _load(recipe_path, [*overrides, f"seed={seed}"]).model_dump(mode="json")
+    arms = [("looped", base)]
+    if plain:
+        arms.append(("plain", {**base, "recurrent": {**base["recurrent"], "depth": 1, "credit": "final",
+                                                      "explore": "temperature"}}))
+    for arm, d in arms:
+        recipe = recipe_from_dict({**d, "name": f"{d['name']}-{arm}-s{seed}", "output": str(out / "runs")}, "study")
+        run = RunDir.create(recipe.output, recipe.name, json.dumps(d))
+        pipe = Pipeline(recipe, run)
+        pipe.build()
+        pipe.stage_sft(0, "sft")
+        after_sft = pipe.evaluate("eval-sft")
+        sft_state = {k: v.clone() for k, v in pipe.loop.state_dict().items()}
+        spec0 = pipe.loop.spec
+        for cond in (conditions if arm == "looped" else ["final-temp"]):
+            name = f"{cond}-s{seed}" if arm == "looped" else f"plain-s{seed}"
+            if (out / f"{name}.json").exists():
+                continue
+            pipe.loop.load_state_dict(sft_state)
+            opts = CONDITIONS[cond]
+            pipe.recipe = recipe.model_copy(update={"recurrent": recipe.recurrent.model_copy(update=opts)})
+            pipe.loop.spec = replace(spec0, **opts)
+            pipe.stage_rl(1, f"rl-{cond}", None)
+            after_rl = pipe.evaluate(f"eval-rl-{cond}")
+            rl_rows = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
+            rl_rows = [r for r in rl_rows if r.get("stage") == f"rl-{cond}" and "rollout/groups_with_signal" in r]
+            row = {"condition": "plain (r=1)" if arm == "plain" else cond, "seed": seed,
+                   "depth": recipe.recurrent.depth, "depths": list(recipe.task.test_depths),
+                   "groups_with_signal": sum(r["rollout/groups_with_signal"] for r in rl_rows) / max(len(rl_rows), 1),
+                   "reward_first": rl_rows[0]["reward/mean"] if rl_rows else None,
+                   "reward_last": rl_rows[-1]["reward/mean"] if rl_rows else None,
+                   "sft": after_sft, "rl": after_rl, "run": str(run.path)}
+            (out / f"{name}.json").write_text(json.dumps(row, default=float))
+            print(f"study: wrote {out / f'{name}.json'}", file=sys.stderr, flush=True)
+
+
+def summarize(out: Path) -> str:
+    from compose_rl.ablate import mean_ci
+
+    rows = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    if not rows:
+        return f"no results in {out}"
+    depths = rows[0]["depths"]
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["condition"], []).append(r)
+
+    def ci(xs):
+        m, h = mean_ci(xs)
+        return f"{m:.3f} ± {h:.3f}" if len(xs) > 1 else f"{m:.3f}"
+
+    head = ["condition", "n"] + [f"RL d{d}" for d in depths] + [f"RL-SFT d{d}" for d in depths] + \
+        ["groups w/ signal", "RL d3-4 at 4r", "GFLOP/ans (r)", "halt head: acc d1-2 / iters", "latent exit: acc d1-2 / iters"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cond, rs in by.items():
+        cells = [cond, str(len(rs))]
+        cells += [ci([r["rl"][f"depth/x1/acc_d{d}"] for r in rs]) for d in depths]
+        cells += [ci([r["rl"][f"depth/x1/acc_d{d}"] - r["sft"][f"depth/x1/acc_d{d}"] for r in rs]) for d in depths]
+        cells.append(ci([r["groups_with_signal"] for r in rs]))
+        deep = [d for d in depths if d >= 3]
+        cells.append(ci([sum(r["rl"][f"depth/x4/acc_d{d}"] for d in deep) / max(len(deep), 1) for r in rs])
+                     + " (r: " + ci([sum(r["rl"][f"depth/x1/acc_d{d}"] for d in deep) / max(len(deep), 1) for r in rs]) + ")")
+        cells.append(ci([r["rl"]["depth/x1/flops_per_answer"] / 1e9 for r in rs]))
+        for rule in ("halt_head", "halt_change"):
+            shallow = [d for d in depths if d <= 2]
+            cells.append(ci([sum(r["rl"][f"depth/{rule}/acc_d{d}"] for d in shallow) / len(shallow) for r in rs]) + " / "
+                         + ci([r["rl"][f"depth/{rule}/mean_iterations"] for r in rs]))
+        lines.append("| " + " | ".join(cells) + " |")
+    sft = [r for r in rows if r["condition"] != "plain (r=1)"]
+    seen, sft_cells = set(), []
+    for r in sft:
+        if r["seed"] not in seen:
+            seen.add(r["seed"])
+            sft_cells.append(r)
+    if sft_cells:
+        lines.append("")
+        lines.append("after SFT (looped, shared by the conditions): " + ", ".join(
+            f"d{d} {ci([r['sft'][f'depth/x1/acc_d{d}'] for r in sft_cells])}" for d in depths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="recurrent-depth study (issue 11)")
+    ap.add_argument("recipe", nargs="?")
+    ap.add_argument("overrides", nargs="*")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", default="runs/recurrent-study")
+    ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
+    ap.add_argument("--plain", action="store_true", help="also the r=1 control (same parameters)")
+    ap.add_argument("--summarize", metavar="DIR")
+    args = ap.parse_args(argv)
+    if args.summarize:
+        print(summarize(Path(args.summarize)))
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        run_seed(args.recipe, args.overrides, seed, out, args.conditions, args.plain)
+    print(summarize(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
