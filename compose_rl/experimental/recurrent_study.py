@@ -34,7 +34,7 @@ def _acc(metrics: dict, depths, prefix: str = "depth/x1") -> dict:
     return {d: metrics[f"{prefix}/acc_d{d}"] for d in depths}
 
 
-def run_seed(recipe_path: str, overrides: list[str], seed: int, out: Path, conditions: list[str], plain: bool) -> None:
+def run_seed(recipe_path: str, overrides: list[str], seed: int, out: Path, conditions: list[str], arm: str) -> None:
     from dataclasses import replace
 
     from compose_rl.cli import _load
@@ -43,11 +43,9 @@ def run_seed(recipe_path: str, overrides: list[str], seed: int, out: Path, condi
     from compose_rl.rundir import RunDir
 
     base = _load(recipe_path, [*overrides, f"seed={seed}"]).model_dump(mode="json")
-    arms = [("looped", base)]
-    if plain:
-        arms.append(("plain", {**base, "recurrent": {**base["recurrent"], "depth": 1, "credit": "final",
-                                                      "explore": "temperature"}}))
-    for arm, d in arms:
+    if arm == "plain":
+        base = {**base, "recurrent": {**base["recurrent"], "depth": 1, "credit": "final", "explore": "temperature"}}
+    for d in [base]:
         recipe = recipe_from_dict({**d, "name": f"{d['name']}-{arm}-s{seed}", "output": str(out / "runs")}, "study")
         run = RunDir.create(recipe.output, recipe.name, json.dumps(d))
         pipe = Pipeline(recipe, run)
@@ -138,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for seed in args.seeds:
-        run_seed(args.recipe, args.overrides, seed, out, args.conditions, args.plain)
+    for arm in ["looped"] + (["plain"] if args.plain else []):  # every seed of the main comparison first
+        for seed in args.seeds:
+            run_seed(args.recipe, args.overrides, seed, out, args.conditions, arm)
     print(summarize(out))
     return 0
 
