@@ -421,7 +421,6 @@ class LoopedEngine:
         self.policy_version = 0
         self.depth: int | None = None  # None: the looped model's evaluation depth
         self.last_rollout_info: list[list[dict]] = []
-        self.layer_passes = 0  # core/prelude/coda layer applications per token, summed (FLOPs accounting)
 
     def load_weights(self, state: Mapping[str, torch.Tensor] | None, version: int) -> None:
         if state is not None:
@@ -471,13 +470,11 @@ class LoopedEngine:
         cache = LoopCache(lm.config) if self.use_cache else None
         un = lm.unroll(ids, attn, pos, depth, explore_seeds=seeds, cache=cache, row_depth=rd)
         rd = un.depth
-        self.layer_passes += int((attn.sum(-1) * _passes(lm.spec, rd)).sum())
         seq = ids
 
         def forward(tok_t, attn_now, next_pos):
             nonlocal seq
             seq = torch.cat([seq, tok_t[:, None]], dim=1)
-            self.layer_passes += int(_passes(lm.spec, rd).sum())
             if cache is not None:
                 o = lm.unroll(tok_t[:, None], attn_now, next_pos, depth, explore_seeds=seeds, cache=cache, row_depth=rd)
             else:  # full recompute of the whole sequence (reference / bench)
@@ -489,10 +486,6 @@ class LoopedEngine:
                                                   eos, pad, forward)
         return [(tokens[i, : int(lengths[i])].tolist(), logps[i, : int(lengths[i])].tolist(), bool(finished[i]),
                  int(rd[i])) for i in range(len(prompt_ids))]
-
-
-def _passes(spec: LoopSpec, depth: torch.Tensor) -> torch.Tensor:
-    return spec.prelude + spec.core * depth + spec.coda
 
 
 # ---------------------------------------------------------------------- FLOPs accounting
