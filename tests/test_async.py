@@ -315,3 +315,19 @@ rl: {{steps: 30, prompts_per_step: 4, group_size: 4, checkpoint_every: 3, drop_u
     rl = [r for r in rows if r["stage"] == "rl"]
     assert [r["step"] for r in rl] == list(range(30))  # no lost, no repeated step
     assert all(r["rollout/lag_max"] <= 1 for r in rl)
+
+
+def test_whole_run_eta_parts():
+    """The stage lines and the RL bar add the mean measured time of each later stage's kind; stages of a
+    kind not yet run are counted as untimed."""
+    from compose_rl.pipeline import Pipeline
+    from compose_rl.rl.learner import hms
+
+    r = recipe_from_dict({"name": "t", "stages": ["eval", "sft", "eval", "rl", "eval"], "task": {}})
+    p = Pipeline(r, run=None)
+    assert p.later_stages_s(0) == (0.0, 4)  # nothing timed yet
+    p._stage_s = {"eval": [10.0, 20.0], "sft": [100.0]}
+    assert p.later_stages_s(1) == (15.0 + 15.0, 1)  # eval, rl (untimed), eval
+    assert p.later_stages_s(3) == (15.0, 0)
+    assert p.later_stages_s(4) == (0.0, 0)
+    assert (hms(59.4), hms(61), hms(3600 + 62)) == ("0:59", "1:01", "1:01:02")

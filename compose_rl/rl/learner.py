@@ -79,6 +79,9 @@ class LearnerHooks:
     load_extra_state: Callable[[dict], None] | None = None
     replay: Callable[[int], list[tuple[list[int], list[int]]]] | None = None  # step -> (prompt ids, target ids)
     on_step_end: Callable[[int], None] | None = None
+    # (seconds, count): expected time of the run's stages after this one, and how many are not yet
+    # timed; the progress bar adds it to this stage's own ETA to show the whole run's
+    later_stages_s: Callable[[], tuple[float, int]] | None = None
     # a policy with its own scoring (experimental/recurrent_depth.loop_logprobs: per-rollout latent noise,
     # per-loop credit): (model, samples, pad, with_entropy, temperature) -> (logp, mask[, entropy]) per
     # sample, replacing completion_logprobs for the policy's log-probs; None = completion_logprobs
@@ -216,6 +219,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
     model.train()
 
     last: dict = {}
+    t_stage = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"rl [{stage}]", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
@@ -330,7 +334,12 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             metrics.update(hooks.evaluate(step))
         run.log(stage, step, metrics)
         run.write_samples(stage, step, texts[: cfg.samples_logged])
-        bar.set_postfix(reward=f"{metrics['reward/mean']:+.3f}", signal=f"{metrics['rollout/groups_with_signal']:.2f}")
+        postfix = {"reward": f"{metrics['reward/mean']:+.3f}", "signal": f"{metrics['rollout/groups_with_signal']:.2f}"}
+        if hooks.later_stages_s is not None:  # the whole run's ETA: this stage at its rate so far + the later stages
+            rate = (time.perf_counter() - t_stage) / (step + 1 - start)
+            later, unknown = hooks.later_stages_s()
+            postfix["run_eta"] = hms(rate * (cfg.steps - step - 1) + later) + (f"+{unknown}?" if unknown else "")
+        bar.set_postfix(postfix)
         last = metrics
 
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
@@ -348,6 +357,12 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         rollouts.close()
         engine.load_weights(sync() if sync else None, cfg.steps)  # the evaluations use the final policy
     return last
+
+
+def hms(seconds: float) -> str:
+    """m:ss, or h:mm:ss from an hour up (progress lines)."""
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
 def legal_action_entropy(model, tokenizer, batch: list[Sample], pad: int, max_actions: int = 16):
