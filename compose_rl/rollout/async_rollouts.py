@@ -68,12 +68,16 @@ class PromptFormat:
 
 
 def portable_collector(collector, format_prompt: PromptFormat):
-    """A copy of `collector` that can be sent to a Ray actor."""
+    """A copy of `collector` that can be sent to a Ray actor: its `format_prompt` (and that of the
+    collectors it combines, `parts`) replaced by the picklable one."""
     if getattr(collector, "opponent_engine", None) is not None:
         raise ValueError("rollout.mode async: a collector with an opponent engine (games.opponent: pool) cannot "
                          "run inside a rollout worker; use rollout.mode: sync")
     out = copy.copy(collector)
-    out.format_prompt = format_prompt
+    if hasattr(out, "format_prompt"):
+        out.format_prompt = format_prompt
+    if hasattr(out, "parts"):  # several domains' collectors in one step (domains.MixedCollector)
+        out.parts = [(name, portable_collector(c, format_prompt)) for name, c in out.parts]
     return out
 
 
