@@ -180,6 +180,29 @@ def _matched_sft(pipe) -> int:
     return r.rl.steps
 
 
+def merge_ablations(recipe, roots: list[Path]) -> Path:
+    """One table from ablations of the same recipe run separately (e.g. one seed per machine or process:
+    `compose-rl ablate R.yaml 'ablate.seeds=[1]'`): their results.json are joined by variant and seed."""
+    results: dict[str, dict] = {}
+    stage1: dict = {}
+    for r in roots:
+        f = Path(r) / "results.json"
+        if not f.is_file():
+            raise ValueError(f"ablate --merge: {r} has no results.json (an ablation root that finished?)")
+        data = json.loads(f.read_text())
+        for seed, v in data["stage1"].items():
+            if seed in stage1:
+                raise ValueError(f"ablate --merge: seed {seed} appears in two ablations; merge each seed once")
+            stage1[seed] = v
+        for variant, by_seed in data["variants"].items():
+            results.setdefault(variant, {}).update(by_seed)
+    seeds = sorted({int(s) for by in results.values() for s in by})
+    ab = (recipe.ablate or AblateCfg()).model_copy(update={"seeds": seeds})
+    root = Path(recipe.output) / f"{recipe.name}-ablate-merged-{time.strftime('%Y%m%d-%H%M%S')}"
+    root.mkdir(parents=True)
+    return _write(root, recipe, ab, results, stage1)
+
+
 def _write(root: Path, recipe, ab, results, stage1) -> Path:
     from compose_rl.report import _md_table, plot_depth
 

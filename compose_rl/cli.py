@@ -114,7 +114,12 @@ def cmd_ablate(args) -> int:
         if args.smoke:
             recipe = smoke(recipe)
         check_environment(recipe, args.recipe)
-        out = run_ablation(recipe)
+        if args.merge:
+            from compose_rl.ablate import merge_ablations
+
+            out = merge_ablations(recipe, [Path(m) for m in args.merge])
+        else:
+            out = run_ablation(recipe)
     except RecipeError as e:
         return _err(str(e))
     except ValueError as e:
@@ -230,7 +235,7 @@ def _flags_first(argv: list[str]) -> list[str]:
     flags, rest, i = [], [], 1
     while i < len(argv):
         a = argv[i]
-        if a in ("--resume", "--set", "--judge", "--judge-engine", "--primitive", "--detector") and i + 1 < len(argv):
+        if a in ("--resume", "--set", "--merge", "--judge", "--judge-engine", "--primitive", "--detector") and i + 1 < len(argv):
             # joined as --set=VALUE: argparse would take a value starting with "-" for a flag
             flags.append(f"{a}={argv[i + 1]}")
             i += 1
@@ -261,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("recipe")
     a.add_argument("overrides", nargs="*")
     a.add_argument("--smoke", action="store_true")
+    a.add_argument("--merge", action="append", default=[], metavar="ABLATION_DIR",
+                   help="join finished ablations of this recipe (e.g. one seed each; repeat the flag) into one table; trains nothing")
     a.set_defaults(fn=cmd_ablate)
     ev = sub.add_parser("eval", help="evaluate a run directory's newest checkpoint")
     ev.add_argument("run")

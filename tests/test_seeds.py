@@ -42,3 +42,30 @@ def test_not_a_run_dir_is_one_line(tmp_path, capsys):
     assert main(["seeds", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a run directory" in err[0]
+
+
+def test_ablations_run_separately_merge_into_one_table(tmp_path, capsys):
+    """`ablate --merge A --merge B`: the per-seed results.json of two ablation roots give one table
+    whose depth-1 cell is the mean and t-interval over both seeds (0.4, 0.6 -> 0.500 ± 1.271)."""
+    def root(seed, acc):
+        d = tmp_path / f"abl-s{seed}"
+        d.mkdir()
+        end = {f"eval/strcomp/acc_d{k}": (acc if k == 1 else 0.0) for k in (1, 2)}
+        end.update({f"eval/strcomp/floor_d{k}": 0.1 for k in (1, 2)})
+        start = {"eval/strcomp/acc_d1": 0.9, "eval/strcomp/pass@4_d2": 0.2}
+        v = {"end": end, "start": start, "groups_with_signal": 0.5, "grad_steps": 3, "run": str(d / "x"),
+             "start_fingerprint": "f" * 64}
+        (d / "results.json").write_text(json.dumps({
+            "stage1": {str(seed): {"run": str(d / "s1"), "fingerprint": "f" * 64, "gate_passed": True}},
+            "variants": {"sft_rl": {str(seed): v}}}))
+        return d
+    a, b = root(0, 0.4), root(1, 0.6)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: abl\nstages: [sft, eval, rl, eval]\ntask: {kind: strcomp, test_depths: [1, 2]}\n"
+                      f"output: {tmp_path / 'out'}\nablate: {{variants: [sft_rl], seeds: [0]}}\n")
+    assert main(["ablate", str(recipe), "--merge", str(a), "--merge", str(b)]) == 0
+    report = next((tmp_path / "out").glob("abl-ablate-merged-*")) / "report.md"
+    text = report.read_text()
+    assert "| sft_rl | 0.500 ± 1.271 |" in text and "Seeds: [0, 1]" in text
+    assert main(["ablate", str(recipe), "--merge", str(a), "--merge", str(a)]) == 2
+    assert "seed 0 appears in two ablations" in capsys.readouterr().err
