@@ -116,6 +116,10 @@ class GamesCfg(Section):
     """Games trained on, with mixture weights (at least one)."""
     held_out: list[str] = []
     """Games only evaluated (transfer), e.g. liars_dice."""
+    held_out_format: Literal["none", "uniform", "code"] = "none"
+    """Stage 1 also shows the held-out games' action format, labelled with a uniform legal action
+    (`uniform`) or the per-seed random code of the training games (`code`): no knowledge of play, but
+    their valid-action rate becomes measurable; `none` = held-out games never seen before evaluation."""
     opponent: Literal["self", "random", "nash", "minimax", "mcts", "pool"] = "self"
     """Who the learner plays in RL: itself in every seat, a fixed bot, or a pool of its past checkpoints."""
     pool_every: int = Field(10, gt=0, le=1_000_000)
@@ -385,9 +389,9 @@ class Recipe(Section):
     model: ModelCfg = ModelCfg()
     """The policy."""
     task: TaskCfg | None = None
-    """String-composition task (give `task` or `games`)."""
+    """String-composition task (give `task`, `games` or both: both mixes them in stage 1 and in every RL step)."""
     games: GamesCfg | None = None
-    """Self-play games (give `task` or `games`)."""
+    """Self-play games (give `task`, `games` or both)."""
     rollout: RolloutCfg = RolloutCfg()
     """How samples are generated."""
     ray: RayCfg = RayCfg()
@@ -422,8 +426,8 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":
-        if (self.task is None) == (self.games is None):
-            raise ValueError("give exactly one of `task` (string composition) or `games` (self-play)")
+        if self.task is None and self.games is None:
+            raise ValueError("give `task` (string composition), `games` (self-play) or both (a mixed recipe)")
         if not self.stages:
             raise ValueError("stages: list at least one of sft, rl, eval")
         if "rl" in self.stages or self.ablate is not None:
@@ -453,7 +457,7 @@ class Recipe(Section):
             elif self.task.n_functions > len(ALL_FUNCTIONS):
                 raise ValueError(f"task.n_functions: at most {len(ALL_FUNCTIONS)} atomic functions are defined "
                                  f"(got {self.task.n_functions})")
-            if self.rl.advantage == "rae":
+            if self.rl.advantage == "rae" and self.games is None:
                 raise ValueError("rl.advantage: `rae` needs games (one baseline per game and role); use group, group_unscaled or batch_mean")
         if self.games is not None:
             from games import GAMES  # registry names only: building games is cheap, no models
@@ -475,8 +479,8 @@ class Recipe(Section):
             raise ValueError("ray.address: set rollout.workers >= 1 to use a Ray cluster")
         if self.latent is not None:
             lt = self.latent
-            if self.task is None:
-                raise ValueError("latent: the latent-loop trainer runs the string task only; remove `latent` or use `task`")
+            if self.task is None or self.games is not None:
+                raise ValueError("latent: the latent-loop trainer runs the string task only; remove `latent` or use `task` alone")
             if self.rollout.engine != "hf" or self.rollout.workers:
                 raise ValueError("latent: the latent loop generates in the learner's process; set rollout.engine: hf, rollout.workers: 0")
             if self.model.lora is not None:
@@ -525,8 +529,8 @@ class Recipe(Section):
         rc, rl = self.recurrent, self.rl
         if self.latent is not None:
             raise ValueError("recurrent: give either `latent` (the Coconut loop) or `recurrent`, not both")
-        if self.task is None:
-            raise ValueError("recurrent: the recurrent-depth policy runs the string task only; remove `recurrent` or use `task`")
+        if self.task is None or self.games is not None:
+            raise ValueError("recurrent: the recurrent-depth policy runs the string task only; remove `recurrent` or use `task` alone")
         if self.rollout.engine != "hf" or self.rollout.workers or self.rollout.mode != "sync":
             raise ValueError("recurrent: the looped policy generates in the learner's process; set rollout.engine: hf, "
                              "rollout.workers: 0, rollout.mode: sync")

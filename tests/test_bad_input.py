@@ -228,8 +228,8 @@ def corpus() -> list[tuple]:
         ("n-functions-too-many", {**STR_BASE, "task": {"n_functions": 999}}, "task.n_functions"),
         ("unknown-function", {**STR_BASE, "task": {"functions": ["func_0", "nope"]}}, "task.functions"),
         ("train-item-is-string", {**GAME_BASE, "games": {"train": ["kuhn_poker"]}}, "games.train.0"),
-        ("no-env", {"name": "x", "stages": ["sft"]}, "give exactly one of"),
-        ("both-envs", {**STR_BASE, "games": GAME_BASE["games"]}, "give exactly one of"),
+        ("no-env", {"name": "x", "stages": ["sft"]}, "give `task`"),
+        ("both-envs-latent", {**STR_BASE, "games": GAME_BASE["games"], "latent": {}}, "use `task` alone"),
         # --- empty mixtures and lists
         ("games-train-empty", {**GAME_BASE, "games": {"train": []}}, "games.train"),
         ("test-depths-empty", {**STR_BASE, "task": {"test_depths": []}}, "task.test_depths"),

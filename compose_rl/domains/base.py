@@ -1,0 +1,136 @@
+"""The Domain contract: what a recipe trains or evaluates on (ARCHITECTURE.md, "Contracts").
+
+A domain (the string task, a game mixture, a probe suite) provides
+  * stage-1 examples (`sft_pairs`) and the label policy's own score where it has one (`label_baseline`),
+  * a rollout collector for RL (`collector`, plus its in-RL tracking and checkpoint state),
+  * the mastery gate's skill accuracies (`gate_skills`),
+  * its eval suite (`evaluate`) and its shortcut/chance floors (`floors`),
+  * per-item scores for the transfer matrix (`transfer_columns`, compose_rl/evals/transfer.py).
+The pipeline loops over a list of domains and never asks which kind it holds. Several training
+domains are mixed in RL by `MixedCollector`: each contributes its own batch to every step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass
+class Column:
+    """One column of the transfer matrix: per-item scores in [0, 1] (higher is better).
+
+    `items` are keyed so two checkpoints' columns can be paired item by item (same seeds, same
+    problems); `paired=False` marks scores whose items are not comparable across checkpoints
+    (sampled play, where the opponent's replies depend on the policy's moves). `floor` is the
+    chance/shortcut score of the column, nan when none is defined."""
+
+    group: str
+    name: str
+    items: list[float]
+    paired: bool = True
+    floor: float = float("nan")
+    note: str = ""
+
+
+class Domain(Protocol):
+    name: str
+    """Column group in the transfer matrix and label of a checkpoint trained on it."""
+
+    def sft_pairs(self, n: int) -> list[tuple[str, str]]:
+        """n stage-1 (prompt, target) pairs."""
+
+    def label_baseline(self, pipe) -> dict:
+        """The stage-1 label policy's own score (exact, no model), logged; {} when the labels are the task's answers."""
+
+    def gate_skills(self, pipe) -> dict[str, float]:
+        """Held-out accuracy per skill for the mastery gate."""
+
+    def collector(self, pipe, label: str):
+        """The RL rollout collector of this domain."""
+
+    def track(self, pipe, step: int, label: str) -> dict:
+        """In-RL evaluation (every rl.eval_every steps); keys eval/..."""
+
+    def on_step_end(self, pipe, step: int) -> None:
+        """After each learner step (e.g. snapshot the opponent pool)."""
+
+    def replay(self, pipe, step: int) -> list:
+        """Supervised (prompt ids, target ids) pairs mixed into this RL step; [] = none."""
+
+    def evaluate(self, pipe, label: str) -> tuple[dict, list[str]]:
+        """The eval suite: flat metrics and a few readable samples; writes eval/<label>-*.json."""
+
+    def floors(self) -> dict[str, float]:
+        """Chance/shortcut floor of each headline eval metric."""
+
+    def extra_state(self) -> dict:
+        """What checkpoints must keep beyond the weights (average policy, best step)."""
+
+    def load_extra_state(self, state: dict) -> None: ...
+
+    def transfer_columns(self, policy, engine, items: int, seed: int, max_new_tokens: int) -> list[Column]:
+        """Per-item scores of a policy on this domain, for the transfer matrix."""
+
+
+class DomainBase:
+    """Defaults for the optional parts of the contract (one level of inheritance, no more)."""
+
+    name = "domain"
+
+    def label_baseline(self, pipe) -> dict:
+        return {}
+
+    def track(self, pipe, step: int, label: str) -> dict:
+        return {}
+
+    def on_step_end(self, pipe, step: int) -> None:
+        return None
+
+    def replay(self, pipe, step: int) -> list:
+        return []
+
+    def floors(self) -> dict[str, float]:
+        return {}
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        return None
+
+
+@dataclass
+class MixedCollector:
+    """Several domains' collectors in one RL step: every collector fills its own share of the batch.
+
+    Group ids and game-instance ids are offset so that samples of different domains never share a
+    group (group-normalized advantages stay per prompt) or an instance (RAE). A one-turn task sample
+    (no game instance, episode -1) becomes its own instance of the pseudo-game named after its
+    domain, so `rl.advantage: rae` gives it an EMA baseline of that domain's reward, one per domain,
+    as SPIRAL's role-conditioned baselines do per game and role."""
+
+    parts: list[tuple[str, Any]]
+
+    def collect(self, engine, step: int):
+        samples, metrics, texts = [], {}, []
+        group_off = episode_off = 0
+        for name, col in self.parts:
+            ss, ms, ts = col.collect(engine, step)
+            top = max((s.episode for s in ss), default=-1) + 1
+            for s in ss:
+                if s.episode < 0:  # each answer its own instance: RAE needs one return per instance
+                    s.game, s.episode, top = s.game or name, top, top + 1
+                s.group += group_off
+                s.episode += episode_off
+            if ss:
+                group_off = max(s.group for s in ss) + 1
+                episode_off = max(s.episode for s in ss) + 1
+            samples += ss
+            for k, v in ms.items():  # the same key from two domains is kept per domain
+                metrics[k if k not in metrics else f"{k}/{name}"] = v
+            metrics[f"rollout/share/{name}"] = float(len(ss))
+            texts += [f"[{name}] {t}" for t in ts]
+        n = max(len(samples), 1)
+        for name, _ in self.parts:
+            metrics[f"rollout/share/{name}"] /= n
+        return samples, metrics, texts
