@@ -1,4 +1,4 @@
-"""`compose-rl`: recipe | validate | eval | ablate | report | seeds | list.
+"""`compose-rl`: recipe | validate | eval | ablate | report | seeds | transfer | list.
 
 Errors a user can fix (bad recipe, unknown model, failed gate) print one line and exit non-zero
 (2 for bad input, 3 for a failed mastery gate); nothing is written for an invalid recipe.
@@ -181,6 +181,24 @@ def cmd_seeds(args) -> int:
     return 0
 
 
+def cmd_transfer(args) -> int:
+    """The transfer matrix of runs' checkpoints on a suite's domains (compose_rl/evals/transfer.py)."""
+    from compose_rl.evals.transfer import TransferError, transfer_matrix, write_outputs
+
+    items = args.items or (4 if args.smoke else 100)
+    if items < 1:
+        return _err(f"--items {items}: give at least 1 item per column")
+    try:
+        rows = transfer_matrix(args.runs, args.suite, items, log=lambda m: print(m, file=sys.stderr))
+    except TransferError as e:
+        return _err(str(e))
+    out = Path(args.out) if args.out else Path(args.runs[0]).parent / f"transfer-{args.suite}{'-smoke' if args.smoke else ''}"
+    paths = write_outputs(rows, out, args.suite)
+    print(paths["md"].read_text())
+    print(f"transfer: {paths['md']}, {paths['csv']}, {paths['png']}")
+    return 0
+
+
 def cmd_list(args) -> int:
     from compose_rl.models import MODEL_NAMES
     from games import GAMES
@@ -235,7 +253,8 @@ def _flags_first(argv: list[str]) -> list[str]:
     flags, rest, i = [], [], 1
     while i < len(argv):
         a = argv[i]
-        if a in ("--resume", "--set", "--merge", "--judge", "--judge-engine", "--primitive", "--detector") and i + 1 < len(argv):
+        if a in ("--resume", "--set", "--merge", "--judge", "--judge-engine", "--primitive", "--detector",
+                 "--suite", "--items", "--out") and i + 1 < len(argv):
             # joined as --set=VALUE: argparse would take a value starting with "-" for a flag
             flags.append(f"{a}={argv[i + 1]}")
             i += 1
@@ -280,6 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     sd.add_argument("runs", nargs="+", metavar="RUN_DIR")
     sd.add_argument("--out", metavar="FILE", help="also write the markdown table here")
     sd.set_defaults(fn=cmd_seeds)
+    tr = sub.add_parser("transfer", help="transfer matrix: base + every stage checkpoint of RUNs on a suite's domains")
+    tr.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    tr.add_argument("--suite", default="full", help="full, games, strcomp, probes or smoke (compose_rl/domains)")
+    tr.add_argument("--smoke", action="store_true", help="a handful of items per column (4 unless --items)")
+    tr.add_argument("--items", type=int, default=0, help="items (problems, states, games) per column; default 100")
+    tr.add_argument("--out", metavar="DIR", help="output folder (default: transfer-<suite> beside the first run)")
+    tr.set_defaults(fn=cmd_transfer)
     pm = sub.add_parser("primitives", help="reasoning primitives: `calibrate` the trace detectors on the labelled set")
     pm.add_argument("action", choices=["calibrate"])
     pm.add_argument("--judge", metavar="MODEL", help="also calibrate an LLM judge: tiny, smollm2-135m-instruct or a folder")

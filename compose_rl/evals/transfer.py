@@ -1,0 +1,307 @@
+"""The transfer matrix: the base model and every stage checkpoint of some runs, on every domain of a suite.
+
+    compose-rl transfer RUN [RUN ...] [--suite full|games|strcomp|probes|smoke] [--smoke]
+
+Rows are checkpoints (base, after each training stage, best-by-exploitability), labelled by the
+domain(s) their run trained on; columns are evaluation domains (domains/__init__.py SUITES), each a
+score in [0, 1], higher is better (valid-action rate, 1/0.5/0 win-draw-loss score, accuracy,
+probability mass on the right in-game action). A cell holds
+
+  * the score with a 95% interval: Wilson for 0/1 items, else a t-interval of the item mean;
+  * the delta vs the run's base model and vs its SFT checkpoint, with a 95% interval: a t-interval
+    of the per-item differences where the items are paired (same problems, same states, same
+    seeds), else the normal interval of a difference of two independent means (sampled play).
+
+Transferability index of a column group g for a checkpoint: its normalized gain on g divided by its
+normalized gain on the groups it trained on, where normalized gain = (score - base) / (1 - base),
+the share of the base model's headroom closed (Hake's gain). We depart from a ratio to the base
+score because the base model's score is often 0 (a randomly initialised model answers nothing
+valid), where that ratio is undefined. The index is nan when the in-domain gain is not positive
+(nothing to transfer) or the checkpoint trained on g itself. 1 = as much gain off-domain as in it;
+0 = none.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from compose_rl.ablate import mean_ci
+from compose_rl.domains import Column, suite_domains
+
+
+class TransferError(ValueError):
+    """Bad input to `compose-rl transfer`: the message is one line and says how to fix it."""
+
+
+EVAL_SEED = 1234  # one evaluation seed for every checkpoint: the same items and games, so deltas pair
+
+
+# ----------------------------------------------------------------------------- statistics
+def _binary(xs: list[float]) -> bool:
+    return all(x in (0.0, 1.0) for x in xs)
+
+
+def score_interval(xs: list[float]) -> tuple[float, float, float]:
+    """(mean, lo, hi): Wilson for 0/1 items, else the t-interval of the mean."""
+    from compose_rl.report import wilson
+
+    if not xs:
+        return (math.nan,) * 3
+    m = sum(xs) / len(xs)
+    if _binary(xs):
+        lo, hi = wilson(m, len(xs))
+        return m, lo, hi
+    m, h = mean_ci(xs)
+    return m, m - h, m + h
+
+
+def delta_interval(a: Column, b: Column) -> tuple[float, float, float]:
+    """(delta, lo, hi) of mean(a) - mean(b): paired over items when both columns are paired and
+    equally long (t-interval of the differences), else two independent means (normal interval)."""
+    if not a.items or not b.items:
+        return (math.nan,) * 3
+    if a.paired and b.paired and len(a.items) == len(b.items):
+        d, h = mean_ci([x - y for x, y in zip(a.items, b.items)])
+        return d, d - h, d + h
+
+    def mv(xs):
+        m = sum(xs) / len(xs)
+        v = sum((x - m) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0
+        return m, v / len(xs)
+
+    (ma, va), (mb, vb) = mv(a.items), mv(b.items)
+    d, h = ma - mb, 1.96 * math.sqrt(va + vb)
+    return d, d - h, d + h
+
+
+def normalized_gain(score: float, base: float) -> float:
+    """(score - base) / (1 - base): the share of the base's headroom closed; nan at base = 1."""
+    return (score - base) / (1.0 - base) if base < 1.0 - 1e-12 else math.nan
+
+
+# ----------------------------------------------------------------------------- the matrix
+@dataclass
+class Row:
+    """One checkpoint's columns."""
+
+    run: str
+    label: str  # base, sft, rl, best-kuhn_poker, ...
+    trained_on: list[str]  # column groups of its training domains ([] for base)
+    columns: list[Column]
+    base: "Row | None" = None
+    sft: "Row | None" = None
+    cells: list[dict] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        on = "+".join(self.trained_on) if self.trained_on else "-"
+        return f"{self.run}:{self.label} [{on}]"
+
+
+def fill_cells(row: Row) -> None:
+    """Scores, intervals, deltas vs base and SFT, normalized gains and transferability indices."""
+    cells = []
+    for i, col in enumerate(row.columns):
+        s, lo, hi = score_interval(col.items)
+        c = {"group": col.group, "column": col.name, "score": s, "lo": lo, "hi": hi, "n": len(col.items),
+             "paired": col.paired, "floor": col.floor}
+        for ref_name, ref in (("base", row.base), ("sft", row.sft)):
+            if ref is None or ref is row:
+                c.update({f"d_{ref_name}": math.nan, f"d_{ref_name}_lo": math.nan, f"d_{ref_name}_hi": math.nan})
+                continue
+            d, dlo, dhi = delta_interval(col, ref.columns[i])
+            c.update({f"d_{ref_name}": d, f"d_{ref_name}_lo": dlo, f"d_{ref_name}_hi": dhi})
+        base_s = score_interval(row.base.columns[i].items)[0] if row.base is not None and row.base is not row else math.nan
+        c["gain"] = normalized_gain(s, base_s) if base_s == base_s else math.nan
+        cells.append(c)
+    groups = list(dict.fromkeys(c["group"] for c in cells))
+    gain = {g: _mean([c["gain"] for c in cells if c["group"] == g]) for g in groups}
+    own = _mean([gain[g] for g in row.trained_on if g in gain])
+    for c in cells:
+        g = c["group"]
+        ok = own == own and own > 1e-12 and g not in row.trained_on
+        c["transfer_index"] = gain[g] / own if ok else math.nan
+        c["group_gain"], c["in_domain_gain"] = gain[g], own
+    row.cells = cells
+
+
+def _mean(xs: list[float]) -> float:
+    xs = [x for x in xs if x == x]
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+# ----------------------------------------------------------------------------- runs and checkpoints
+def model_key(recipe) -> dict:
+    m = recipe.model
+    key = {"name": m.name, "lora": m.lora.model_dump() if m.lora else None, "chat_template": m.chat_template}
+    if m.name == "tiny":
+        key["tiny"] = m.tiny.model_dump()
+    return key
+
+
+def load_run(path: str | Path):
+    """(recipe, [(label, state.pt path or HF folder)]) of a run directory, in stage order."""
+    from compose_rl.recipe import RecipeError, load_recipe
+
+    path = Path(path)
+    resolved = path / "recipe.resolved.yaml"
+    if not resolved.is_file():
+        raise TransferError(f"{path}: not a run directory (no recipe.resolved.yaml); give folders that "
+                            "`compose-rl recipe` wrote")
+    try:
+        recipe = load_recipe(resolved)
+    except RecipeError as e:
+        raise TransferError(str(e)) from None
+    if recipe.latent is not None or recipe.recurrent is not None:
+        raise TransferError(f"{path}: a latent-loop or recurrent-depth run; transfer evaluates plain policies only")
+    stages = path / "stages"
+    labels = [d.name for d in sorted(stages.iterdir(), key=lambda d: d.stat().st_mtime)
+              if (d / "state.pt").is_file()] if stages.is_dir() else []
+    cks = [(label, stages / label / "state.pt") for label in labels]
+    best = path / "best"
+    if best.is_dir():
+        cks += [(f"best-{d.name}", d) for d in sorted(best.iterdir()) if (d / "config.json").is_file()]
+    if not cks:
+        raise TransferError(f"{path}: no stage checkpoints (stages/<label>/state.pt); run a recipe with an "
+                            "sft or rl stage first")
+    return recipe, cks
+
+
+def trained_groups(recipe) -> list[str]:
+    """Column groups a run trained on: strcomp, and/or each training game."""
+    out = ["strcomp"] if recipe.task is not None else []
+    if recipe.games is not None:
+        out += [g.name for g in recipe.games.train]
+    return out
+
+
+def build_policy(recipe, source=None):
+    """The run's base model (fresh from its recipe and seed), with `source` weights loaded if given."""
+    import torch
+
+    from compose_rl.models import LoraSpec, TinySpec, load_policy
+
+    m = recipe.model
+    if isinstance(source, Path) and source.is_dir():  # best/<game>: a full HF folder (LoRA merged)
+        policy = load_policy(str(source), seed=recipe.seed, chat_template=m.chat_template)
+    else:
+        torch.manual_seed(recipe.seed)
+        policy = load_policy(m.name, seed=recipe.seed, tiny=TinySpec(**m.tiny.model_dump()),
+                             lora=LoraSpec(**m.lora.model_dump()) if m.lora else None, chat_template=m.chat_template)
+        if source is not None:
+            policy.model.load_state_dict(torch.load(source, weights_only=False)["model"])
+    if torch.cuda.is_available():
+        policy.model.to("cuda")
+    policy.model.eval()
+    return policy
+
+
+def evaluate_policy(policy, domains, items: int, max_new_tokens: int, temperature: float, batch_size: int = 256):
+    from compose_rl.domains.games import GameDomain
+    from compose_rl.rollout.hf import HFEngine
+
+    engine = HFEngine(policy.model, policy.tokenizer, batch_size)
+    cols: list[Column] = []
+    for d in domains:
+        kw = {"temperature": temperature} if isinstance(d, GameDomain) else {}
+        cols += d.transfer_columns(policy, engine, items, EVAL_SEED, max_new_tokens, **kw)
+    return cols
+
+
+def transfer_matrix(runs: list[str | Path], suite: str = "full", items: int = 100, log=print) -> list[Row]:
+    """Evaluates the base and every checkpoint of `runs` on `suite`; rows with their cells filled."""
+    try:
+        domains = suite_domains(suite)
+    except ValueError as e:
+        raise TransferError(str(e)) from None
+    loaded = [(Path(p), *load_run(p)) for p in runs]
+    keys = [model_key(r) for _, r, _ in loaded]
+    for (p, _, _), k in zip(loaded, keys):
+        if k != keys[0]:
+            raise TransferError(f"mismatched models: {p} has model {k}, {loaded[0][0]} has {keys[0]}; "
+                                "compare runs of one model")
+    rows: list[Row] = []
+    for path, recipe, cks in loaded:
+        ro = recipe.rollout
+        evaluate = lambda pol: evaluate_policy(pol, domains, items, ro.max_new_tokens, ro.eval_temperature,  # noqa: E731
+                                               ro.batch_size)
+        log(f"transfer: {path.name}: base")
+        base = Row(path.name, "base", [], evaluate(build_policy(recipe)))
+        base.base = base
+        run_rows, sft = [base], None
+        for label, src in cks:
+            log(f"transfer: {path.name}: {label}")
+            row = Row(path.name, label, trained_groups(recipe), evaluate(build_policy(recipe, src)), base=base)
+            if label.startswith("sft") and sft is None:
+                sft = row
+            run_rows.append(row)
+        for row in run_rows:
+            row.sft = sft if row is not base else None
+            fill_cells(row)
+        rows += run_rows
+    return rows
+
+
+# ----------------------------------------------------------------------------- outputs
+def _f(x: float, fmt: str = "{:.2f}") -> str:
+    return "nan" if x != x else fmt.format(x)
+
+
+def _signed(x: float) -> str:
+    return "nan" if x != x else f"{x:+.2f}"
+
+
+def markdown(rows: list[Row], suite: str) -> str:
+    cols = [(c["group"], c["column"]) for c in rows[0].cells]
+    head = ["checkpoint [trained on]"] + [f"{g}/{c}" for g, c in cols]
+    lines = [f"# Transfer matrix (suite `{suite}`)", "",
+             "Cell: score [95% CI]; Δbase [CI]; ΔSFT [CI]; TI = transferability index of the column's group "
+             "(normalized gain off-domain / in-domain; blank in-domain). `~` marks unpaired deltas (sampled play). "
+             "Floor row: chance/shortcut score where one is defined.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = []
+        for c in r.cells:
+            t = f"{_f(c['score'])} [{_f(c['lo'])}, {_f(c['hi'])}]"
+            mark = "" if c["paired"] else "~"
+            if c["d_base"] == c["d_base"]:
+                t += f"; Δbase{mark} {_signed(c['d_base'])} [{_signed(c['d_base_lo'])}, {_signed(c['d_base_hi'])}]"
+            if c["d_sft"] == c["d_sft"]:
+                t += f"; ΔSFT{mark} {_signed(c['d_sft'])} [{_signed(c['d_sft_lo'])}, {_signed(c['d_sft_hi'])}]"
+            if c["transfer_index"] == c["transfer_index"]:
+                t += f"; TI {_f(c['transfer_index'])}"
+            cells.append(t)
+        lines.append("| " + " | ".join([r.name] + cells) + " |")
+    lines.append("| floor | " + " | ".join(_f(c["floor"]) for c in rows[0].cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS = ["run", "checkpoint", "trained_on", "group", "column", "score", "lo", "hi", "n", "paired", "floor",
+              "d_base", "d_base_lo", "d_base_hi", "d_sft", "d_sft_lo", "d_sft_hi", "gain", "group_gain",
+              "in_domain_gain", "transfer_index"]
+
+
+def write_csv(rows: list[Row], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, CSV_FIELDS)
+        w.writeheader()
+        for r in rows:
+            for c in r.cells:
+                w.writerow({"run": r.run, "checkpoint": r.label, "trained_on": "+".join(r.trained_on),
+                            **{k: c[k] for k in CSV_FIELDS[3:]}})
+
+
+def write_outputs(rows: list[Row], out: Path, suite: str) -> dict[str, Path]:
+    from compose_rl.report.transfer_plot import heatmap
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "transfer.md", "csv": out / "transfer.csv", "png": out / "transfer.png",
+             "json": out / "transfer.json"}
+    paths["md"].write_text(markdown(rows, suite))
+    write_csv(rows, paths["csv"])
+    paths["json"].write_text(json.dumps([{"row": r.name, "cells": r.cells} for r in rows], indent=1, default=float))
+    heatmap(rows, paths["png"], title=f"Transfer matrix ({suite}): Δ vs base")
+    return paths
