@@ -232,6 +232,83 @@ def infostate_table(run, name: str, max_rows: int = 24) -> list[str]:
             "history_tv: " + ", ".join(f"{t} {d['history_tv']:.3f}" for t, d in found), ""]
 
 
+PRIMITIVE_PLOTS = [  # (file, title, key suffix after primitive/<p>/): tracked over RL steps (issue 9)
+    ("rl_primitives_ingame.png", "In-game decision probes: P(correct action), mean per primitive", "ingame/mean"),
+    ("rl_primitives_probes.png", "Probe suites: held-out accuracy per suite", "/acc"),
+    ("rl_primitives_detectors.png", "Trace detectors (rules): traces showing the primitive, per 100", "detector/rules/rate"),
+]
+
+
+def _primitive_series(rows, suffix: str) -> dict[str, list[tuple[int, float]]]:
+    out: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        if not r.get("stage", "").startswith("rl"):
+            continue
+        for k, v in r.items():
+            if k.startswith("primitive/") and k.endswith(suffix) and isinstance(v, (int, float)):
+                out.setdefault(k.removeprefix("primitive/").removesuffix("/" + suffix.strip("/")), []).append((r["step"], v))
+    return out
+
+
+def plot_primitives(run, rows) -> list[str]:
+    """Primitive scores over RL steps, each beside its baseline (dashed, same colour): the uniform
+    policy's score for in-game probes, the shortcut floor for probe suites."""
+    made = []
+    for fname, title, suffix in PRIMITIVE_PLOTS:
+        series = _primitive_series(rows, suffix)
+        if not series:
+            continue
+        base_suffix = {"ingame/mean": "ingame/mean/uniform", "/acc": "/floor"}.get(suffix)
+        bases = _primitive_series(rows, base_suffix) if base_suffix else {}
+        fig, ax = plt.subplots(figsize=(6.5, 3.8))
+        for name, pts in sorted(series.items()):
+            xs, ys = zip(*sorted(pts))
+            line, = ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=name)
+            base = bases.get(name.replace("/acc", "")) or bases.get(name)
+            if base:
+                ax.axhline(sorted(base)[-1][1], color=line.get_color(), ls="--", lw=1, alpha=0.7)
+        ax.set_title(title + (" (dashed: baseline)" if bases else ""), fontsize=9)
+        ax.set_xlabel("RL step")
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(run.path / fname, dpi=110)
+        plt.close(fig)
+        made.append(fname)
+    return made
+
+
+def primitives_headline(rows) -> list[str]:
+    """Per primitive and eval stage: in-game probe score beside the uniform policy's, probe accuracy beside its floor."""
+    evals = [r for r in rows if r.get("stage", "").startswith("eval") and any(k.startswith("primitive/") for k in r)]
+    if not evals:
+        return []
+    stages = list(dict.fromkeys(r["stage"] for r in evals))
+    last = {st: [r for r in evals if r["stage"] == st][-1] for st in stages}
+    keys = sorted({k for r in evals for k in r if k.startswith("primitive/")
+                   and (k.endswith("/ingame/mean") or k.endswith("/acc") or k.endswith("/detector/rules/rate"))})
+    out = []
+    for k in keys:
+        base = (last[stages[0]].get(k + "/uniform") if k.endswith("/ingame/mean")
+                else last[stages[0]].get(k.removesuffix("/acc") + "/floor") if k.endswith("/acc") else None)
+        out.append([k.removeprefix("primitive/"), _f(base)] + [_f(last[st].get(k)) for st in stages])
+    return ["## Reasoning primitives (compose_rl/primitives/register.py)", "",
+            "In-game probes: the policy's exact probability of the correct action at states that isolate one "
+            "primitive (baseline: uniform play); probe suites: held-out accuracy (baseline: best shortcut floor); "
+            "detectors: traces per 100 (no baseline).", "",
+            _md_table(["primitive / measure", "baseline"] + [stage_name(s) for s in stages], out), ""]
+
+
+def _resolved(run) -> dict:
+    import yaml
+
+    p = run.path / "recipe.resolved.yaml"
+    try:
+        data = yaml.safe_load(p.read_text()) if p.exists() else {}
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def write_report(run) -> Path:
     rows = run.read_metrics()
     parts = [f"# Run report: {run.path.name}", ""]
@@ -254,6 +331,10 @@ def write_report(run) -> Path:
         for name in sorted({k.split("/")[1] for m in game_metrics.values() for k in m if k.endswith("/exploitability")}):
             uni = reference_policies(name)[0][1]["exploitability"]
             refs.setdefault("rl_exploitability.png", []).extend([(uni, f"{name}: uniform random"), (0.0, "Nash")])
+    parts += primitives_headline(rows)
+    gc = _resolved(run).get("model", {}).get("gradient_checkpointing")
+    if gc is not None:
+        parts += [f"Gradient checkpointing (model.gradient_checkpointing, SFT and RL alike): {'on' if gc else 'off'}.", ""]
     parts += ["# Details", ""]
     # gate
     for gate in sorted((run.path / "eval").glob("*-gate.json")):
@@ -296,7 +377,7 @@ def write_report(run) -> Path:
                             [[k, float(first.get(k, float('nan'))), float(last[k])] for k in show]), ""]
         wall = sum(r.get("perf/step_s", 0.0) for r in rl_rows)
         parts += [f"RL wall-clock: {wall:.0f} s over {len(rl_rows)} steps.", ""]
-    for png in plot_curves(run, rows, refs):
+    for png in plot_curves(run, rows, refs) + plot_primitives(run, rows):
         parts += [f"![{png}]({png})", ""]
     samples = sorted((run.path / "samples").glob("*.txt"))
     if samples:
