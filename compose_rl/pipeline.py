@@ -68,6 +68,10 @@ class Pipeline:
         self.policy = load_policy(m.name, seed=r.seed, tiny=TinySpec(**m.tiny.model_dump()),
                                   lora=LoraSpec(**m.lora.model_dump()) if m.lora else None,
                                   chat_template=m.chat_template)
+        if r.games is not None and r.games.answer == "reason":  # SPIRAL's prompt: reason, then \boxed{}
+            from games.base import INSTRUCTION, REASON_INSTRUCTION
+
+            self.policy.rewrites = ((INSTRUCTION, REASON_INSTRUCTION),)
         if torch.cuda.is_available():  # the learner (and the in-process engine) on the GPU
             self.policy.model.to("cuda")
         if r.latent is not None:  # experimental (Gap C): the policy thinks in a latent loop

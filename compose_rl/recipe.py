@@ -132,6 +132,10 @@ class GamesCfg(Section):
     """Turn cap per game; a capped game is a draw (1..10000)."""
     lenient: bool = False
     """Accept case/whitespace variants of action names (strict matching is the default: see pitfalls)."""
+    answer: Literal["boxed", "reason"] = "boxed"
+    """`boxed`: the prompt asks for the action only (\\boxed{<action>}). `reason`: it asks for brief
+    step-by-step reasoning first, then the action in \\boxed{} (SPIRAL's prompt; for pretrained models,
+    with rollout.max_new_tokens large enough for the reasoning). The parser reads the last \\boxed{}."""
 
 
 # ------------------------------------------------------------------------------------- runtime

@@ -19,6 +19,8 @@ import pyspiel
 
 BOX_OPEN = "\\boxed{"
 INSTRUCTION = "Reply with \\boxed{<action>}."
+# `games.answer: reason` (SPIRAL's prompt): reasoning first, the action in the last \boxed{}
+REASON_INSTRUCTION = "Think step by step in a few short sentences, then give your final answer as \\boxed{<action>}."
 
 
 def last_boxed(text: str) -> str | None:

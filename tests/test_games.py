@@ -346,3 +346,23 @@ def test_every_opponent_kind_plays_legal_games(name):
         bots = [make_opponent(kind, game, seed=1), make_opponent("random", game, seed=2)]
         for i in range(3):
             _play(game, bots, i)
+
+
+def test_reason_answer_style_rewrites_every_game_prompt():
+    """games.answer=reason: the policy's prompts ask for reasoning first; the parser still reads the last box."""
+    import random
+
+    from compose_rl.models import load_policy
+    from games import GAMES
+    from games.base import INSTRUCTION, REASON_INSTRUCTION
+
+    policy = load_policy("tiny", seed=0)
+    policy.rewrites = ((INSTRUCTION, REASON_INSTRUCTION),)
+    for game in GAMES.values():
+        state = game.new_initial_state(random.Random(0))
+        game.resolve_chance(state, random.Random(0))
+        text = policy.format_prompt(game.prompt(state, state.current_player()))
+        assert REASON_INSTRUCTION in text and INSTRUCTION not in text, game.name
+        legal = state.legal_actions()[0]
+        reply = "I hold the card, so \\boxed{wrong} is tempting; final: " + game.answer_text(state, legal)
+        assert game.parse(reply, state) == legal

@@ -72,6 +72,9 @@ class Policy:
     name: str
     folder: Path | None
     use_chat_template: bool
+    rewrites: tuple[tuple[str, str], ...] = ()
+    """(old, new) text replacements applied to every prompt before the chat template (e.g. the
+    games' answer instruction when the recipe asks for reasoning first: `games.answer: reason`)."""
 
     @property
     def is_lora(self) -> bool:
@@ -81,7 +84,9 @@ class Policy:
 
     def format_prompt(self, text: str) -> str:
         """The string the engine tokenizes: one user message through the chat template (with the
-        assistant turn opened) when `use_chat_template`, else `text` unchanged."""
+        assistant turn opened) when `use_chat_template`, else `text` unchanged (after `rewrites`)."""
+        for old, new in self.rewrites:
+            text = text.replace(old, new)
         if not self.use_chat_template:
             return text
         return self.tokenizer.apply_chat_template(
