@@ -18,8 +18,11 @@ def test_score_interval_wilson_for_binary_t_for_graded():
     # Wilson, p = .5, n = 4, z = 1.96: centre .5, half = 1.96*sqrt(.0625 + .9604/64)/(1 + .9604) = .3498
     assert (m, lo, hi) == pytest.approx((0.5, 0.1500, 0.8500), abs=1e-4)
     m, lo, hi = score_interval([0.5, 1.0, 0.0])
-    # mean .5, sd .5, t(2) = 4.303: half = 4.303 * .5 / sqrt(3) = 1.2422
-    assert (m, lo, hi) == pytest.approx((0.5, 0.5 - 1.2422, 0.5 + 1.2422), abs=1e-4)
+    # mean .5, sd .5, t(2) = 4.303: half = 4.303 * .5 / sqrt(3) = 1.2422, clipped to the score range
+    assert (m, lo, hi) == pytest.approx((0.5, 0.0, 1.0), abs=1e-4)
+    m, lo, hi = score_interval([0.5, 0.6, 0.7])
+    # mean .6, sd .1: half = 4.303 * .1 / sqrt(3) = .24844
+    assert (m, lo, hi) == pytest.approx((0.6, 0.6 - 0.24844, 0.6 + 0.24844), abs=1e-4)
 
 
 def test_delta_is_paired_over_items_when_it_can_be():

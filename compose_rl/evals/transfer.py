@@ -45,7 +45,7 @@ def _binary(xs: list[float]) -> bool:
 
 
 def score_interval(xs: list[float]) -> tuple[float, float, float]:
-    """(mean, lo, hi): Wilson for 0/1 items, else the t-interval of the mean."""
+    """(mean, lo, hi): Wilson for 0/1 items, else the t-interval of the mean clipped to [0, 1]."""
     from compose_rl.report import wilson
 
     if not xs:
@@ -55,7 +55,7 @@ def score_interval(xs: list[float]) -> tuple[float, float, float]:
         lo, hi = wilson(m, len(xs))
         return m, lo, hi
     m, h = mean_ci(xs)
-    return m, m - h, m + h
+    return m, max(0.0, m - h), min(1.0, m + h)  # scores live in [0, 1]
 
 
 def delta_interval(a: Column, b: Column) -> tuple[float, float, float]:
