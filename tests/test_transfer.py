@@ -148,3 +148,15 @@ def test_recipe_mixing_a_game_and_the_string_task_in_rl_runs(tmp_path):
     ev = next(r for r in rows if r["stage"] == "eval-rl")
     assert "eval/strcomp/acc_d1" in ev and "eval/kuhn_poker/vs_random/win" in ev
     assert sorted(os.listdir(run / "stages")) == ["rl", "sft"]
+
+
+def test_report_lists_held_out_games_valid_rate_and_play_per_stage():
+    from compose_rl.report import held_out_table
+
+    m = {"eval/liars_dice/held_out_valid": 0.95, "eval/liars_dice/vs_random/invalid_rate": 0.1,
+         "eval/liars_dice/vs_random/win": 0.4, "eval/liars_dice/vs_random/mean_return": -0.2,
+         "eval/liars_dice/vs_random/ci95": 0.15, "eval/kuhn_poker/vs_random/win": 0.5}
+    lines = held_out_table({"eval-base": {"eval/liars_dice/held_out_valid": 0.0}, "eval-rl": m})
+    body = [x for x in "\n".join(lines).splitlines() if x.startswith("| liars_dice")]
+    assert len(body) == 2 and "kuhn_poker" not in "".join(lines)
+    assert body[1].split(" | ")[1:6] == ["after RL", "0.950", "0.900", "0.400", "-0.200 ± 0.150"]

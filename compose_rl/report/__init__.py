@@ -215,6 +215,28 @@ def games_headline(run, games: dict[str, dict], rows: list[dict]) -> list[str]:
     return parts
 
 
+def held_out_table(games: dict[str, dict]) -> list[str]:
+    """Held-out games (issue 10): valid-action rate on random states and play, per eval stage."""
+    names = sorted({k.split("/")[1] for m in games.values() for k in m if k.endswith("/held_out_valid")})
+    if not names:
+        return []
+    head = ["game", "policy", "valid-action rate (random states)", "valid (play vs random)", "win vs random",
+            "return vs random [95%]", "win vs strongest bot"]
+    body = []
+    for name in names:
+        g = f"eval/{name}/"
+        for label, m in games.items():
+            if g + "held_out_valid" not in m:
+                continue
+            bot = next((o for o in ("nash", "minimax", "mcts") if g + f"vs_{o}/win" in m), None)
+            inv, ret, ci = m.get(g + "vs_random/invalid_rate"), m.get(g + "vs_random/mean_return"), m.get(g + "vs_random/ci95")
+            body.append([name, stage_name(label), _f(m[g + "held_out_valid"]), "" if inv is None else f"{1 - inv:.3f}",
+                         _f(m.get(g + "vs_random/win")), "" if ret is None else f"{ret:+.3f} ± {_f(ci)}",
+                         "" if bot is None else f"{_f(m[g + f'vs_{bot}/win'])} ({bot})"])
+    return ["## Held-out games (not trained by RL; stage 1 shows their format when games.held_out_format is set)", "",
+            _md_table(head, body), ""]
+
+
 def infostate_table(run, name: str, max_rows: int = 24) -> list[str]:
     """The exact action probabilities at every information state, after SFT / after RL / best (small games)."""
     files = [("after SFT", "eval-sft"), ("after RL", "eval-rl"), ("best", "best")]
@@ -326,6 +348,7 @@ def write_report(run) -> Path:
     refs: dict[str, list[tuple[float, str]]] = {}
     if game_metrics or (run.path / "eval" / "label-policy.json").exists():
         parts += games_headline(run, game_metrics, rows)
+        parts += held_out_table(game_metrics)
         for name, lp in run.read_json("eval/label-policy.json", {}).items():
             refs.setdefault("rl_exploitability.png", []).append((lp["exploitability"], f"{name}: label policy"))
         for name in sorted({k.split("/")[1] for m in game_metrics.values() for k in m if k.endswith("/exploitability")}):
