@@ -193,6 +193,10 @@ def build_policy(recipe, source=None):
                              lora=LoraSpec(**m.lora.model_dump()) if m.lora else None, chat_template=m.chat_template)
         if source is not None:
             policy.model.load_state_dict(torch.load(source, weights_only=False)["model"])
+    if recipe.games is not None and recipe.games.answer == "reason":  # the prompt the run trained with
+        from games.base import INSTRUCTION, REASON_INSTRUCTION
+
+        policy.rewrites = ((INSTRUCTION, REASON_INSTRUCTION),)
     if torch.cuda.is_available():
         policy.model.to("cuda")
     policy.model.eval()
