@@ -18,7 +18,8 @@ def _run(tmp_path, seed, label, sft, rl_steps, final, avg):
             {"stage": "eval-sft", "step": 0, K + "exploitability": sft, K + "history_tv": 0.0}]
     rows += [{"stage": "rl", "step": i, K + "exploitability": e} for i, e in enumerate(rl_steps)]
     rows += [{"stage": "eval-rl", "step": 0, K + "exploitability": final, K + "exploitability_avg": avg,
-              K + "history_tv": 0.5}]
+              K + "history_tv": 0.5, "primitive/expected_value/ingame/mean": 0.25 + seed / 2}]
+    rows[2].update({"primitive/expected_value/ingame/mean": 0.5, "primitive/expected_value/ingame/mean/uniform": 0.5})
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"stage": "rl", "st')
     return d
 
@@ -34,6 +35,8 @@ def test_summary_and_table_by_hand(tmp_path, capsys):
     # paired differences -0.2 and -0.6: mean -0.4, sd 0.2828, t(1) = 12.706 -> half-width 12.706 * 0.2 = 2.541
     assert "| kuhn_poker exploitability: after RL − after SFT (paired) | 2 | -0.400 ± 2.541 | -0.200 | -0.600 |" in table
     assert "| best step | | | 1 | 2 |" in table
+    # 0.25, 0.75: sd 0.3536, t(1) 12.706 -> 12.706 * 0.25 = 3.1765
+    assert "| in-game probes expected_value: after RL | 2 | +0.500 ± 3.176 | +0.250 | +0.750 |" in table
     assert main(["seeds", str(a), str(b)]) == 0
     assert "-0.400 ± 2.541" in capsys.readouterr().out
 

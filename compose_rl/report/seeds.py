@@ -11,6 +11,8 @@ What a row means (per exact game g, read from each run's metrics.jsonl):
   the per-run table); average policy: the reach-weighted average of the RL policies at `eval-rl`;
 - exact value vs random / vs Nash: the exact expected return over both seats;
 - history_tv: does the policy read the betting history (0 = plays the same at every history);
+- in-game probes: per primitive, the mean exact probability of the correct action at the probe
+  states (`compose_rl/evals/ingame_probes.py`) beside uniform play's;
 - for the string task, accuracy by depth per stage beside the shortcut floor.
 A seed that lacks a number (an unfinished run) is left out of that row, and the row says how many
 seeds it has. Uniform random play has Kuhn exploitability 0.458 and Nash 0.
@@ -68,6 +70,12 @@ def summarize_run(path: str | Path) -> dict:
                 out[f"{g} exact value vs {opp}: {name}"] = _at(rows, stage, pre + f"vs_{opp}/exact_value")
         for name, stage in STAGES[2:]:
             out[f"{g} history_tv: {name}"] = _at(rows, stage, pre + "history_tv")
+    prims = sorted({k for r in rows for k in r if k.startswith("primitive/") and k.endswith("/ingame/mean")})
+    for k in prims:
+        name = k.split("/")[1]
+        out[f"in-game probes {name}: uniform play"] = _at(rows, "eval-sft", k + "/uniform")
+        for label, stage in STAGES[1:]:
+            out[f"in-game probes {name}: {label}"] = _at(rows, stage, k)
     depths = sorted({int(k.rsplit("acc_d", 1)[1]) for r in rows for k in r if k.startswith("eval/strcomp/acc_d")})
     for d in depths:
         out[f"strcomp depth {d}: shortcut floor"] = _at(rows, "eval-sft", f"eval/strcomp/floor_d{d}")
