@@ -122,6 +122,13 @@ def test_two_workers_match_in_process(pool, policy):
     assert len(engine.generate(PROMPTS[:1], GREEDY)) == 1  # fewer prompts than workers
 
 
+def test_workers_run_at_the_learners_priority(pool):
+    """Ray would start them at nice 15: on a busy machine they then get a few % of a core."""
+    engine, _ = pool
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert [ray.get(engine.actor(r).niceness.remote()) for r in range(engine.n_workers)] == [mine] * engine.n_workers
+
+
 def test_weight_sync_reaches_every_worker(pool, policy):
     engine, sync = pool
     state = perturbed(policy, seed=3, scale=0.1)

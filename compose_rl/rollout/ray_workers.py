@@ -21,7 +21,9 @@ Where Ray runs
 Actors
 Each actor sets torch to 1 thread (two processes with 2 threads each on 2 cores are many times
 slower than 1 each), seeds torch/random with (seed, rank) so that workers draw different samples,
-and builds its engine with `engine_factory(rank)` — a picklable callable. Actors ask Ray for
+and builds its engine with `engine_factory(rank)` — a picklable callable. It runs at the driver's
+niceness (Ray's default for workers is nice 15, which starves them on a busy machine; a local Ray
+is started with worker_niceness 0, and on a cluster the actor renices itself where allowed). Actors ask Ray for
 min(1, cluster CPUs / N) CPUs each (plus a GPU share when `gpus_per_worker` is set).
 
 Weights (`weight_sync`)
