@@ -401,7 +401,8 @@ class RayRolloutPool:
         self._start(list(range(n_workers)))
 
     # ---------------------------------------------------------------- actors
-    def _start(self, ranks: list[int], placed: bool = True) -> None:
+    def _start(self, ranks: list[int], placed: bool = True, fatal: bool = True) -> None:
+        """Start actors for `ranks`; a failure raises WorkerStartError (and, if `fatal`, stops the pool)."""
         import ray
         from ray.exceptions import GetTimeoutError
 
@@ -413,13 +414,15 @@ class RayRolloutPool:
             try:
                 self.pids[r] = ray.get(self._actors[r].ready.remote(), timeout=self.start_timeout_s)
             except GetTimeoutError:
-                self.shutdown()
+                if fatal:
+                    self.shutdown()
                 raise WorkerStartError(
                     f"rollout worker {r} did not start within {self.start_timeout_s:.0f} s (cluster resources: "
                     f"{ray.available_resources()}); lower rollout.workers or add CPUs/nodes"
                 ) from None
             except Exception as e:  # noqa: BLE001 - the actor's constructor raised, or its process died
-                self.shutdown()
+                if fatal:
+                    self.shutdown()
                 raise WorkerStartError(f"rollout worker {r} failed to start: {_actor_cause(e)}") from None
 
     def _replace(self, rank: int, why: str) -> None:
@@ -437,7 +440,14 @@ class RayRolloutPool:
         if not placed:
             log.warning("rollout worker %d asked for %s, which no live node offers now (its node was lost?); "
                         "its replacement starts wherever Ray places it", rank, wanted)
-        self._start([rank], placed=placed)
+        try:  # a node lost moments ago may still be listed: its resources look offered, the actor dies there
+            self._start([rank], placed=placed, fatal=not (placed and wanted))
+        except WorkerStartError as e:
+            if not (placed and wanted):
+                raise
+            log.warning("rollout worker %d: a replacement asking for %s failed (%s); starting it wherever Ray "
+                        "places it", rank, wanted, e)
+            self._start([rank], placed=False)
         self.restarts += 1
         if self.weight_sync == "collective":
             self._close_group()  # re-formed with the new actor at the next sync
