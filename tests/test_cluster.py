@@ -98,7 +98,6 @@ print(json.dumps(dict(nodes=sorted(nodes.values()), actors=actors)))
 @pytest.mark.skipif(not os.path.exists(RAY), reason="the `ray` command line is not installed next to python")
 @pytest.mark.skipif(not _loopback_alias_ok(), reason=f"{NODE_B_IP} (a second loopback address) is not usable here")
 def test_two_node_cluster_survives_losing_a_node(tmp_path):
-    t_start = time.time()
     temp = f"/tmp/crl-{os.getpid()}-{_free_port()}"  # Ray's socket paths must stay short
     port, dash, nm_port = _free_port(), _free_port(), _free_port()
     gcs = f"127.0.0.1:{port}"
@@ -160,7 +159,7 @@ rl: {{steps: 24, prompts_per_step: 8, group_size: 8, checkpoint_every: 100, drop
             on.setdefault(a["node"], []).append(a["state"])
         assert set(on) == set(state["nodes"]), state  # workers ran on both nodes
         assert set(on[NODE_B_IP]) == {"DEAD"}  # node b's worker died with it; its replacement ran on the head
-        assert time.time() - t_start < 150
+        # (no wall-clock bound: the machines are noisy; the subprocess timeouts above bound a hang)
     finally:
         if driver is not None and driver.poll() is None:
             driver.kill()
