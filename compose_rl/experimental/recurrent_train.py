@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from compose_rl.experimental.recurrent_depth import (LoopedEngine, LoopedLM, LoopSpec, flops_per_answer,
                                                      participation_ratio, readout_scores, sample_depth)
+from compose_rl.experimental.trainer import draw_batch
 
 
 def spec_from_recipe(cfg) -> LoopSpec:
@@ -71,12 +72,7 @@ def looped_sft(looped: LoopedLM, policy, pairs: list[tuple[str, str]], cfg, run,
     window: list[dict] = []
     bar = tqdm(range(steps), desc=f"sft [{stage}] recurrent depth r={looped.spec.depth}", dynamic_ncols=True)
     for step in bar:
-        batch = []
-        while len(batch) < cfg.batch_size:
-            if not order:
-                order = list(range(len(data)))
-                rng.shuffle(order)
-            batch.append(data[order.pop()])
+        batch = draw_batch(data, order, rng, cfg.batch_size)
         r = train_depth(looped.spec, rng)
         looped.train_depth = r
         loss, stats = sft_loss(looped, [p for p, _ in batch], [c for _, c in batch], pad, r,

@@ -86,6 +86,18 @@ def curriculum_steps(step: int, total: int, max_steps: int, warmup_fraction: flo
     return min(max_steps, int(max_steps * step / ramp))
 
 
+def draw_batch(data: list, order: list[int], rng: random.Random, size: int) -> list:
+    """`size` examples without replacement within an epoch: `order` holds the rest of the current
+    shuffled epoch and is refilled (and reshuffled with `rng`) whenever it runs out."""
+    batch = []
+    while len(batch) < size:
+        if not order:
+            order.extend(range(len(data)))
+            rng.shuffle(order)
+        batch.append(data[order.pop()])
+    return batch
+
+
 def latent_sft(loop, policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: int,
                warmup_fraction: float = 0.0) -> dict:
     """Supervised training through the loop on (prompt, answer) pairs (teacher forcing, AdamW), with
@@ -106,12 +118,7 @@ def latent_sft(loop, policy, pairs: list[tuple[str, str]], cfg, run, stage: str,
     credit, logged = [0.0] * loop.steps, 0  # per-step sums of the batch-mean `latent_credit`, since the last log
     bar = tqdm(range(steps), desc=f"sft [{stage}] latent loop x{loop.steps}", dynamic_ncols=True)
     for step in bar:
-        batch = []
-        while len(batch) < cfg.batch_size:
-            if not order:
-                order = list(range(len(data)))
-                rng.shuffle(order)
-            batch.append(data[order.pop()])
+        batch = draw_batch(data, order, rng, cfg.batch_size)
         loop.active_steps = curriculum_steps(step, steps, loop.steps, warmup_fraction)
         logp, mask, latents = loop.answer_logprobs([p for p, _ in batch], [c for _, c in batch], pad)
         loss = -logp.sum() / mask.sum().clamp(min=1.0)
