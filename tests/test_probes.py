@@ -131,6 +131,7 @@ def test_bad_inputs():
 # ----------------------------------------------------------------------------- probe suites
 
 from synthetic_tasks.probes import SUITES, get_suite, wilson  # noqa: E402
+from synthetic_tasks.probes.common import split_of  # noqa: E402
 from synthetic_tasks.probes.backtracking import ExprError, evaluate  # noqa: E402
 from synthetic_tasks.probes.deduction_chain import follows  # noqa: E402
 from synthetic_tasks.probes.ev_lottery import ev100  # noqa: E402
@@ -182,6 +183,8 @@ def test_train_and_eval_questions_never_overlap_and_generation_is_seeded(name):
         train = {it.key for seed in (0, 1) for it in suite.items("train", level, 200, seed)}
         evals = {it.key for seed in (0, 1) for it in suite.items("eval", level, 200, seed)}
         assert not train & evals
+        fam = {s: {it.family for seed in (0, 1) for it in suite.items(s, level, 200, seed)} for s in ("train", "eval")}
+        assert not (fam["train"] & fam["eval"]) - {None}  # a family (e.g. Countdown's numbers) sits in one split
         assert suite.items("eval", level, 5, seed=7) == suite.items("eval", level, 5, seed=7)
     assert suite.items("train", suite.levels[0], 20, 0) != suite.items("train", suite.levels[0], 20, 1)
 
@@ -290,3 +293,18 @@ def test_register_lists_exactly_the_suites():
     for s in SUITES.values():
         assert s.name in PRIMITIVES[s.primitive].probes
     assert all(PRIMITIVES[p].probes for p in PRIMITIVES)  # at least one suite per primitive
+
+
+def test_family_decides_the_split_and_is_part_of_the_key():
+    """Suites that draw a family first (the costly generators) keep split = f(family), and the family is
+    a function of the question (equal keys never carry different families)."""
+    for name in ("backtracking", "subgoal_plan", "ev_lottery"):
+        suite = SUITES[name]
+        for level in suite.levels:
+            family_of: dict[str, str] = {}
+            for split in ("train", "eval"):
+                for seed in range(4):
+                    for it in suite.items(split, level, 300, seed=seed):
+                        assert it.family is not None and split_of(name, level, it.family) == split
+                        assert family_of.setdefault(it.key, it.family) == it.family
+            assert len(family_of) > 300  # some keys repeat across seeds, most do not

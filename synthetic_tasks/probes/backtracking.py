@@ -90,10 +90,13 @@ class Countdown(Suite):
     levels = (1, 2, 3)
     answer_pattern = r"[0-9+\-*() ]{1,80}"
 
-    def make(self, rng: random.Random, level: int) -> ProbeItem:
+    def make(self, rng: random.Random, level: int, split: str | None = None) -> ProbeItem:
         k = level + 2
         while True:
             nums = [rng.randint(1, 12) for _ in range(k)]
+            shown = sorted(nums)
+            if self.wrong_split(level, repr(shown), split):  # the family: the multiset of numbers
+                continue
             expr = _random_expr(rng, nums)
             target = evaluate(expr)[0]
             prod = 1
@@ -101,10 +104,9 @@ class Countdown(Suite):
                 prod *= n
             if 1 <= target <= 500 and target not in (sum(nums), prod) and target not in nums:
                 break
-        shown = sorted(nums)
         prompt = (f"Numbers: {', '.join(map(str, shown))}. Target: {target}. Use every number exactly once, "
                   "with +, -, * and parentheses, to make the target. " + BOX % "expression")
-        return ProbeItem(self.name, level, prompt, expr, repr((shown, target)), (tuple(shown), target))
+        return ProbeItem(self.name, level, prompt, expr, repr((shown, target)), (tuple(shown), target), repr(shown))
 
     def check(self, item: ProbeItem, content: str) -> bool:
         nums, target = item.data

@@ -21,7 +21,7 @@ class CaseAnalysis(Suite):
     levels = (1, 2, 3)
     answer_pattern = r"-?[0-9]{1,6}"
 
-    def make(self, rng: random.Random, level: int) -> ProbeItem:
+    def make(self, rng: random.Random, level: int, split: str | None = None) -> ProbeItem:
         while True:
             xs = sorted(rng.sample(range(1, 21), level + 1))
             if len({x % 2 for x in xs}) == 2:  # both rules are needed

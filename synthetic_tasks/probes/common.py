@@ -1,10 +1,13 @@
 """What every probe suite shares: the item record, strict `\\boxed{}` parsing, seeded generation with
 disjoint train/eval splits, and the shortcut floor.
 
-Splits: an item belongs to the eval split iff crc32(suite/level/key) % 5 == 0, where `key` is the
-item's canonical content (what makes two items the same question). A split's generator draws
-candidates from its own seeded stream and keeps those of its split, so no question is ever in both
-splits, whichever seeds are used (train ~80% of the question space, eval ~20%).
+Splits: an item belongs to the eval split iff crc32(suite/level/family) % 5 == 0, where `family` is
+a part of the item's canonical content `key` (what makes two items the same question) — the whole key
+unless a suite names a smaller part, e.g. the numbers of a Countdown item. A split's generator draws
+candidates from its own seeded stream and keeps those of its split, so no question (and no family:
+no near-duplicate either) is ever in both splits, whichever seeds are used (train ~80%, eval ~20%).
+Suites whose candidates are costly draw the family first and redraw it at once when it belongs to the
+other split (`Suite.wrong_split`), so the eval split costs about as much as the train split.
 
 Floor: the best accuracy, on the same items, of the suite's shortcut rules (answer rules that skip
 the primitive: always "yes", pick the larger prize, ...), with the rule's name. Computed, never assumed.
@@ -36,10 +39,12 @@ class ProbeItem:
     """Canonical content: two items with the same key are the same question."""
     data: tuple = ()
     """What the checker needs beyond `answer` (numbers, target, ...)."""
+    family: str | None = None
+    """The part of `key` that decides the split (None: the whole key). Equal keys give equal families."""
 
     @property
     def split(self) -> str:
-        return split_of(self.suite, self.level, self.key)
+        return split_of(self.suite, self.level, self.key if self.family is None else self.family)
 
 
 def split_of(suite: str, level: int, key: str) -> str:
@@ -64,7 +69,10 @@ class Suite:
         self._salt = zlib.crc32(self.name.encode())
 
     # ---- to implement
-    def make(self, rng: random.Random, level: int) -> ProbeItem:
+    def make(self, rng: random.Random, level: int, split: str | None = None) -> ProbeItem:
+        """One candidate item. `split` is only a hint: a suite that sets `ProbeItem.family` may use
+        `wrong_split` to redraw a family of the other split before the costly part; `items` keeps
+        only candidates of the requested split either way."""
         raise NotImplementedError
 
     def check(self, item: ProbeItem, content: str) -> bool:
@@ -75,6 +83,10 @@ class Suite:
         return {}
 
     # ---- shared
+    def wrong_split(self, level: int, family: str, split: str | None) -> bool:
+        """True when `split` is given and `family` belongs to the other split (redraw it)."""
+        return split is not None and split_of(self.name, level, family) != split
+
     def parse(self, text: str) -> str | None:
         """Content of the last `\\boxed{}` if it is a well-formed answer, else None."""
         content = last_boxed(text)
@@ -98,7 +110,7 @@ class Suite:
         out = []
         for _ in range(n):
             for _draw in range(MAX_DRAWS):
-                item = self.make(rng, level)
+                item = self.make(rng, level, split)
                 if item.split == split:
                     out.append(item)
                     break

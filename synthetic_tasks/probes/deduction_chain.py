@@ -40,7 +40,7 @@ class DeductionChain(Suite):
     levels = (1, 2, 3, 4)
     answer_pattern = r"yes|no"
 
-    def make(self, rng: random.Random, level: int) -> ProbeItem:
+    def make(self, rng: random.Random, level: int, split: str | None = None) -> ProbeItem:
         cats = rng.sample(WORDS, level + 4)
         chain, extra = cats[:level + 1], cats[level + 1:]
         rules = [(chain[i], chain[i + 1]) for i in range(level)]

@@ -28,7 +28,7 @@ class FalseBelief(Suite):
     levels = (1, 2)
     answer_pattern = r"[a-z]+"
 
-    def make(self, rng: random.Random, level: int) -> ProbeItem:
+    def make(self, rng: random.Random, level: int, split: str | None = None) -> ProbeItem:
         a, b = rng.sample(NAMES, 2)
         obj, room = rng.choice(OBJECTS), rng.choice(ROOMS)
         first, last = rng.sample(PLACES, 2)

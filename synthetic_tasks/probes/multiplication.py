@@ -21,7 +21,7 @@ class Multiplication(Suite):
     answer_pattern = r"[0-9]{1,9}"
     full_rule_at = {"leading digits only": (1,)}
 
-    def make(self, rng: random.Random, level: int) -> ProbeItem:
+    def make(self, rng: random.Random, level: int, split: str | None = None) -> ProbeItem:
         lo, hi = (2 if level == 1 else 10 ** (level - 1)), 10 ** level - 1
         x, y = rng.randint(lo, hi), rng.randint(lo, hi)
         prompt = f"What is {x} times {y}? " + BOX % "number"

@@ -47,7 +47,7 @@ class SequencePattern(Suite):
     answer_pattern = r"-?[0-9]{1,7}"
     full_rule_at = {"continue the last step": (1,), "continue the first step": (1,)}
 
-    def make(self, rng: random.Random, level: int) -> ProbeItem:
+    def make(self, rng: random.Random, level: int, split: str | None = None) -> ProbeItem:
         while True:
             kind, seq = _sequence(rng, level)
             shown, nxt = seq[:TERMS], seq[TERMS]

@@ -56,11 +56,14 @@ class SubgoalPlan(Suite):
     levels = (1, 2, 3, 4)
     answer_pattern = r"[ABC]{1,12}"
 
-    def make(self, rng: random.Random, level: int) -> ProbeItem:
+    def make(self, rng: random.Random, level: int, split: str | None = None) -> ProbeItem:
         length = level + 1
         while True:
             ops = (("add", rng.randint(1, 9)), ("mul", rng.choice((2, 3))), ("sub", rng.randint(1, 9)))
             start = rng.randint(1, 12)
+            family = repr((start, ops))  # start and operations decide the split; the BFS below is the cost
+            if self.wrong_split(level, family, split):
+                continue
             walk = "".join(rng.choice(LETTERS) for _ in range(length))
             target = run(start, ops, walk)
             if target != start and 0 < target < 1000 and distance(start, target, ops, length) == length:
@@ -69,7 +72,8 @@ class SubgoalPlan(Suite):
                   + ", ".join(f"{c} = {_describe(op)}" for c, op in zip(LETTERS, ops))
                   + ". Give the shortest sequence of operations as letters in order (e.g. ABA). "
                   + BOX % "letters")
-        return ProbeItem(self.name, level, prompt, walk, repr((start, target, ops)), (start, target, ops, length))
+        return ProbeItem(self.name, level, prompt, walk, repr((start, target, ops)), (start, target, ops, length),
+                         family)
 
     def check(self, item: ProbeItem, content: str) -> bool:
         start, target, ops, length = item.data

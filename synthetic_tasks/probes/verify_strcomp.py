@@ -49,7 +49,7 @@ class VerifyStrComp(Suite):
     levels = (1, 2, 3)
     answer_pattern = r"yes|no"
 
-    def make(self, rng: random.Random, level: int) -> ProbeItem:
+    def make(self, rng: random.Random, level: int, split: str | None = None) -> ProbeItem:
         chain = _chain(rng, level)
         x = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(4, 7)))
         right = apply_chain(chain, x)[-1]
