@@ -96,7 +96,8 @@ class GameMixCfg(Section):
     name: str
     """OpenSpiel game module in games/ (see `compose-rl list`)."""
     weight: float = Field(1.0, gt=0.0, le=1e6)
-    """Relative share of training games (> 0, at most 1e6)."""
+    """Relative share of training samples (stage-1 examples, RL turns) by default, or of games with
+    `games.weight_unit: games` (> 0, at most 1e6)."""
 
 
 class InvalidCfg(Section):
@@ -114,6 +115,11 @@ class InvalidCfg(Section):
 class GamesCfg(Section):
     train: list[GameMixCfg] = Field(min_length=1)
     """Games trained on, with mixture weights (at least one)."""
+    weight_unit: Literal["samples", "games"] = "samples"
+    """What the mixture weights share out. `samples`: each game's share of stage-1 examples and of RL
+    turns (a game is drawn with probability weight / its mean number of decisions in random play, so
+    a 2-decision Kuhn hand is not drowned by 9-move tic-tac-toe games); `games`: each game's share of
+    games played (the pre-0.5 meaning: long games then dominate the samples). One game: identical."""
     held_out: list[str] = []
     """Games only evaluated (transfer), e.g. liars_dice."""
     held_out_format: Literal["none", "uniform", "code"] = "none"

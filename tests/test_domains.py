@@ -136,3 +136,62 @@ def test_held_out_game_is_valid_after_a_format_only_stage_1(tmp_path):
     assert valid() > 0.9
     gate = pipe.run.read_json("eval/sft-gate.json")["skills"]
     assert set(gate) == {"tic_tac_toe/valid", "kuhn_poker/valid"}  # the gate reports the held-out format too
+
+
+def _shares(names):
+    from collections import Counter
+
+    c = Counter(names)
+    return {k: v / len(names) for k, v in c.items()}
+
+
+def test_mixture_weights_share_out_samples_not_games():
+    """spiral-multigame's Kuhn starvation: with weights counting games, a 2-decision Kuhn hand got ~16% of
+    the stage-1 examples beside 8-9-decision games; per-sample weights give each game its recipe share."""
+    from compose_rl.domains.games import draw_weights, mean_decisions, sample_states
+    from games import get_game
+
+    kuhn, ttt, barg = get_game("kuhn_poker"), get_game("tic_tac_toe"), get_game("bargaining")
+    assert mean_decisions(kuhn) == pytest.approx(2.28, abs=0.05)  # P0 acts, P1 acts, P0 again after check-bet (1/4)
+    mix = [(kuhn, 1.0), (ttt, 1.0), (barg, 0.5)]
+    by_games = _shares([g.name for g, _, _ in sample_states(draw_weights(mix, "games"), 6000, random.Random(0))])
+    by_samples = _shares([g.name for g, _, _ in sample_states(draw_weights(mix, "samples"), 6000, random.Random(0))])
+    assert by_games["kuhn_poker"] < 0.2
+    for name, want in (("kuhn_poker", 0.4), ("tic_tac_toe", 0.4), ("bargaining", 0.2)):
+        assert by_samples[name] == pytest.approx(want, abs=0.03), (name, by_samples)
+    # one game: the draw is unchanged whatever the unit (single-game runs stay reproducible)
+    assert draw_weights([(kuhn, 2.0)], "samples") == [(kuhn, 2.0)]
+    one = {u: recipe_from_dict({"name": "x", "stages": ["sft"], "games": {
+        "train": [{"name": "kuhn_poker"}], "weight_unit": u}}) for u in ("samples", "games")}
+    assert training_domains(one["samples"])[0].sft_pairs(300) == training_domains(one["games"])[0].sft_pairs(300)
+
+
+def test_rl_turn_shares_follow_the_weights_and_are_logged():
+    from compose_rl.domains.games import draw_weights
+    from compose_rl.rollout.selfplay import play_games
+    from compose_rl.types import SamplingParams
+    from games import get_game
+    from games.env import InvalidPolicy
+
+    from .test_selfplay import FakeEngine
+
+    def random_legal(prompt, i):
+        import re
+
+        names = re.search(r"^Actions: (.*?)\. Reply with", prompt, re.M).group(1).split(", ")
+        return f"\\boxed{{{random.Random(i).choice(names)}}}", "stop"
+
+    kuhn, ttt = get_game("kuhn_poker"), get_game("tic_tac_toe")
+    mix = [(kuhn, 1.0), (ttt, 1.0)]
+    sp = SamplingParams(temperature=1.0, max_new_tokens=16, n=1)
+    out = {}
+    for unit in ("games", "samples"):
+        samples, stats, _ = play_games(FakeEngine(random_legal), lambda o: o, draw_weights(mix, unit), 400, sp,
+                                       seed=1, invalid=InvalidPolicy(penalty=-3.0))
+        m = stats.as_metrics()
+        got = _shares([s.game for s in samples])
+        # the logged share is the share of the learner's turns, i.e. of the samples
+        assert m["rollout/kuhn_poker/sample_share"] == pytest.approx(got["kuhn_poker"])
+        assert m["rollout/kuhn_poker/sample_share"] + m["rollout/tic_tac_toe/sample_share"] == pytest.approx(1.0)
+        out[unit] = got["kuhn_poker"]
+    assert out["games"] < 0.32 and out["samples"] == pytest.approx(0.5, abs=0.06)

@@ -55,6 +55,29 @@ def private_info_labels(states, seed: int, rng: random.Random, sharp: float = 0.
     return labels
 
 
+_MEAN_DECISIONS: dict[str, float] = {}
+
+
+def mean_decisions(game, playthroughs: int = 400) -> float:
+    """Mean number of decision states (all players) in a uniformly random playthrough of `game`,
+    estimated on a fixed seed (deterministic, cached per game name): the samples one drawn game yields."""
+    if game.name not in _MEAN_DECISIONS:
+        rng = random.Random(12345)
+        _MEAN_DECISIONS[game.name] = sum(len(random_states(game, rng)) for _ in range(playthroughs)) / playthroughs
+    return _MEAN_DECISIONS[game.name]
+
+
+def draw_weights(mixture, unit: str):
+    """(game, weight) pairs for drawing games so that `unit` ("samples" or "games") gets the recipe's
+    shares: per-sample weights divide each game's weight by its mean decisions per playthrough. A
+    one-game mixture is returned unchanged (the draw is the same)."""
+    if unit == "games" or len(mixture) == 1:
+        return list(mixture)
+    if unit != "samples":
+        raise ValueError(f"unknown weight unit {unit!r}; use samples or games")
+    return [(g, w / mean_decisions(g)) for g, w in mixture]
+
+
 def sample_states(games_weights, n: int, rng: random.Random):
     """n (game, state, player) triples from random playthroughs, games drawn by weight."""
     games = [g for g, _ in games_weights]
@@ -90,6 +113,8 @@ class GameDomain(DomainBase):
         g = games_cfg
         self.cfg, self.seed = g, seed
         self.mixture = [(get_game(m.name), m.weight) for m in g.train] if g is not None else []
+        # what games are drawn with, so that the weights share out samples (or games: weight_unit)
+        self.draw_mixture = draw_weights(self.mixture, g.weight_unit) if g is not None else []
         held = list(g.held_out) if g is not None else []
         self.held_out = [get_game(n) for n in (eval_names or held) if n not in {m.name for m, _ in self.mixture}]
         self.held_out_format = g.held_out_format if g is not None else "none"
@@ -119,9 +144,9 @@ class GameDomain(DomainBase):
         held = self.formatted
         if held:  # held-out games get the mean training weight each
             w = sum(x for _, x in self.mixture) / len(self.mixture)
-            pool = self.mixture + [(g, w) for g in held]
+            pool = draw_weights(self.mixture + [(g, w) for g in held], self.cfg.weight_unit)
         else:
-            pool = self.mixture
+            pool = self.draw_mixture
         states = sample_states(pool, n, rng)
         train_names = {g.name for g, _ in self.mixture}
         code = private_info_labels(states, self.seed, rng, LABEL_SHARP)
@@ -175,7 +200,7 @@ class GameDomain(DomainBase):
 
         r, g = pipe.recipe, self.cfg
         inv = g.invalid
-        col = SelfPlayCollector(self.mixture, pipe.policy.format_prompt, r.rl.games_per_step, pipe.sampling(),
+        col = SelfPlayCollector(self.draw_mixture, pipe.policy.format_prompt, r.rl.games_per_step, pipe.sampling(),
                                 r.seed, InvalidPolicy(mode=inv.mode, penalty=inv.penalty, other=inv.other,
                                                       retries=inv.retries),
                                 opponent=g.opponent, max_turns=g.max_turns, lenient=g.lenient)

@@ -77,7 +77,8 @@ class SelfPlayStats:
         return self
 
     def as_metrics(self) -> dict[str, float]:
-        """Keys: rollout/<game>/p<role>/<metric>, rollout/<game>/games, rollout/<metric>.
+        """Keys: rollout/<game>/p<role>/<metric>, rollout/<game>/games, rollout/<game>/sample_share
+        (the game's share of the learner's LLM turns), rollout/<metric>.
 
         invalid_rate and truncation_rate (completions that hit max_new_tokens) are per LLM turn;
         win/draw/loss rates and mean_return per learner seat-game; rollout/turns is the mean
@@ -92,6 +93,10 @@ class SelfPlayStats:
             m.update(_rates(pre, s))
         for game, n in sorted(self.games.items()):
             m[f"rollout/{game}/games"] = float(n)
+        all_turns = sum(s.turns for s in self.roles.values())
+        for game in sorted({g for g, _ in self.roles}):  # what the mixture weights share out by default
+            turns = sum(s.turns for (g, _), s in self.roles.items() if g == game)
+            m[f"rollout/{game}/sample_share"] = turns / all_turns if all_turns else 0.0
         n_games = sum(self.games.values())
         m.update(_rates("rollout", total))
         m["rollout/games"] = float(n_games)
