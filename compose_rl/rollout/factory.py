@@ -128,10 +128,14 @@ def weight_sync_plan(choice: str, learner_on_gpu: bool, gpus_per_worker: float, 
 
 # ------------------------------------------------------------------------------- entry point
 def make_distributed_engine(recipe, policy):
-    """(engine, sync) for `recipe.rollout` (engine hf|vllm, workers N) and `recipe.ray`."""
+    """(engine, sync) for `recipe.rollout` (engine hf|vllm|auto, workers N) and `recipe.ray`."""
+    if recipe.rollout.engine == "auto":
+        from compose_rl.rollout.engine_choice import resolve_auto
+
+        recipe = resolve_auto(recipe, policy)
     ro = recipe.rollout
     if ro.engine not in ("hf", "vllm"):
-        raise ValueError(f"rollout.engine: unknown engine {ro.engine!r}; use hf or vllm")
+        raise ValueError(f"rollout.engine: unknown engine {ro.engine!r}; use hf, vllm or auto")
     if ro.engine == "vllm":
         require_vllm()  # one-line ValueError: how to install it, or use engine: hf
 

@@ -84,6 +84,9 @@ class VLLMEngine:
     `max_model_len`: longest prompt + completion (None: the model config's limit, capped at 4096).
     `kv_cache_gb`: memory reserved for the KV cache (CPU RAM or GPU memory).
     `gpu_memory_utilization`: only used on CUDA, where the learner shares the GPU.
+    `in_process`: False runs vLLM's engine core in a spawned process (`VLLM_ENABLE_V1_MULTIPROCESSING=1`,
+    for the bench's sweep: slower start-up, needs a `__main__` guard, weight sync not supported there).
+    `engine_args`: extra keyword arguments for `vllm.LLM` (e.g. `max_num_batched_tokens`, `max_num_seqs`).
     """
 
     def __init__(
@@ -96,12 +99,15 @@ class VLLMEngine:
         kv_cache_gb: float = 1.0,
         gpu_memory_utilization: float = 0.3,
         enforce_eager: bool = True,
+        in_process: bool = True,
+        engine_args: Mapping | None = None,
     ):
         folder = Path(folder).expanduser()
         if not (folder / "config.json").is_file():
             raise ValueError(f"VLLMEngine: {folder} is not an HF model folder (no config.json); write one with Policy.save")
         # Must be set before vLLM reads its environment (lazily, at engine creation).
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
+        self.in_process = in_process
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(kv_cache_gb)))))
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         require_vllm()
@@ -131,6 +137,7 @@ class VLLMEngine:
             kv_cache_memory_bytes=int(kv_cache_gb * 2**30),
             logprobs_mode="processed_logprobs",  # of the sampled distribution (temperature, top-p)
         )
+        kwargs.update(engine_args or {})
         if not self.on_cpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
 
@@ -226,6 +233,8 @@ class VLLMEngine:
         `state=None` only stamps the version (nothing to copy), as with HFEngine.
         """
         if state is not None:
+            if not self.in_process:
+                raise NotImplementedError("VLLMEngine: weight sync needs the in-process engine (in_process=True)")
             # vLLM copies each tensor into its own (possibly fused, e.g. qkv) parameters; the
             # tensors handed over are not kept, so live views of the learner's weights are fine.
             pairs = [(k, v.detach()) for k, v in state.items()]
