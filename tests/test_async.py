@@ -6,13 +6,10 @@ SIGKILL in async mode. One local Ray (4 logical CPUs) is shared by the module.
 """
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -21,6 +18,9 @@ import torch
 from compose_rl.recipe import recipe_from_dict
 from compose_rl.rl.losses import ppo_clip_loss, reinforce_loss, truncated_is_weights
 from compose_rl.types import Sample, SamplingParams
+
+from .test_pipeline import kill_at_first_rl_checkpoint_and_resume
+from .test_ray_workers import _slow_factory
 
 ray = pytest.importorskip("ray")
 
@@ -214,26 +214,6 @@ def test_selfplay_games_never_mix_versions(local_ray, tmp_path):
         pool.shutdown()
 
 
-def _slow_factory(folder: str, delay_s: float):
-    """An HF engine whose generate first sleeps, so a kill lands mid-batch (pickled by value)."""
-    from compose_rl.rollout.factory import HFWorkerEngine
-
-    class Slow:
-        def __init__(self, rank):
-            self.inner = HFWorkerEngine(folder)(rank)
-            self.policy_version = 0
-
-        def generate(self, prompts, sampling):
-            time.sleep(delay_s)
-            return self.inner.generate(prompts, sampling)
-
-        def load_weights(self, state, version):
-            self.inner.load_weights(state, version)
-            self.policy_version = version
-
-    return Slow
-
-
 def test_killed_worker_loses_no_acknowledged_batch(local_ray, tmp_path, caplog):
     import logging
 
@@ -287,30 +267,7 @@ rollout: {{max_new_tokens: 12, workers: 1, mode: async, max_lag: 1}}
 ray: {{num_cpus: 2}}
 rl: {{steps: 30, prompts_per_step: 4, group_size: 4, checkpoint_every: 3, drop_uniform_groups: false, advantage: batch_mean, drop_zero_advantage: false, entropy_coef: 0.01}}
 """)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "compose_rl.cli", "recipe"]
-    p = subprocess.Popen(cmd + [str(f)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    run = None
-    while time.time() < deadline:
-        dirs = glob.glob(str(out / "*"))
-        if dirs:
-            run = dirs[0]
-            latest = os.path.join(run, "checkpoints", "LATEST")
-            if os.path.exists(latest) and open(latest).read().startswith("rl-0000"):
-                break
-        time.sleep(0.2)
-    else:
-        p.kill()
-        pytest.fail("no RL checkpoint appeared")
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    rows = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl")) if x.strip()]
-    killed_at = max(r["step"] for r in rows if r["stage"] == "rl")
-    assert killed_at < 29, "the run finished before the kill; nothing to resume"
-    r = subprocess.run(cmd + ["--resume", run], env=env, capture_output=True, text=True, timeout=240)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "resume: loaded checkpoint" in r.stderr
+    run, _, _ = kill_at_first_rl_checkpoint_and_resume(f, out, steps=30, wait_s=180, resume_timeout=240)
     rows = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl"))]
     rl = [r for r in rows if r["stage"] == "rl"]
     assert [r["step"] for r in rl] == list(range(30))  # no lost, no repeated step

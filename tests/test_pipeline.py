@@ -88,24 +88,13 @@ sft: {{examples: 16, max_steps: 1, batch_size: 16, mastery: 0.99, gate: enforce,
     assert not any(r["stage"] == "rl" for r in rows)
 
 
-def test_resume_after_sigkill_mid_rl(tmp_path):
-    """Kill the run mid-RL, resume it: no step lost or repeated, and the result is the uninterrupted
-    run's. The untrained model earns the same reward everywhere, so an entropy bonus and keeping
-    zero-advantage samples give every step a real gradient step (weights and Adam state move)."""
-    f = tmp_path / "r.yaml"
-    out = tmp_path / "runs"
-    f.write_text(f"""name: kill
-output: {out}
-stages: [sft, rl]
-task: {{n_functions: 4, test_depths: [1]}}
-rollout: {{max_new_tokens: 24}}
-sft: {{examples: 32, max_steps: 2, batch_size: 16, gate: off, gate_items: 1}}
-rl: {{steps: 40, prompts_per_step: 4, group_size: 8, checkpoint_every: 3, drop_uniform_groups: false, advantage: batch_mean, drop_zero_advantage: false, entropy_coef: 0.01}}
-""")
+def kill_at_first_rl_checkpoint_and_resume(recipe_file, out, steps: int, wait_s: float, resume_timeout: float):
+    """Run `recipe_file` in a subprocess, SIGKILL it once its first RL checkpoint is written (before
+    its last step), then `--resume` it to the end. Returns (run dir, env, recipe command)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "compose_rl.cli", "recipe"]
-    p = subprocess.Popen(cmd + [str(f)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
+    p = subprocess.Popen(cmd + [str(recipe_file)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + wait_s
     run = None
     while time.time() < deadline:
         dirs = glob.glob(str(out / "*"))
@@ -122,10 +111,28 @@ rl: {{steps: 40, prompts_per_step: 4, group_size: 8, checkpoint_every: 3, drop_u
     p.wait()
     rows = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl")) if x.strip()]
     killed_at = max(r["step"] for r in rows if r["stage"] == "rl")
-    assert killed_at < 39, "the run finished before the kill; nothing to resume"
-    r = subprocess.run(cmd + ["--resume", run], env=env, capture_output=True, text=True, timeout=300)
+    assert killed_at < steps - 1, "the run finished before the kill; nothing to resume"
+    r = subprocess.run(cmd + ["--resume", run], env=env, capture_output=True, text=True, timeout=resume_timeout)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resume: loaded checkpoint" in r.stderr
+    return run, env, cmd
+
+
+def test_resume_after_sigkill_mid_rl(tmp_path):
+    """Kill the run mid-RL, resume it: no step lost or repeated, and the result is the uninterrupted
+    run's. The untrained model earns the same reward everywhere, so an entropy bonus and keeping
+    zero-advantage samples give every step a real gradient step (weights and Adam state move)."""
+    f = tmp_path / "r.yaml"
+    out = tmp_path / "runs"
+    f.write_text(f"""name: kill
+output: {out}
+stages: [sft, rl]
+task: {{n_functions: 4, test_depths: [1]}}
+rollout: {{max_new_tokens: 24}}
+sft: {{examples: 32, max_steps: 2, batch_size: 16, gate: off, gate_items: 1}}
+rl: {{steps: 40, prompts_per_step: 4, group_size: 8, checkpoint_every: 3, drop_uniform_groups: false, advantage: batch_mean, drop_zero_advantage: false, entropy_coef: 0.01}}
+""")
+    run, env, cmd = kill_at_first_rl_checkpoint_and_resume(f, out, steps=40, wait_s=240, resume_timeout=300)
     rows = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl"))]
     steps = [r["step"] for r in rows if r["stage"] == "rl"]
     assert steps == list(range(40)), steps  # no lost, no repeated step

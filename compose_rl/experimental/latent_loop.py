@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from compose_rl.rollout.hf import decode, pad_left
+from compose_rl.rollout.hf import completion, decode, encode, eos_pad, pad_left
 from compose_rl.types import Completion, SamplingParams
 
 
@@ -150,9 +150,8 @@ class LatentLoopEngine:
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         tok = self.tokenizer
-        eos = tok.eos_token_id
-        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-        ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        eos, pad = eos_pad(tok)
+        ids = encode(tok, prompts)
         per_call = max(1, self.batch_size // max(sampling.n, 1))
         out: list[list[Completion]] = [[] for _ in prompts]
         was_training = self.loop.training
@@ -161,10 +160,7 @@ class LatentLoopEngine:
             for start in range(0, len(prompts), per_call):
                 chunk = ids[start:start + per_call]
                 for row, toks, lps, stopped in self.loop.sample(chunk, sampling.n, sampling, eos, pad):
-                    out[start + row].append(Completion(
-                        prompt_ids=list(chunk[row]), token_ids=toks, logprobs=lps,
-                        text=tok.decode(toks[:-1] if stopped else toks, skip_special_tokens=True),
-                        finish_reason="stop" if stopped else "length", policy_version=self.policy_version))
+                    out[start + row].append(completion(tok, chunk[row], toks, lps, stopped, self.policy_version))
         finally:
             self.loop.train(was_training)
         return out

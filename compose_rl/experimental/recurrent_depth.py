@@ -64,7 +64,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from compose_rl.rl.logprobs import pad_right
-from compose_rl.rollout.hf import decode, pad_left
+from compose_rl.rollout.hf import completion, decode, encode, eos_pad, pad_left
 from compose_rl.types import Completion, SamplingParams
 
 INIT_SEED = 0  # s_0's seed outside SFT
@@ -434,10 +434,9 @@ class LoopedEngine:
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         tok = self.tokenizer
-        eos = tok.eos_token_id
-        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        eos, pad = eos_pad(tok)
         depth = self.depth or self.looped.depth
-        ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        ids = encode(tok, prompts)
         rows = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]
         base = 0 if sampling.seed is None else sampling.seed * 1_000_003
         explore = sampling.temperature > 0 and self.looped.spec.explore != "temperature"
@@ -451,10 +450,7 @@ class LoopedEngine:
                 chunk = rows[start:start + self.batch_size]
                 res = self._run([ids[i] for i, _ in chunk], seeds[start:start + len(chunk)], depth, sampling, eos, pad)
                 for (i, _), seed, (toks, lps, stopped, d) in zip(chunk, seeds[start:start + len(chunk)], res):
-                    out[i].append(Completion(
-                        prompt_ids=list(ids[i]), token_ids=toks, logprobs=lps,
-                        text=tok.decode(toks[:-1] if stopped else toks, skip_special_tokens=True),
-                        finish_reason="stop" if stopped else "length", policy_version=self.policy_version))
+                    out[i].append(completion(tok, ids[i], toks, lps, stopped, self.policy_version))
                     self.last_rollout_info[i].append({"loop_depth": d, "loop_seed": seed})
         finally:
             self.looped.train(was_training)

@@ -53,13 +53,18 @@ def plot_curves(run, rows, refs: dict[str, list[tuple[float, str]]] | None = Non
             for k, (value, label) in enumerate((refs or {}).get(fname, [])):
                 ax.axhline(value, color="k", alpha=0.6, lw=1, ls=("--", ":", "-.")[k % 3], label=label)
             ax.set_title(title)
-            ax.set_xlabel("RL step")
-            ax.legend(fontsize=6)
-            fig.tight_layout()
-            fig.savefig(run.path / fname, dpi=110)
-            made.append(fname)
+            made.append(_save_rl_plot(fig, ax, run, fname))
         plt.close(fig)
     return made
+
+
+def _save_rl_plot(fig, ax, run, fname: str) -> str:
+    """x label, legend, layout, PNG into the run folder; returns the file name (the caller closes)."""
+    ax.set_xlabel("RL step")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(run.path / fname, dpi=110)
+    return fname
 
 
 def plot_depth(run, tables: dict[str, list[dict]], path: Path | None = None, title="Accuracy by composition depth") -> str | None:
@@ -290,12 +295,8 @@ def plot_primitives(run, rows) -> list[str]:
             if base:
                 ax.axhline(sorted(base)[-1][1], color=line.get_color(), ls="--", lw=1, alpha=0.7)
         ax.set_title(title + (" (dashed: baseline)" if bases else ""), fontsize=9)
-        ax.set_xlabel("RL step")
-        ax.legend(fontsize=6)
-        fig.tight_layout()
-        fig.savefig(run.path / fname, dpi=110)
+        made.append(_save_rl_plot(fig, ax, run, fname))
         plt.close(fig)
-        made.append(fname)
     return made
 
 

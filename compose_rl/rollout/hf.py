@@ -70,10 +70,9 @@ class HFEngine:
         """Prefill each distinct prompt once, copy its KV cache to every sample drawn from it, then decode
         all rows together. `generate(num_return_sequences=k)` would prefill the same prompt k times."""
         tok, model = self.tokenizer, self.model
-        eos = tok.eos_token_id
-        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        eos, pad = eos_pad(tok)
         device = next(model.parameters()).device
-        prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p, _ in batch]
+        prompt_ids = encode(tok, [p for p, _ in batch])
         counts = torch.tensor([count for _, count in batch])
         ids, attn, pos = pad_left(prompt_ids, pad, device)
         # an explicit cache: a model whose config turned caching off (e.g. after training) still gets one
@@ -99,17 +98,28 @@ class HFEngine:
         for i in range(n):
             p, _ = batch[owners[i]]
             k = int(lengths[i])
-            toks = tokens[i, :k].tolist()
-            reason = "stop" if bool(finished[i]) else "length"
-            text_ids = toks[:-1] if reason == "stop" else toks
-            produced.setdefault(p, []).append(Completion(
-                prompt_ids=list(prompt_ids[owners[i]]),
-                token_ids=toks,
-                logprobs=logps[i, :k].tolist(),
-                text=tok.decode(text_ids, skip_special_tokens=True),
-                finish_reason=reason,
-                policy_version=self.policy_version,
-            ))
+            produced.setdefault(p, []).append(completion(
+                tok, prompt_ids[owners[i]], tokens[i, :k].tolist(), logps[i, :k].tolist(), bool(finished[i]),
+                self.policy_version))
+
+
+def eos_pad(tokenizer) -> tuple[int, int]:
+    """(eos id, pad id): the tokenizer's pad token, or eos where it has none."""
+    eos = tokenizer.eos_token_id
+    return eos, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+
+
+def encode(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each prompt as is (chat formatting is the caller's: no special tokens added)."""
+    return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+
+def completion(tokenizer, prompt_ids: Sequence[int], token_ids: list[int], logprobs: list[float], stopped: bool,
+               version: int) -> Completion:
+    """One sampled completion; a stop token ends it and is kept in `token_ids` but not in `text`."""
+    return Completion(prompt_ids=list(prompt_ids), token_ids=token_ids, logprobs=logprobs,
+                      text=tokenizer.decode(token_ids[:-1] if stopped else token_ids, skip_special_tokens=True),
+                      finish_reason="stop" if stopped else "length", policy_version=version)
 
 
 def pad_left(rows: Sequence[Sequence[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
