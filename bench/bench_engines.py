@@ -268,6 +268,9 @@ def profile(policy, prompts, sampling, cprofile_top: int):
 
 # ------------------------------------------------------------------------------ --sweep
 # (label, VLLMEngine kwargs, env set while the engine is built, batch, torch threads for both engines)
+# VLLM_CPU_OMP_THREADS_BIND (thread pinning) only acts in vLLM's multiprocess executor
+# (vllm/utils/ompmultiprocessing.py): the in-process engine runs on the caller's torch threads, so the
+# thread knob in process is `threads`; the bind knob is swept with the multiprocess engine.
 SWEEP = [
     ("base", {}, {}, 16, 1),
     ("bf16", {"dtype": "bfloat16"}, {}, 16, 1),

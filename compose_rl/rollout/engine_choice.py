@@ -1,8 +1,9 @@
 """`rollout.engine: auto`: pick transformers (`hf`) or vLLM for the model and machine at hand.
 
-Which engine is faster depends on the machine more than on the code (bench/bench_engines.py: vLLM
-was 1.2x-3x transformers on 2-vCPU machines of one kind, depending on load, batch and tokens), so
-`auto` measures instead of guessing:
+Which engine is faster depends on the machine, its load, the model and the batch more than on the
+code (bench/bench_engines.py on 2-vCPU AMD EPYC machines, smollm2-135m, greedy, fp32: vLLM 1.4x
+transformers at batch 4, 1.9-2.5x at batch 16, 3.0x on another machine of the same kind; vLLM's weight
+sync 1.4 s vs 0.2 s), so `auto` measures instead of guessing:
 
 1. `hf` without measuring when vLLM cannot be imported, or when the recipe generates in the
    learner's process with a policy vLLM cannot run (`latent`, `recurrent`).
