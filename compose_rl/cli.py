@@ -208,7 +208,7 @@ def cmd_list(args) -> int:
     print("models:  " + ", ".join(MODEL_NAMES) + ", or a local Hugging Face folder")
     print("games:   " + ", ".join(sorted(GAMES)))
     print(f"tasks:   strcomp ({len(ALL_FUNCTIONS)} atomic string functions func_0..func_{len(ALL_FUNCTIONS) - 1})")
-    print("engines: hf, vllm")
+    print("engines: hf, vllm, auto (the faster of the two, measured once per model and machine)")
     if root.is_dir():
         print("recipes: " + ", ".join(sorted(str(p.relative_to(root.parent)) for p in root.glob("*.yaml"))))
     from compose_rl.primitives.register import describe_all  # primitives, probe suites, in-game probes, detectors
