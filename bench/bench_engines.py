@@ -32,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from compose_rl.rollout.engine_choice import cpu_model, cpuinfo  # noqa: E402
+
 QUESTIONS = [
     "What is the capital of France?", "Name three primary colors.", "Write a haiku about autumn.",
     "Explain what a prime number is.", "Give me a tip for learning to cook.", "What does a CPU do?",
@@ -144,18 +146,11 @@ CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx
 def machine() -> str:
     """One line: CPU model, logical CPUs, which of CPU_FLAGS the CPU has, and which it lacks (from
     /proc/cpuinfo; 'unknown' where that file does not exist)."""
-    info: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())  # the first processor's entry
-    except OSError:
-        pass
+    info = cpuinfo()
     flags = set(info.get("flags", "").split())
     has = [f for f in CPU_FLAGS if f in flags]
     lacks = [f for f in CPU_FLAGS if f not in flags]
-    return (f"cpu: {info.get('model name', 'unknown')} x {os.cpu_count()} logical; flags: {' '.join(has) or 'unknown'}"
+    return (f"cpu: {cpu_model()} x {os.cpu_count()} logical; flags: {' '.join(has) or 'unknown'}"
             + (f"; lacks: {' '.join(lacks)}" if flags and lacks else ""))
 
 

@@ -67,14 +67,23 @@ def save_entry(path: str | Path, key: str, entry: Mapping) -> None:
 
 
 # ------------------------------------------------------------------------------ key
-def cpu_model() -> str:
+def cpuinfo() -> dict[str, str]:
+    """The first processor's entries of /proc/cpuinfo ({} where that file does not exist)."""
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    return info
+
+
+def cpu_model() -> str:
+    name = cpuinfo().get("model name")
+    if name:
+        return name
     import platform
 
     return platform.processor() or platform.machine() or "unknown-cpu"
