@@ -183,19 +183,25 @@ def cmd_seeds(args) -> int:
 
 def cmd_transfer(args) -> int:
     """The transfer matrix of runs' checkpoints on a suite's domains (compose_rl/evals/transfer.py)."""
-    from compose_rl.evals.transfer import TransferError, transfer_matrix, write_outputs
+    from compose_rl.evals.transfer import TransferError, load_rows, transfer_matrix, write_outputs
 
     items = args.items or (4 if args.smoke else 100)
     if items < 1:
         return _err(f"--items {items}: give at least 1 item per column")
+    if not args.runs and not args.merge:
+        return _err("transfer: give RUN_DIRs to evaluate and/or --merge DIRs of earlier transfer outputs")
     try:
-        rows = transfer_matrix(args.runs, args.suite, items, log=lambda m: print(m, file=sys.stderr))
+        rows = load_rows(args.merge) + (transfer_matrix(args.runs, args.suite, items, log=lambda m: print(m, file=sys.stderr))
+                                        if args.runs else [])
     except TransferError as e:
         return _err(str(e))
-    out = Path(args.out) if args.out else Path(args.runs[0]).parent / f"transfer-{args.suite}{'-smoke' if args.smoke else ''}"
+    first = Path(args.runs[0] if args.runs else args.merge[0])
+    out = Path(args.out) if args.out else first.parent / f"transfer-{args.suite}{'-smoke' if args.smoke else ''}"
     paths = write_outputs(rows, out, args.suite)
     print(paths["md"].read_text())
-    print(f"transfer: {paths['md']}, {paths['csv']}, {paths['png']}")
+    if "seeds_md" in paths:
+        print(paths["seeds_md"].read_text())
+    print("transfer: " + ", ".join(str(p) for k, p in paths.items() if not k.endswith("json")))
     return 0
 
 
@@ -300,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     sd.add_argument("--out", metavar="FILE", help="also write the markdown table here")
     sd.set_defaults(fn=cmd_seeds)
     tr = sub.add_parser("transfer", help="transfer matrix: base + every stage checkpoint of RUNs on a suite's domains")
-    tr.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    tr.add_argument("runs", nargs="*", metavar="RUN_DIR")
+    tr.add_argument("--merge", action="append", default=[], metavar="TRANSFER_DIR",
+                    help="also the rows of an earlier `compose-rl transfer` output (repeat; matrices computed separately)")
     tr.add_argument("--suite", default="full", help="full, games, strcomp, probes or smoke (compose_rl/domains)")
     tr.add_argument("--smoke", action="store_true", help="a handful of items per column (4 unless --items)")
     tr.add_argument("--items", type=int, default=0, help="items (problems, states, games) per column; default 100")

@@ -9,7 +9,8 @@ import torch
 
 from compose_rl.cli import main
 from compose_rl.domains import Column
-from compose_rl.evals.transfer import Row, delta_interval, fill_cells, normalized_gain, score_interval
+from compose_rl.evals.transfer import (Row, delta_interval, fill_cells, normalized_gain, score_interval, seed_rows,
+                                      write_outputs)
 
 
 # ------------------------------------------------------------------ statistics, by hand
@@ -55,6 +56,49 @@ def test_cells_deltas_gains_and_transferability_index_of_a_tiny_case():
     assert s["transfer_index"] == pytest.approx(0.25) and math.isnan(k["transfer_index"])
     assert math.isnan(sft.cells[1]["transfer_index"]) is False and sft.cells[1]["transfer_index"] == 0.0
     assert normalized_gain(0.75, 0.5) == 0.5 and math.isnan(normalized_gain(1.0, 1.0))
+
+
+# ------------------------------------------------------------------ over seeds, by hand
+def _seeded_rows(cond, seed, rl_kuhn):
+    base = Row(f"{cond}-s{seed}-x", "base", [], [Column("kuhn_poker", "valid", [0.0] * 4)], condition=cond, seed=seed)
+    base.base = base
+    rl = Row(f"{cond}-s{seed}-x", "rl", ["kuhn_poker"], [Column("kuhn_poker", "valid", rl_kuhn)], base=base,
+             condition=cond, seed=seed)
+    for r in (base, rl):
+        fill_cells(r)
+    return [base, rl]
+
+
+def test_seed_rows_average_per_seed_cells_with_a_t_interval_over_seeds():
+    rows = (_seeded_rows("c", 0, [1.0, 1.0, 0.0, 0.0]) + _seeded_rows("c", 1, [1.0, 1.0, 1.0, 0.0])
+            + _seeded_rows("c", 2, [1.0] * 4) + _seeded_rows("alone", 0, [1.0] * 4))
+    agg = seed_rows(rows)
+    assert [r.name for r in agg] == ["c (seeds 0,1,2):base [-]", "c (seeds 0,1,2):rl [kuhn_poker]"]  # 1 seed: no row
+    c = agg[1].cells[0]
+    # per-seed scores .5, .75, 1: mean .75, sd .25, half-width t(2) 4.303 * .25 / sqrt(3) = .6211
+    assert c["n"] == 3 and c["score"] == pytest.approx(0.75) and c["d_base"] == pytest.approx(0.75)
+    assert c["lo"] == pytest.approx(0.75 - 0.62108, abs=1e-4) and c["hi"] == 1.0  # a score is clipped to [0, 1]
+    assert c["d_base_hi"] == pytest.approx(0.75 + 0.62108, abs=1e-4)  # a delta is not
+    assert math.isnan(c["d_sft"])  # no SFT row in these runs
+
+
+def test_transfer_merge_joins_separate_matrices_into_one_seed_table(tmp_path, capsys):
+    for seed, items in ((0, [1.0, 1.0, 0.0, 0.0]), (1, [1.0, 1.0, 1.0, 0.0]), (2, [1.0] * 4)):
+        write_outputs(_seeded_rows("c", seed, items), tmp_path / f"m{seed}", "smoke")
+    assert not (tmp_path / "m0" / "transfer-seeds.json").exists()  # one seed: no seed table
+    args = ["transfer", "--merge", str(tmp_path / "m0"), "--merge", str(tmp_path / "m1"), "--merge", str(tmp_path / "m2"),
+            "--out", str(tmp_path / "all")]
+    assert main(args) == 0
+    rows = json.loads((tmp_path / "all" / "transfer.json").read_text())
+    assert len(rows) == 6 and {r["seed"] for r in rows} == {0, 1, 2}
+    seeds = json.loads((tmp_path / "all" / "transfer-seeds.json").read_text())
+    assert seeds[1]["row"] == "c (seeds 0,1,2):rl [kuhn_poker]" and seeds[1]["cells"][0]["score"] == pytest.approx(0.75)
+    assert (tmp_path / "all" / "transfer-seeds.png").stat().st_size > 1000
+    assert "Transfer matrix over seeds" in capsys.readouterr().out
+    assert main(["transfer", "--merge", str(tmp_path / "nothing")]) == 2
+    _one_error_line(capsys, "no transfer.json there")
+    assert main(["transfer"]) == 2
+    _one_error_line(capsys, "give RUN_DIRs")
 
 
 # ------------------------------------------------------------------ a toy run with two checkpoints

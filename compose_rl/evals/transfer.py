@@ -94,6 +94,8 @@ class Row:
     base: "Row | None" = None
     sft: "Row | None" = None
     cells: list[dict] = field(default_factory=list)
+    condition: str = ""  # the run's recipe name without its `-s<seed>` suffix: what seeds replicate
+    seed: int | None = None
 
     @property
     def name(self) -> str:
@@ -131,6 +133,44 @@ def fill_cells(row: Row) -> None:
 def _mean(xs: list[float]) -> float:
     xs = [x for x in xs if x == x]
     return sum(xs) / len(xs) if xs else math.nan
+
+
+SEED_KEYS = ("score", "d_base", "d_sft", "transfer_index")
+
+
+def seed_rows(rows: list[Row]) -> list[Row]:
+    """One row per (condition, checkpoint) that 2 or more seeds replicate: each cell's score, delta vs
+    base and delta vs SFT averaged over the seeds, with the 95% t-interval over seeds (the seed is the
+    unit of replication: a training run's items are not independent trainings). Deltas are paired
+    within each seed first (the per-seed delta of the single-run cell), then averaged. A key a seed
+    lacks (nan) is left out of that key's mean; `n` is the number of seeds."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.condition or r.run, r.label), []).append(r)
+    out = []
+    for (cond, label), rs in groups.items():
+        if len({r.seed for r in rs}) < 2:
+            continue
+        cells = []
+        for j, c0 in enumerate(rs[0].cells):
+            c = {"group": c0["group"], "column": c0["column"], "n": len(rs), "paired": True, "floor": c0["floor"]}
+            for key in SEED_KEYS:
+                xs = [r.cells[j][key] for r in rs if r.cells[j][key] == r.cells[j][key]]
+                m, h = mean_ci(xs) if xs else (math.nan, math.nan)
+                lo, hi = m - h, m + h
+                if key == "score":
+                    lo, hi = max(0.0, lo), min(1.0, hi)
+                c.update({key: m, f"{key}_lo": lo, f"{key}_hi": hi})
+            c["lo"], c["hi"] = c.pop("score_lo"), c.pop("score_hi")
+            cells.append(c)
+        seeds = ",".join(str(r.seed) for r in sorted(rs, key=lambda r: (r.seed is None, r.seed)))
+        out.append(Row(f"{cond} (seeds {seeds})", label, rs[0].trained_on, [], cells=cells, condition=cond))
+    return out
+
+
+def condition_name(recipe) -> str:
+    suffix = f"-s{recipe.seed}"
+    return recipe.name[: -len(suffix)] if recipe.name.endswith(suffix) else recipe.name
 
 
 # ----------------------------------------------------------------------------- runs and checkpoints
@@ -233,12 +273,13 @@ def transfer_matrix(runs: list[str | Path], suite: str = "full", items: int = 10
         evaluate = lambda pol: evaluate_policy(pol, domains, items, ro.max_new_tokens, ro.eval_temperature,  # noqa: E731
                                                ro.batch_size)
         log(f"transfer: {path.name}: base")
-        base = Row(path.name, "base", [], evaluate(build_policy(recipe)))
+        cond = dict(condition=condition_name(recipe), seed=recipe.seed)
+        base = Row(path.name, "base", [], evaluate(build_policy(recipe)), **cond)
         base.base = base
         run_rows, sft = [base], None
         for label, src in cks:
             log(f"transfer: {path.name}: {label}")
-            row = Row(path.name, label, trained_groups(recipe), evaluate(build_policy(recipe, src)), base=base)
+            row = Row(path.name, label, trained_groups(recipe), evaluate(build_policy(recipe, src)), base=base, **cond)
             if label.startswith("sft") and sft is None:
                 sft = row
             run_rows.append(row)
@@ -258,13 +299,18 @@ def _signed(x: float) -> str:
     return "nan" if x != x else f"{x:+.2f}"
 
 
-def markdown(rows: list[Row], suite: str) -> str:
+CAPTION = ("Cell: score [95% CI]; Δbase [CI]; ΔSFT [CI]; TI = transferability index of the column's group "
+           "(normalized gain off-domain / in-domain; blank in-domain). `~` marks unpaired deltas (sampled play). "
+           "Floor row: chance/shortcut score where one is defined.")
+SEED_CAPTION = ("Over seeds: each cell is the mean over the condition's seeds of the single-run cell, [95% t-interval "
+                "over seeds]; Δbase and ΔSFT are paired within each seed, then averaged; TI is the mean of the "
+                "seeds where it is defined. Floor row: chance/shortcut score where one is defined.")
+
+
+def markdown(rows: list[Row], suite: str, title: str = "Transfer matrix", caption: str = CAPTION) -> str:
     cols = [(c["group"], c["column"]) for c in rows[0].cells]
     head = ["checkpoint [trained on]"] + [f"{g}/{c}" for g, c in cols]
-    lines = [f"# Transfer matrix (suite `{suite}`)", "",
-             "Cell: score [95% CI]; Δbase [CI]; ΔSFT [CI]; TI = transferability index of the column's group "
-             "(normalized gain off-domain / in-domain; blank in-domain). `~` marks unpaired deltas (sampled play). "
-             "Floor row: chance/shortcut score where one is defined.", "",
+    lines = [f"# {title} (suite `{suite}`)", "", caption, "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = []
@@ -283,6 +329,27 @@ def markdown(rows: list[Row], suite: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_rows(outs: list[str | Path]) -> list[Row]:
+    """The single-run rows of earlier `compose-rl transfer` outputs (their transfer.json), to merge
+    matrices computed separately (e.g. each run as it finishes) into one table and one seed table."""
+    rows: list[Row] = []
+    for out in outs:
+        f = Path(out) / "transfer.json"
+        if not f.is_file():
+            raise TransferError(f"--merge {out}: no transfer.json there; give folders that `compose-rl transfer` wrote")
+        for d in json.loads(f.read_text()):
+            if "run" not in d:
+                raise TransferError(f"--merge {out}: transfer.json predates merging (no run/seed fields); "
+                                    "recompute it with `compose-rl transfer`")
+            rows.append(Row(d["run"], d["label"], d["trained_on"], [], cells=d["cells"], condition=d["condition"],
+                            seed=d["seed"]))
+    cols = [(c["group"], c["column"]) for c in rows[0].cells] if rows else []
+    for r in rows:
+        if [(c["group"], c["column"]) for c in r.cells] != cols:
+            raise TransferError(f"--merge: {r.name} has other columns than {rows[0].name}; merge matrices of one suite")
+    return rows
+
+
 CSV_FIELDS = ["run", "checkpoint", "trained_on", "group", "column", "score", "lo", "hi", "n", "paired", "floor",
               "d_base", "d_base_lo", "d_base_hi", "d_sft", "d_sft_lo", "d_sft_hi", "gain", "group_gain",
               "in_domain_gain", "transfer_index"]
@@ -295,17 +362,27 @@ def write_csv(rows: list[Row], path: Path) -> None:
         for r in rows:
             for c in r.cells:
                 w.writerow({"run": r.run, "checkpoint": r.label, "trained_on": "+".join(r.trained_on),
-                            **{k: c[k] for k in CSV_FIELDS[3:]}})
+                            **{k: c.get(k, "") for k in CSV_FIELDS[3:]}})
 
 
 def write_outputs(rows: list[Row], out: Path, suite: str) -> dict[str, Path]:
+    """transfer.{md,csv,json,png}, and transfer-seeds.{md,csv,json,png} (seed_rows) when a condition
+    has two or more seeds."""
     from compose_rl.report.transfer_plot import heatmap
 
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / "transfer.md", "csv": out / "transfer.csv", "png": out / "transfer.png",
-             "json": out / "transfer.json"}
-    paths["md"].write_text(markdown(rows, suite))
-    write_csv(rows, paths["csv"])
-    paths["json"].write_text(json.dumps([{"row": r.name, "cells": r.cells} for r in rows], indent=1, default=float))
-    heatmap(rows, paths["png"], title=f"Transfer matrix ({suite}): Δ vs base")
+    paths: dict[str, Path] = {}
+    title = "Transfer matrix"
+    for stem, rs, caption in (("transfer", rows, CAPTION), ("transfer-seeds", seed_rows(rows), SEED_CAPTION)):
+        if not rs:
+            continue
+        p = {k: out / f"{stem}.{k}" for k in ("md", "csv", "png", "json")}
+        p["md"].write_text(markdown(rs, suite, title, caption))
+        write_csv(rs, p["csv"])
+        p["json"].write_text(json.dumps([{"row": r.name, "run": r.run, "label": r.label, "trained_on": r.trained_on,
+                                          "condition": r.condition, "seed": r.seed, "cells": r.cells} for r in rs],
+                                        indent=1, default=float))
+        heatmap(rs, p["png"], title=f"{title} ({suite}): Δ vs base" + (", mean over seeds" if rs is not rows else ""))
+        paths.update(p if stem == "transfer" else {f"seeds_{k}": v for k, v in p.items()})
+        title = "Transfer matrix over seeds"
     return paths

@@ -15,7 +15,8 @@ def heatmap(rows, path: Path, title: str = "Transfer matrix") -> Path:
 
     cols = [f"{c['group']}\n{c['column']}" for c in rows[0].cells]
     d = np.array([[c["d_base"] for c in r.cells] for r in rows], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(cols), 1.0 + 0.55 * len(rows)))
+    label_w = 0.065 * max(len(r.name) for r in rows)  # inches for the row labels
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 + 1.1 * len(cols)) + label_w, 1.0 + 0.55 * len(rows)))
     lim = max(float(np.nanmax(np.abs(d))) if np.isfinite(d).any() else 0.0, 0.05)
     im = ax.imshow(np.nan_to_num(d), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     for i, r in enumerate(rows):
