@@ -19,6 +19,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -96,6 +97,22 @@ class Pipeline:
     def trainable(self) -> torch.nn.Module:
         """What training updates and checkpoints hold: the model, or the latent loop (model + bridge)."""
         return self.loop if (self.recipe.latent is not None or self.recipe.recurrent is not None) else self.policy.model
+
+    @property
+    def scorer(self):
+        """The policy the exact evaluations score (exploitability, in-game tables): the looped module
+        behind the policy's tokenizer and prompt for a recurrent-depth recipe, else the policy itself."""
+        if self.recipe.recurrent is not None:
+            from dataclasses import replace
+
+            return replace(self.policy, model=self.loop)
+        return self.policy
+
+    def save_best(self, path) -> None:
+        """The policy as a Hugging Face folder (+ the looped module's own state in loop_state.pt)."""
+        self.policy.save(path)
+        if self.recipe.recurrent is not None:
+            torch.save({"model": self.loop.state_dict()}, Path(path) / "loop_state.pt")
 
     @property
     def max_new_tokens(self) -> int:

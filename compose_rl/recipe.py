@@ -543,8 +543,9 @@ class Recipe(Section):
         rc, rl = self.recurrent, self.rl
         if self.latent is not None:
             raise ValueError("recurrent: give either `latent` (the Coconut loop) or `recurrent`, not both")
-        if self.task is None or self.games is not None:
-            raise ValueError("recurrent: the recurrent-depth policy runs the string task only; remove `recurrent` or use `task` alone")
+        if self.games is not None and self.games.opponent == "pool":
+            raise ValueError("recurrent: games.opponent: pool snapshots the plain model, not the loop; use opponent: self "
+                             "or a fixed bot")
         if self.rollout.engine not in ("hf", "auto") or self.rollout.workers or self.rollout.mode != "sync":  # auto -> hf
             raise ValueError("recurrent: the looped policy generates in the learner's process; set rollout.engine: hf, "
                              "rollout.workers: 0, rollout.mode: sync")

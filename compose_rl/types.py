@@ -26,6 +26,7 @@ class Completion:
     text: str
     finish_reason: str  # "stop" (EOS) or "length" (hit max_new_tokens: truncated)
     policy_version: int = 0
+    info: dict[str, Any] = field(default_factory=dict)  # engine-specific facts the learner needs (loop depth, seed)
 
     @property
     def truncated(self) -> bool:

@@ -276,6 +276,7 @@ BASE = {"name": "x", "stages": ["sft", "rl"], "model": {"name": "tiny", "tiny": 
     ({"latent": {"steps": 2}}, "either `latent`"),
     ({"rl": {"kl_coef": 0.1}}, "rl.kl_coef"),
     ({"rollout": {"engine": "hf", "workers": 2}}, "in the learner's process"),
+    ({"games": {"train": [{"name": "kuhn_poker"}], "opponent": "pool"}}, "recurrent: games.opponent: pool"),
 ])
 def test_invalid_recurrent_recipes_exit_2_with_one_line(tmp_path, capsys, change, message):
     d = {**BASE, **{k: ({**BASE[k], **v} if k == "recurrent" else v) for k, v in change.items()}}
@@ -307,6 +308,75 @@ def test_shipped_recipe_smoke_run(tmp_path):
     assert 1 <= ev["depth/halt_change/mean_iterations"] <= 2
     state = torch.load(os.path.join(run, "checkpoints", "rl-final", "state.pt"))["model"]
     assert {"adapter.weight", "halt_head.weight", "state_norm.weight", "weight_logits"} <= set(state)
+
+
+def test_self_play_samples_carry_each_rollouts_loop_depth_and_fresh_exploration_seeds(policy):
+    """Completion.info -> Sample.info through the self-play collector; unseeded calls (self-play turns) draw
+    new exploration seeds each time, so no two rollouts of a step share a dropout mask."""
+    from compose_rl.experimental.recurrent_train import LoopCollector
+    from compose_rl.rollout.collectors import SelfPlayCollector
+    from games import get_game
+    from games.env import InvalidPolicy
+
+    lm = looped(policy, depth=3, explore="dropout", dropout=0.2)
+    engine = LoopedEngine(lm, policy.tokenizer, batch_size=8)
+    inner = SelfPlayCollector([(get_game("kuhn_poker"), 1.0)], policy.format_prompt, 4,
+                              SamplingParams(temperature=1.0, max_new_tokens=6), 0,
+                              InvalidPolicy(mode="penalty", penalty=-3.0, other=0.0), opponent="self")
+    collector = LoopCollector(inner, lm, engine, seed=0)
+    samples, metrics, _ = collector.collect(engine, 0)
+    assert samples and metrics["latent/depth"] == 3
+    assert all(s.info["loop_depth"] == 3 for s in samples)
+    seeds = [s.info["loop_seed"] for s in samples]
+    assert None not in seeds and len(set(seeds)) == len(seeds)  # one mask per rollout, none repeated
+    # the learner rescores a sample with its own seed: the engine's log-probs are reproduced
+    pad = policy.tokenizer.pad_token_id
+    logp, mask = loop_logprobs(lm, samples[:4], pad)
+    for i, s in enumerate(samples[:4]):
+        assert (logp[i, : len(s.old_logprobs)] - torch.tensor(s.old_logprobs)).abs().max() < 1e-4
+
+
+def test_exact_game_tables_score_the_loop_at_its_depth(policy):
+    """Exploitability's action tables come from the looped module (Pipeline.scorer), at its current depth: the
+    untrained loop is the plain model, a trained one is not, and its tables move with the depth."""
+    from dataclasses import replace
+
+    from compose_rl.evals.games import lm_policy_tables
+    from games import get_game
+
+    game = get_game("kuhn_poker")
+
+    def gap(a, b):
+        return max(abs(a[k][x] - b[k][x]) for k in a for x in a[k])
+
+    plain = lm_policy_tables(policy, game)
+    assert gap(plain, lm_policy_tables(replace(policy, model=looped(policy, depth=3, trained=False)), game)) < 1e-5
+    lm = looped(policy, depth=3)
+    at3 = lm_policy_tables(replace(policy, model=lm), game)
+    lm.depth = 6
+    at6 = lm_policy_tables(replace(policy, model=lm), game)
+    assert gap(plain, at3) > 1e-4 and gap(at3, at6) > 1e-4
+
+
+def test_kuhn_self_play_recipe_smoke_run(tmp_path):
+    """recurrent-depth-kuhn at smoke budgets: SFT and self-play RL through the loop, exact exploitability
+    of the looped policy at r, 2r, 4r with FLOPs per answer, the loop's own weights checkpointed."""
+    out = tmp_path / "runs"
+    path = os.path.join(ROOT, "recipes", "recurrent-depth-kuhn.yaml")
+    assert main(["recipe", path, "--smoke", f"output={out}", "stages=[sft,rl,eval]", "recurrent.explore=dropout",
+                 "recurrent.credit=per_loop", "recurrent.depth=2"]) == 0
+    run = glob.glob(str(out / "*"))[0]
+    rows = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl"))]
+    rl = [r for r in rows if r["stage"] == "rl"]
+    assert rl and all(r["latent/depth"] == 2 for r in rl)
+    ev = [r for r in rows if r["stage"] == "eval-rl"][0]
+    for m in (1, 2, 4):
+        assert 0.0 <= ev[f"depth/x{m}/kuhn_poker/exploitability"] < 2.0
+    assert ev["depth/x1/kuhn_poker/exploitability"] == pytest.approx(ev["eval/kuhn_poker/exploitability"], abs=1e-6)
+    flops = [ev[f"depth/x{m}/kuhn_poker/flops_per_answer"] for m in (1, 2, 4)]
+    assert flops[0] < flops[1] < flops[2]
+    state = torch.load(os.path.join(run, "checkpoints", "rl-final", "state.pt"))["model"]
+    assert {"adapter.weight", "halt_head.weight"} <= set(state)
 
 
 def test_study_summary_from_hand_written_rows(tmp_path):

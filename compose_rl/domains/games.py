@@ -236,7 +236,7 @@ class GameDomain(DomainBase):
         out = {}
         for name, avg in self.average.items():
             game = next(g for g, _ in self.mixture if g.name == name)
-            tables = lm_policy_tables(pipe.policy, game)
+            tables = lm_policy_tables(pipe.scorer, game)
             cur = exploitability_of_tables(game, tables)
             # reach-weighted: the average is the behaviour policy of the mixture of past policies (fictitious play)
             avg.update(tables, reach=own_reach(game, tables))
@@ -250,7 +250,7 @@ class GameDomain(DomainBase):
                 out[f"eval/{name}/vs_{opp}/exact_value"] = exact_value_vs(game, tables, tabular_opponent(game, opp))
             if cur[0] < self.best.get(name, (float("inf"),))[0]:
                 self.best[name] = (cur[0], step)
-                pipe.policy.save(pipe.run.path / "best" / name)
+                pipe.save_best(pipe.run.path / "best" / name)
                 out[f"eval/{name}/best_step"] = step
                 write_infostates(pipe.run, "best", {name: rows}, {"step": step, "exploitability": cur[0]})
         return out
@@ -273,7 +273,7 @@ class GameDomain(DomainBase):
         r = pipe.recipe
         names = [g.name for g, _ in self.mixture] + [g.name for g in self.held_out]
         tables: dict = {}
-        metrics, transcripts = game_eval_suite(pipe.policy, pipe.engine, names, r.eval.opponents, r.eval.games,
+        metrics, transcripts = game_eval_suite(pipe.scorer, pipe.engine, names, r.eval.opponents, r.eval.games,
                                                r.seed + 1000, pipe.sampling(train=False), tables_out=tables)
         if tables:
             write_infostates(pipe.run, label, {n: infostate_rows(get_game(n), t) for n, t in tables.items()})

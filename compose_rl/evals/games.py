@@ -241,7 +241,7 @@ def lm_action_logprobs(policy: "Policy", game: "Game", states: Sequence[tuple[py
             raise ValueError(f"player {player} has no legal action in this state")
         refs.append(ref)
     scores = None
-    if share_prefix:
+    if share_prefix and getattr(policy.model, "prefix_cache", True):  # a looped model has no HF KV cache
         try:
             scores = shared_prefix_logprobs(policy.model, prompt_ids, comp_ids, pad, batch_size)
         except (AttributeError, NotImplementedError) as err:  # a cache without batch reindexing

@@ -169,6 +169,8 @@ class LoopCache:
 class LoopedLM(nn.Module):
     """prelude -> core x r -> coda over a transformers Llama-family causal LM (see the module docstring)."""
 
+    prefix_cache = False  # evals.games scores full sequences through forward (no HF past_key_values)
+
     def __init__(self, model, spec: LoopSpec):
         super().__init__()
         inner = getattr(model, "model", None)
@@ -413,14 +415,15 @@ def loop_logprobs(model: LoopedLM, batch, pad: int, with_entropy: bool = False, 
 # ---------------------------------------------------------------------- generation
 class LoopedEngine:
     """The Engine protocol over a LoopedLM in the learner's process. Sampled rollouts (temperature > 0) get
-    their own exploration seed; `last_rollout_info` lists (per prompt, per completion) the depth and seed
-    the learner needs (`LoopCollector` copies them into `Sample.info`)."""
+    their own exploration seed; each Completion's `info` holds the depth and seed the learner needs (the
+    collectors copy it into `Sample.info`); `last_rollout_info` lists them per prompt for the evaluations."""
 
     def __init__(self, looped: LoopedLM, tokenizer, batch_size: int = 64, use_cache: bool = True):
         self.looped, self.tokenizer, self.batch_size, self.use_cache = looped, tokenizer, batch_size, use_cache
         self.policy_version = 0
         self.depth: int | None = None  # None: the looped model's evaluation depth
         self.last_rollout_info: list[list[dict]] = []
+        self._unseeded = 0  # calls without sampling.seed (self-play turns): each gets fresh exploration seeds
 
     def load_weights(self, state: Mapping[str, torch.Tensor] | None, version: int) -> None:
         if state is not None:
@@ -438,8 +441,10 @@ class LoopedEngine:
         depth = self.depth or self.looped.depth
         ids = encode(tok, prompts)
         rows = [(i, j) for i in range(len(prompts)) for j in range(sampling.n)]
-        base = 0 if sampling.seed is None else sampling.seed * 1_000_003
         explore = sampling.temperature > 0 and self.looped.spec.explore != "temperature"
+        if sampling.seed is None and explore:
+            self._unseeded += 1
+        base = (sampling.seed if sampling.seed is not None else -self._unseeded) * 1_000_003
         seeds = [base + k + 1 if explore else None for k in range(len(rows))]
         out: list[list[Completion]] = [[] for _ in prompts]
         self.last_rollout_info = [[] for _ in prompts]
@@ -450,8 +455,10 @@ class LoopedEngine:
                 chunk = rows[start:start + self.batch_size]
                 res = self._run([ids[i] for i, _ in chunk], seeds[start:start + len(chunk)], depth, sampling, eos, pad)
                 for (i, _), seed, (toks, lps, stopped, d) in zip(chunk, seeds[start:start + len(chunk)], res):
-                    out[i].append(completion(tok, ids[i], toks, lps, stopped, self.policy_version))
-                    self.last_rollout_info[i].append({"loop_depth": d, "loop_seed": seed})
+                    c = completion(tok, ids[i], toks, lps, stopped, self.policy_version)
+                    c.info = {"loop_depth": d, "loop_seed": seed}  # collectors copy it into Sample.info
+                    out[i].append(c)
+                    self.last_rollout_info[i].append(c.info)
         finally:
             self.looped.train(was_training)
         return out

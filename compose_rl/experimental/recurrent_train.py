@@ -95,8 +95,9 @@ def looped_sft(looped: LoopedLM, policy, pairs: list[tuple[str, str]], cfg, run,
 
 
 class LoopCollector:
-    """Wraps a collector: draws this RL step's depth (the engine samples at it, the learner trains at it)
-    and copies each rollout's (depth, exploration seed) from the engine into its Sample.info."""
+    """Wraps a collector (string task or self-play): draws this RL step's depth (the engine samples at it,
+    the learner trains at it) and checks that every sample carries its rollout's (depth, exploration
+    seed), which the engine puts in Completion.info and the collectors copy into Sample.info."""
 
     def __init__(self, inner, looped: LoopedLM, engine: LoopedEngine, seed: int):
         self.inner, self.looped, self.engine, self.seed = inner, looped, engine, seed
@@ -108,12 +109,10 @@ class LoopCollector:
             samples, metrics, texts = self.inner.collect(engine, step)
         finally:
             self.engine.depth = None  # evaluations run at the recipe's depth
-        info = [i for row in self.engine.last_rollout_info for i in row]
-        if len(info) != len(samples):
-            raise RuntimeError(f"recurrent: {len(samples)} samples but {len(info)} rollouts recorded; the wrapped "
-                               "collector must turn every completion into one sample, in order")
-        for s, i in zip(samples, info):
-            s.info.update(i)
+        lost = sum("loop_depth" not in s.info for s in samples)
+        if lost:
+            raise RuntimeError(f"recurrent: {lost} of {len(samples)} samples lack their rollout's loop depth and seed; "
+                               "the wrapped collector must copy Completion.info into Sample.info")
         metrics["latent/depth"] = r
         return samples, metrics, texts
 
@@ -190,13 +189,44 @@ def depth_eval(looped: LoopedLM, engine: LoopedEngine, policy, task, depths, ite
     return out
 
 
+@torch.no_grad()
+def game_depth_eval(pipe, multipliers=(1, 2, 4)) -> dict:
+    """Test-time depth scaling in self-play: the exact exploitability of the looped policy at r x m
+    iterations (no retraining) for each training game small enough to solve, with the forward FLOPs of
+    one strict answer (+ EOS) averaged over the game's information states."""
+    from compose_rl.evals.exploitability import exploitability_of_tables, infostates, is_small
+    from compose_rl.evals.games import lm_policy_tables
+
+    looped, tok = pipe.loop, pipe.policy.tokenizer
+    r0, out = looped.depth, {}
+    games = [g for d in pipe.domains for g, _ in getattr(d, "mixture", []) if is_small(g)]
+    try:
+        for game in games:
+            infos = infostates(game)
+            lens = [(len(tok(pipe.policy.format_prompt(game.prompt(i.state, i.player)), add_special_tokens=False)["input_ids"]),
+                     len(tok(game.answer_text(i.state, i.state.legal_actions(i.player)[0]), add_special_tokens=False)["input_ids"]) + 1)
+                    for i in infos]
+            for m in multipliers:
+                looped.depth = r0 * m
+                out[f"depth/x{m}/{game.name}/exploitability"] = exploitability_of_tables(game, lm_policy_tables(pipe.scorer, game))[0]
+                out[f"depth/x{m}/{game.name}/flops_per_answer"] = sum(
+                    flops_per_answer(looped.config, looped.spec, r0 * m, p, a) for p, a in lens) / len(lens)
+    finally:
+        looped.depth = r0
+    return out
+
+
 def recurrent_eval(pipe, label: str) -> dict:
-    """The pipeline's eval-stage extras: depth scaling and exit rules (depth_eval) and the loop probes on the
-    recipe's test depths; also written to eval/<label>-recurrent.json."""
+    """The pipeline's eval-stage extras, written to eval/<label>-recurrent.json: on the string task depth
+    scaling and exit rules (depth_eval) and the loop probes on the recipe's test depths; in self-play the
+    exact exploitability at each depth multiplier (game_depth_eval)."""
     r = pipe.recipe
-    items = r.eval.items_per_depth
-    out = depth_eval(pipe.loop, pipe.engine, pipe.policy, pipe.task, r.task.test_depths, items, pipe.max_new_tokens,
-                     r.recurrent.eval_multipliers)
-    out.update(loop_probes(pipe.loop, pipe.policy, pipe.task, r.task.test_depths, min(items, 100)))
+    out: dict[str, float] = {}
+    if pipe.task is not None:
+        items = r.eval.items_per_depth
+        out.update(depth_eval(pipe.loop, pipe.engine, pipe.policy, pipe.task, r.task.test_depths, items,
+                              pipe.max_new_tokens, r.recurrent.eval_multipliers))
+        out.update(loop_probes(pipe.loop, pipe.policy, pipe.task, r.task.test_depths, min(items, 100)))
+    out.update(game_depth_eval(pipe, r.recurrent.eval_multipliers))
     pipe.run.write_json(f"eval/{label}-recurrent.json", out)
     return out

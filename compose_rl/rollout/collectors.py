@@ -38,7 +38,7 @@ class StringTaskCollector:
                 samples.append(Sample(prompt_ids=c.prompt_ids, completion_ids=c.token_ids, old_logprobs=c.logprobs,
                                       reward=r, prompt=prob.prompt, completion=c.text, group=g,
                                       policy_version=c.policy_version, truncated=c.truncated,
-                                      info={"depth": prob.depth, "answer": prob.answer}))
+                                      info={**c.info, "depth": prob.depth, "answer": prob.answer}))
         metrics = {}
         for d, rs in sorted(by_depth.items()):
             metrics[f"reward/depth{d}/mean"] = sum(rs) / len(rs)

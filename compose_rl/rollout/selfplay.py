@@ -243,6 +243,7 @@ def play_games(
                     policy_version=comp.policy_version,
                     truncated=comp.truncated,
                     info={
+                        **comp.info,  # engine facts the learner needs (a looped policy's depth and seed)
                         "valid": res.valid,
                         "action": res.action_name,
                         "attempt": attempt,
