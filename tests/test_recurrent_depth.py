@@ -400,3 +400,21 @@ def test_study_summary_from_hand_written_rows(tmp_path):
     assert "| 0.375 ± 1.588 |" in table  # groups with signal 0.25, 0.5
     assert "0.200 ± 0.000 (r: 0.100 ± 0.000)" in table and "| 2.000 ± 0.000 |" in table
     assert "after SFT (looped, shared by the conditions): d1 0.500 ± 0.000, d3 0.000 ± 0.000" in table
+
+
+def test_study_summary_of_self_play_rows(tmp_path):
+    """Self-play rows: exploitability after SFT / RL, paired RL - SFT and the depth-scaled cells, over seeds."""
+    from compose_rl.experimental.recurrent_study import summarize
+
+    def metrics(e, e2, e4):
+        return {"eval/kuhn_poker/exploitability": e, "depth/x2/kuhn_poker/exploitability": e2,
+                "depth/x4/kuhn_poker/exploitability": e4, "depth/x1/kuhn_poker/flops_per_answer": 3e6}
+
+    for seed, (sft, rl) in enumerate([(0.5, 0.3), (0.5, 0.4), (0.5, 0.2)]):
+        row = {"condition": "perloop-dropout", "seed": seed, "depths": [], "games": ["kuhn_poker"],
+               "groups_with_signal": 0.5, "sft": metrics(sft, sft, sft), "rl": metrics(rl, rl + 0.1, rl + 0.2)}
+        (tmp_path / f"perloop-dropout-s{seed}.json").write_text(json.dumps(row))
+    table = summarize(tmp_path)
+    # after RL .3 .4 .2: mean .3, sd .1, t(2) 4.303 * .1 / sqrt(3) = .248; RL - SFT = -.2 with the same width
+    assert "| perloop-dropout | 3 | kuhn_poker | 0.500 ± 0.000 | 0.300 ± 0.248 | -0.200 ± 0.248 | 0.400 ± 0.248 " \
+           "| 0.500 ± 0.248 | 0.500 ± 0.000 | 3.000 ± 0.000 |" in table

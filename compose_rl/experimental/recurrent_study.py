@@ -1,4 +1,4 @@
-"""The Gap C study of the recurrent-depth policy (issue 11) on string composition, at matched SFT.
+"""The Gap C study of the recurrent-depth policy (issue 11), on string composition or in self-play, at matched SFT.
 
 Per seed: one SFT of the looped policy (shared by every RL condition of that seed, so that RL's effect
 is a paired difference), then for each condition (credit x explore, see CONDITIONS) the same RL stage
@@ -59,6 +59,10 @@ def run_seed(recipe_path: str, overrides: list[str], seed: int, out: Path, condi
             if (out / f"{name}.json").exists():
                 continue
             pipe.loop.load_state_dict(sft_state)
+            if recipe.games is not None:  # a fresh average policy and best-checkpoint record per condition
+                from compose_rl.domains import training_domains
+
+                pipe.domains = training_domains(recipe)
             opts = CONDITIONS[cond]
             pipe.recipe = recipe.model_copy(update={"recurrent": recipe.recurrent.model_copy(update=opts)})
             pipe.loop.spec = replace(spec0, **opts)
@@ -67,7 +71,9 @@ def run_seed(recipe_path: str, overrides: list[str], seed: int, out: Path, condi
             rl_rows = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
             rl_rows = [r for r in rl_rows if r.get("stage") == f"rl-{cond}" and "rollout/groups_with_signal" in r]
             row = {"condition": "plain (r=1)" if arm == "plain" else cond, "seed": seed,
-                   "depth": recipe.recurrent.depth, "depths": list(recipe.task.test_depths),
+                   "depth": recipe.recurrent.depth,
+                   "depths": list(recipe.task.test_depths) if recipe.task is not None else [],
+                   "games": [g.name for g in recipe.games.train] if recipe.games is not None else [],
                    "groups_with_signal": sum(r["rollout/groups_with_signal"] for r in rl_rows) / max(len(rl_rows), 1),
                    "reward_first": rl_rows[0]["reward/mean"] if rl_rows else None,
                    "reward_last": rl_rows[-1]["reward/mean"] if rl_rows else None,
@@ -76,12 +82,42 @@ def run_seed(recipe_path: str, overrides: list[str], seed: int, out: Path, condi
             print(f"study: wrote {out / f'{name}.json'}", file=sys.stderr, flush=True)
 
 
+def summarize_games(rows: list[dict]) -> str:
+    """Self-play rows: exact exploitability (lower is better) after SFT and after RL, the paired RL - SFT
+    difference, at 4r iterations, groups with signal and FLOPs per answer, per game; mean ± 95% t over seeds."""
+    from compose_rl.ablate import mean_ci
+
+    def ci(xs):
+        m, h = mean_ci(xs)
+        return f"{m:.3f} ± {h:.3f}" if len(xs) > 1 else f"{m:.3f}"
+
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["condition"], []).append(r)
+    head = ["condition", "n", "game", "expl. after SFT", "expl. after RL", "RL - SFT", "after RL at 2r", "after RL at 4r",
+            "groups w/ signal", "MFLOP/answer (r)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cond, rs in by.items():
+        for g in rs[0]["games"]:
+            key = f"eval/{g}/exploitability"
+            cells = [cond, str(len(rs)), g, ci([r["sft"][key] for r in rs]), ci([r["rl"][key] for r in rs]),
+                     ci([r["rl"][key] - r["sft"][key] for r in rs]),
+                     ci([r["rl"][f"depth/x2/{g}/exploitability"] for r in rs]),
+                     ci([r["rl"][f"depth/x4/{g}/exploitability"] for r in rs]),
+                     ci([r["groups_with_signal"] for r in rs]),
+                     ci([r["rl"][f"depth/x1/{g}/flops_per_answer"] / 1e6 for r in rs])]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def summarize(out: Path) -> str:
     from compose_rl.ablate import mean_ci
 
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     if not rows:
         return f"no results in {out}"
+    if rows[0].get("games"):
+        return summarize_games(rows)
     depths = rows[0]["depths"]
     by: dict[str, list[dict]] = {}
     for r in rows:
