@@ -276,7 +276,7 @@ class Pipeline:
             out.update(d.track(self, step, label))
         from compose_rl.evals.probes import track_primitives  # primitive/<name>/... when the recipe asks
 
-        out.update(track_primitives(self.recipe, self.policy, self.engine, step=step,
+        out.update(track_primitives(self.recipe, self.scorer, self.engine, step=step,
                                     samples=self.run.path / "samples" / f"{label}.txt"))
         return out
 
@@ -300,7 +300,7 @@ class Pipeline:
             samples += texts
         from compose_rl.evals.probes import track_primitives  # primitive/<name>/... when the recipe asks
 
-        metrics.update(track_primitives(self.recipe, self.policy, self.engine, texts=samples))
+        metrics.update(track_primitives(self.recipe, self.scorer, self.engine, texts=samples))
         if r.recurrent is not None:  # depth scaling, exit rules and loop probes (experimental/recurrent_train.py)
             from compose_rl.experimental.recurrent_train import recurrent_eval
 

@@ -364,12 +364,14 @@ def test_kuhn_self_play_recipe_smoke_run(tmp_path):
     out = tmp_path / "runs"
     path = os.path.join(ROOT, "recipes", "recurrent-depth-kuhn.yaml")
     assert main(["recipe", path, "--smoke", f"output={out}", "stages=[sft,rl,eval]", "recurrent.explore=dropout",
-                 "recurrent.credit=per_loop", "recurrent.depth=2"]) == 0
+                 "recurrent.credit=per_loop", "recurrent.depth=2", "primitives={ingame: true}"]) == 0
     run = glob.glob(str(out / "*"))[0]
     rows = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl"))]
     rl = [r for r in rows if r["stage"] == "rl"]
     assert rl and all(r["latent/depth"] == 2 for r in rl)
     ev = [r for r in rows if r["stage"] == "eval-rl"][0]
+    ingame = [k for k in ev if k.startswith("primitive/") and "/ingame/" in k and not k.endswith("/uniform")]
+    assert ingame and all(0.0 <= ev[k] <= 1.0 for k in ingame)  # in-game probes score the looped module too
     for m in (1, 2, 4):
         assert 0.0 <= ev[f"depth/x{m}/kuhn_poker/exploitability"] < 2.0
     assert ev["depth/x1/kuhn_poker/exploitability"] == pytest.approx(ev["eval/kuhn_poker/exploitability"], abs=1e-6)
