@@ -289,17 +289,24 @@ def test_invalid_recurrent_recipes_exit_2_with_one_line(tmp_path, capsys, change
     assert len(err.splitlines()) == 1 and message.split(":")[0] in err
 
 
-def test_shipped_recipe_smoke_run(tmp_path):
-    """The shipped recipe at smoke budgets: SFT, RL through the learner's hook, the depth evaluations."""
+def _smoke_sft_rl_eval(tmp_path, recipe: str, *overrides: str):
+    """A shipped recipe at smoke budgets, depth 2, per-loop credit, dropout exploration: (run dir, RL rows,
+    the eval-rl row); every RL step ran at depth 2."""
     out = tmp_path / "runs"
-    path = os.path.join(ROOT, "recipes", "recurrent-depth-strcomp.yaml")
+    path = os.path.join(ROOT, "recipes", recipe)
     assert main(["recipe", path, "--smoke", f"output={out}", "stages=[sft,rl,eval]", "recurrent.explore=dropout",
-                 "recurrent.credit=per_loop", "recurrent.depth=2", "task.test_depths=[1,3]"]) == 0
+                 "recurrent.credit=per_loop", "recurrent.depth=2", *overrides]) == 0
     run = glob.glob(str(out / "*"))[0]
     rows = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl"))]
     rl = [r for r in rows if r["stage"] == "rl"]
-    assert rl and all(r["latent/depth"] == 2 and 0 <= r["rollout/groups_with_signal"] <= 1 for r in rl)
-    ev = [r for r in rows if r["stage"] == "eval-rl"][0]
+    assert rl and all(r["latent/depth"] == 2 for r in rl)
+    return run, rl, [r for r in rows if r["stage"] == "eval-rl"][0]
+
+
+def test_shipped_recipe_smoke_run(tmp_path):
+    """The shipped recipe at smoke budgets: SFT, RL through the learner's hook, the depth evaluations."""
+    run, rl, ev = _smoke_sft_rl_eval(tmp_path, "recurrent-depth-strcomp.yaml", "task.test_depths=[1,3]")
+    assert all(0 <= r["rollout/groups_with_signal"] <= 1 for r in rl)
     for key in ("depth/x4/acc_d3", "depth/x2/flops_per_answer", "depth/halt_head/mean_iterations",
                 "probe/d1/readout_acc_t2", "probe/d3/latent_change_t2", "probe/d1/participation_t1"):
         assert key in ev and math.isfinite(ev[key])
@@ -361,15 +368,7 @@ def test_exact_game_tables_score_the_loop_at_its_depth(policy):
 def test_kuhn_self_play_recipe_smoke_run(tmp_path):
     """recurrent-depth-kuhn at smoke budgets: SFT and self-play RL through the loop, exact exploitability
     of the looped policy at r, 2r, 4r with FLOPs per answer, the loop's own weights checkpointed."""
-    out = tmp_path / "runs"
-    path = os.path.join(ROOT, "recipes", "recurrent-depth-kuhn.yaml")
-    assert main(["recipe", path, "--smoke", f"output={out}", "stages=[sft,rl,eval]", "recurrent.explore=dropout",
-                 "recurrent.credit=per_loop", "recurrent.depth=2", "primitives={ingame: true}"]) == 0
-    run = glob.glob(str(out / "*"))[0]
-    rows = [json.loads(x) for x in open(os.path.join(run, "metrics.jsonl"))]
-    rl = [r for r in rows if r["stage"] == "rl"]
-    assert rl and all(r["latent/depth"] == 2 for r in rl)
-    ev = [r for r in rows if r["stage"] == "eval-rl"][0]
+    run, _, ev = _smoke_sft_rl_eval(tmp_path, "recurrent-depth-kuhn.yaml", "primitives={ingame: true}")
     ingame = [k for k in ev if k.startswith("primitive/") and "/ingame/" in k and not k.endswith("/uniform")]
     assert ingame and all(0.0 <= ev[k] <= 1.0 for k in ingame)  # in-game probes score the looped module too
     for m in (1, 2, 4):
