@@ -150,7 +150,7 @@ def machine() -> str:
     flags = set(info.get("flags", "").split())
     has = [f for f in CPU_FLAGS if f in flags]
     lacks = [f for f in CPU_FLAGS if f not in flags]
-    return (f"cpu: {cpu_model()} x {os.cpu_count()} logical; flags: {' '.join(has) or 'unknown'}"
+    return (f"cpu: {cpu_model(info)} x {os.cpu_count()} logical; flags: {' '.join(has) or 'unknown'}"
             + (f"; lacks: {' '.join(lacks)}" if flags and lacks else ""))
 
 

@@ -82,15 +82,17 @@ def run_seed(recipe_path: str, overrides: list[str], seed: int, out: Path, condi
             print(f"study: wrote {out / f'{name}.json'}", file=sys.stderr, flush=True)
 
 
+def ci(xs: list[float]) -> str:
+    """Mean ± the 95% t half-width over seeds (the mean alone for one seed)."""
+    from compose_rl.ablate import mean_ci
+
+    m, h = mean_ci(xs)
+    return f"{m:.3f} ± {h:.3f}" if len(xs) > 1 else f"{m:.3f}"
+
+
 def summarize_games(rows: list[dict]) -> str:
     """Self-play rows: exact exploitability (lower is better) after SFT and after RL, the paired RL - SFT
     difference, at 4r iterations, groups with signal and FLOPs per answer, per game; mean ± 95% t over seeds."""
-    from compose_rl.ablate import mean_ci
-
-    def ci(xs):
-        m, h = mean_ci(xs)
-        return f"{m:.3f} ± {h:.3f}" if len(xs) > 1 else f"{m:.3f}"
-
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["condition"], []).append(r)
@@ -111,8 +113,6 @@ def summarize_games(rows: list[dict]) -> str:
 
 
 def summarize(out: Path) -> str:
-    from compose_rl.ablate import mean_ci
-
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     if not rows:
         return f"no results in {out}"
@@ -122,10 +122,6 @@ def summarize(out: Path) -> str:
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["condition"], []).append(r)
-
-    def ci(xs):
-        m, h = mean_ci(xs)
-        return f"{m:.3f} ± {h:.3f}" if len(xs) > 1 else f"{m:.3f}"
 
     head = ["condition", "n"] + [f"RL d{d}" for d in depths] + [f"RL-SFT d{d}" for d in depths] + \
         ["groups w/ signal", "RL d3-4 at 4r", "GFLOP/ans (r)", "halt head: acc d1-2 / iters", "latent exit: acc d1-2 / iters"]

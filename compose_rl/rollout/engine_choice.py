@@ -80,8 +80,9 @@ def cpuinfo() -> dict[str, str]:
     return info
 
 
-def cpu_model() -> str:
-    name = cpuinfo().get("model name")
+def cpu_model(info: Mapping[str, str] | None = None) -> str:
+    """The CPU's model name, from `info` (cpuinfo()'s dict) when given, else read now."""
+    name = (cpuinfo() if info is None else info).get("model name")
     if name:
         return name
     import platform
