@@ -419,3 +419,51 @@ def test_study_summary_of_self_play_rows(tmp_path):
     # after RL .3 .4 .2: mean .3, sd .1, t(2) 4.303 * .1 / sqrt(3) = .248; RL - SFT = -.2 with the same width
     assert "| perloop-dropout | 3 | kuhn_poker | 0.500 ± 0.000 | 0.300 ± 0.248 | -0.200 ± 0.248 | 0.400 ± 0.248 " \
            "| 0.500 ± 0.248 | 0.500 ± 0.000 | 3.000 ± 0.000 |" in table
+
+
+def test_study_arms_match_parameters_or_flops():
+    """The study's controls: plain keeps the looped model's parameters at r = 1; deep unrolls the core so one
+    token costs the looped model's FLOPs (less the adapter's r - 1 extra passes); cot answers with the
+    step-by-step chain of thought. Every arm is a valid recipe."""
+    from compose_rl.cli import _load
+    from compose_rl.experimental.recurrent_depth import LoopSpec, flops_per_token
+    from compose_rl.experimental.recurrent_study import arm_recipe
+    from compose_rl.recipe import recipe_from_dict
+
+    base = _load("recipes/recurrent-depth-strcomp.yaml", ["recurrent.depth=2"]).model_dump(mode="json")
+    arms = {a: recipe_from_dict(arm_recipe(base, a), a) for a in ("looped", "plain", "deep", "cot")}
+    assert arms["looped"].recurrent.depth == 2 and arms["looped"].model.tiny.num_layers == 4
+    for a in ("plain", "deep", "cot"):
+        rc = arms[a].recurrent
+        assert (rc.depth, rc.credit, rc.explore) == (1, "final", "temperature")
+    assert arms["plain"].model == arms["looped"].model and arms["plain"].task == arms["looped"].task
+    assert (arms["deep"].model.tiny.num_layers, arms["deep"].recurrent.core) == (6, 4)  # 1 + 2 x 2 + 1
+    assert arms["cot"].task.cot == "steps" and arms["cot"].rollout.max_new_tokens == 120
+    assert arms["cot"].model == arms["looped"].model
+
+    class Cfg:  # d = 128, intermediate 256, 2 heads (kv = d), vocab 100
+        hidden_size, intermediate_size, vocab_size, num_key_value_heads, num_attention_heads = 128, 256, 100, 2, 2
+
+    def spec(arm):
+        rc = arms[arm].recurrent
+        return LoopSpec(prelude=rc.prelude, core=rc.core, coda=rc.coda)
+
+    layer = 2 * (2 * 128 * 128 + 2 * 128 * 128 + 3 * 128 * 256) + 2 * 2 * 10 * 128  # one layer at context 10
+    looped, deep = flops_per_token(Cfg, spec("looped"), 2, 10), flops_per_token(Cfg, spec("deep"), 1, 10)
+    assert looped - deep == 2 * 256 * 128  # the one extra adapter pass (2d -> d) of the second iteration
+    assert deep == 6 * layer + 2 * 256 * 128 + 2 * 128 * 100
+    with pytest.raises(ValueError, match="unknown arm"):
+        arm_recipe(base, "wide")
+    kuhn = _load("recipes/recurrent-depth-kuhn.yaml", []).model_dump(mode="json")
+    with pytest.raises(ValueError, match="string-task recipe"):
+        arm_recipe(kuhn, "cot")
+
+
+def test_study_bad_input_is_one_line(tmp_path, capsys):
+    from compose_rl.experimental.recurrent_study import main as study
+
+    assert study(["recipes/recurrent-depth-kuhn.yaml", "--arms", "cot", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--arms cot needs a string-task recipe" in err
+    assert study(["recipes/recurrent-depth-strcomp.yaml", "recurrent.depht=2", "--out", str(tmp_path)]) == 2
+    assert "recurrent.depht" in capsys.readouterr().err

@@ -4,10 +4,14 @@ Per seed: one SFT of the looped policy (shared by every RL condition of that see
 is a paired difference), then for each condition (credit x explore, see CONDITIONS) the same RL stage
 from that checkpoint (same prompts, same optimizer, same replay) and the eval stage: greedy accuracy by
 composition depth at r, 2r, 4r and under the two exit rules, with FLOPs per answer, and the loop
-probes. Optionally the plain control: the same parameters at r = 1 (its own SFT and RL, final credit).
+probes. Controls (--arms, each its own SFT and RL, final credit, temperature; see ARMS):
+  plain  the same parameters at r = 1 (fewer FLOPs per answer)
+  deep   a plain model with prelude + core x r + coda layers at r = 1: the same FLOPs per answer (more parameters)
+  cot    the same parameters at r = 1 answering with a token chain of thought (task.cot: steps; more FLOPs,
+         counted from the generated tokens)
 
     python -m compose_rl.experimental.recurrent_study recipes/recurrent-depth-strcomp.yaml \
-        --seeds 0 1 2 --out runs/recurrent-study [key=value overrides ...]
+        --seeds 0 1 2 --arms looped plain deep cot --out runs/recurrent-study [key=value overrides ...]
     python -m compose_rl.experimental.recurrent_study --summarize runs/recurrent-study
 
 Every (seed, condition) writes `<out>/<condition>-s<seed>.json` as soon as it ends (a crash or a
@@ -30,6 +34,32 @@ CONDITIONS = {  # name -> recurrent.* overrides of the RL stage (SFT is shared)
 }
 
 
+ARMS = {"looped": None, "plain": "plain (r=1)", "deep": "deep plain (r=1, FLOP-matched)", "cot": "token CoT (r=1)"}
+
+
+def arm_recipe(base: dict, arm: str) -> dict:
+    """The recipe (as a dict) of one arm of the study, from the looped recipe `base`: the controls run the loop
+    once (r = 1, final credit, temperature); `deep` unrolls the core into r x core plain layers, so one answer
+    token costs what the looped model's does; `cot` answers with the task's step-by-step chain of thought."""
+    if arm == "looped":
+        return base
+    rc = base["recurrent"]
+    one = {**rc, "depth": 1, "depth_sampling": "fixed", "credit": "final", "explore": "temperature", "backprop_steps": 0}
+    out = {**base, "recurrent": one}
+    if arm == "deep":
+        core = rc["core"] * rc["depth"]
+        out["recurrent"] = {**one, "core": core}
+        out["model"] = {**base["model"], "tiny": {**base["model"]["tiny"], "num_layers": rc["prelude"] + core + rc["coda"]}}
+    elif arm == "cot":
+        if base.get("task") is None:
+            raise ValueError("recurrent_study: --arms cot needs a string-task recipe (self-play answers are bare actions)")
+        out["task"] = {**base["task"], "cot": "steps"}
+        out["rollout"] = {**base["rollout"], "max_new_tokens": max(base["rollout"]["max_new_tokens"], 120)}
+    elif arm != "plain":
+        raise ValueError(f"recurrent_study: unknown arm {arm!r}; choose from {', '.join(ARMS)}")
+    return out
+
+
 def _acc(metrics: dict, depths, prefix: str = "depth/x1") -> dict:
     return {d: metrics[f"{prefix}/acc_d{d}"] for d in depths}
 
@@ -42,9 +72,7 @@ def run_seed(recipe_path: str, overrides: list[str], seed: int, out: Path, condi
     from compose_rl.recipe import recipe_from_dict
     from compose_rl.rundir import RunDir
 
-    base = _load(recipe_path, [*overrides, f"seed={seed}"]).model_dump(mode="json")
-    if arm == "plain":
-        base = {**base, "recurrent": {**base["recurrent"], "depth": 1, "credit": "final", "explore": "temperature"}}
+    base = arm_recipe(_load(recipe_path, [*overrides, f"seed={seed}"]).model_dump(mode="json"), arm)
     for d in [base]:
         recipe = recipe_from_dict({**d, "name": f"{d['name']}-{arm}-s{seed}", "output": str(out / "runs")}, "study")
         run = RunDir.create(recipe.output, recipe.name, json.dumps(d))
@@ -55,7 +83,7 @@ def run_seed(recipe_path: str, overrides: list[str], seed: int, out: Path, condi
         sft_state = {k: v.clone() for k, v in pipe.loop.state_dict().items()}
         spec0 = pipe.loop.spec
         for cond in (conditions if arm == "looped" else ["final-temp"]):
-            name = f"{cond}-s{seed}" if arm == "looped" else f"plain-s{seed}"
+            name = f"{cond}-s{seed}" if arm == "looped" else f"{arm}-s{seed}"
             if (out / f"{name}.json").exists():
                 continue
             pipe.loop.load_state_dict(sft_state)
@@ -70,7 +98,7 @@ def run_seed(recipe_path: str, overrides: list[str], seed: int, out: Path, condi
             after_rl = pipe.evaluate(f"eval-rl-{cond}")
             rl_rows = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
             rl_rows = [r for r in rl_rows if r.get("stage") == f"rl-{cond}" and "rollout/groups_with_signal" in r]
-            row = {"condition": "plain (r=1)" if arm == "plain" else cond, "seed": seed,
+            row = {"condition": ARMS[arm] or cond, "seed": seed,
                    "depth": recipe.recurrent.depth,
                    "depths": list(recipe.task.test_depths) if recipe.task is not None else [],
                    "games": [g.name for g in recipe.games.train] if recipe.games is not None else [],
@@ -140,7 +168,7 @@ def summarize(out: Path) -> str:
             cells.append(ci([sum(r["rl"][f"depth/{rule}/acc_d{d}"] for d in shallow) / len(shallow) for r in rs]) + " / "
                          + ci([r["rl"][f"depth/{rule}/mean_iterations"] for r in rs]))
         lines.append("| " + " | ".join(cells) + " |")
-    sft = [r for r in rows if r["condition"] != "plain (r=1)"]
+    sft = [r for r in rows if r["condition"] in CONDITIONS]
     seen, sft_cells = set(), []
     for r in sft:
         if r["seed"] not in seen:
@@ -160,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default="runs/recurrent-study")
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
-    ap.add_argument("--plain", action="store_true", help="also the r=1 control (same parameters)")
+    ap.add_argument("--arms", nargs="+", default=["looped"], choices=list(ARMS),
+                    help="looped (the conditions) and/or the r=1 controls: plain, deep (FLOP-matched), cot")
+    ap.add_argument("--plain", action="store_true", help="shorthand for adding the plain arm")
     ap.add_argument("--summarize", metavar="DIR")
     args = ap.parse_args(argv)
     if args.summarize:
@@ -168,7 +198,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for arm in ["looped"] + (["plain"] if args.plain else []):  # every seed of the main comparison first
+    arms = list(dict.fromkeys([*args.arms, *(["plain"] if args.plain else [])]))
+    if args.recipe is None:
+        ap.error("give a recipe (or --summarize DIR)")
+    from compose_rl.cli import _load
+    from compose_rl.recipe import RecipeError, recipe_from_dict
+
+    try:  # every arm's recipe checked before any training: a bad recipe, override or arm is one line
+        for arm in arms:
+            recipe_from_dict(arm_recipe(_load(args.recipe, args.overrides).model_dump(mode="json"), arm), arm)
+    except (RecipeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for arm in arms:  # every seed of one arm before the next
         for seed in args.seeds:
             run_seed(args.recipe, args.overrides, seed, out, args.conditions, arm)
     print(summarize(out))
