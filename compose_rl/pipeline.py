@@ -304,7 +304,7 @@ class Pipeline:
         if r.recurrent is not None:  # depth scaling, exit rules and loop probes (experimental/recurrent_train.py)
             from compose_rl.experimental.recurrent_train import recurrent_eval
 
-            metrics.update(recurrent_eval(self, label))
+            metrics.update(recurrent_eval(self, label, metrics))
         self.run.log(label, 0, metrics)
         self.run.write_samples(label, 0, samples)
         say(summarize(label, metrics))

@@ -190,10 +190,11 @@ def depth_eval(looped: LoopedLM, engine: LoopedEngine, policy, task, depths, ite
 
 
 @torch.no_grad()
-def game_depth_eval(pipe, multipliers=(1, 2, 4)) -> dict:
+def game_depth_eval(pipe, multipliers=(1, 2, 4), known: dict | None = None) -> dict:
     """Test-time depth scaling in self-play: the exact exploitability of the looped policy at r x m
     iterations (no retraining) for each training game small enough to solve, with the forward FLOPs of
-    one strict answer (+ EOS) averaged over the game's information states."""
+    one strict answer (+ EOS) averaged over the game's information states. `known`: the game eval's
+    metrics, whose `eval/<game>/exploitability` is the value at m = 1 (scored by the same looped module)."""
     from compose_rl.evals.exploitability import exploitability_of_tables, infostates, is_small
     from compose_rl.evals.games import lm_policy_tables
 
@@ -208,7 +209,9 @@ def game_depth_eval(pipe, multipliers=(1, 2, 4)) -> dict:
                     for i in infos]
             for m in multipliers:
                 looped.depth = r0 * m
-                out[f"depth/x{m}/{game.name}/exploitability"] = exploitability_of_tables(game, lm_policy_tables(pipe.scorer, game))[0]
+                done = (known or {}).get(f"eval/{game.name}/exploitability") if m == 1 else None
+                out[f"depth/x{m}/{game.name}/exploitability"] = done if done is not None else \
+                    exploitability_of_tables(game, lm_policy_tables(pipe.scorer, game))[0]
                 out[f"depth/x{m}/{game.name}/flops_per_answer"] = sum(
                     flops_per_answer(looped.config, looped.spec, r0 * m, p, a) for p, a in lens) / len(lens)
     finally:
@@ -216,7 +219,7 @@ def game_depth_eval(pipe, multipliers=(1, 2, 4)) -> dict:
     return out
 
 
-def recurrent_eval(pipe, label: str) -> dict:
+def recurrent_eval(pipe, label: str, known: dict | None = None) -> dict:
     """The pipeline's eval-stage extras, written to eval/<label>-recurrent.json: on the string task depth
     scaling and exit rules (depth_eval) and the loop probes on the recipe's test depths; in self-play the
     exact exploitability at each depth multiplier (game_depth_eval)."""
@@ -227,6 +230,6 @@ def recurrent_eval(pipe, label: str) -> dict:
         out.update(depth_eval(pipe.loop, pipe.engine, pipe.policy, pipe.task, r.task.test_depths, items,
                               pipe.max_new_tokens, r.recurrent.eval_multipliers))
         out.update(loop_probes(pipe.loop, pipe.policy, pipe.task, r.task.test_depths, min(items, 100)))
-    out.update(game_depth_eval(pipe, r.recurrent.eval_multipliers))
+    out.update(game_depth_eval(pipe, r.recurrent.eval_multipliers, known))
     pipe.run.write_json(f"eval/{label}-recurrent.json", out)
     return out
