@@ -152,7 +152,8 @@ def summarize(out: Path) -> str:
         by.setdefault(r["condition"], []).append(r)
 
     head = ["condition", "n"] + [f"RL d{d}" for d in depths] + [f"RL-SFT d{d}" for d in depths] + \
-        ["groups w/ signal", "RL d3-4 at 4r", "GFLOP/ans (r)", "halt head: acc d1-2 / iters", "latent exit: acc d1-2 / iters"]
+        ["groups w/ signal", "RL d3-4 at 4r", "GFLOP/ans (r)", "halt head: acc d1-2 / iters", "latent exit: acc d1-2 / iters",
+         "fixed depth t = 1..r: acc d1-2"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cond, rs in by.items():
         cells = [cond, str(len(rs))]
@@ -167,6 +168,13 @@ def summarize(out: Path) -> str:
             shallow = [d for d in depths if d <= 2]
             cells.append(ci([sum(r["rl"][f"depth/{rule}/acc_d{d}"] for d in shallow) / len(shallow) for r in rs]) + " / "
                          + ci([r["rl"][f"depth/{rule}/mean_iterations"] for r in rs]))
+        # the equal-compute reference for the exit rules: the readout after exactly t iterations (loop_probes,
+        # teacher-forced exact match on the same items = greedy accuracy of the loop stopped at t)
+        shallow = [d for d in depths if d <= 2]
+        fixed = [" · ".join(f"t={t}: " + ci([sum(r["rl"][f"probe/d{d}/readout_acc_t{t}"] for d in shallow) / len(shallow)
+                                            for r in rs]) for t in range(1, rs[0]["depth"] + 1))
+                 if all(f"probe/d{d}/readout_acc_t1" in r["rl"] for r in rs for d in shallow) else "—"]
+        cells += fixed
         lines.append("| " + " | ".join(cells) + " |")
     sft = [r for r in rows if r["condition"] in CONDITIONS]
     seen, sft_cells = set(), []
