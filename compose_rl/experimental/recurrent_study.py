@@ -110,6 +110,84 @@ def run_seed(recipe_path: str, overrides: list[str], seed: int, out: Path, condi
             print(f"study: wrote {out / f'{name}.json'}", file=sys.stderr, flush=True)
 
 
+def sft_curves(recipe_path: str, overrides: list[str], seeds: list[int], steps: int, every: int = 50) -> list[dict]:
+    """Stage 1 alone, controlled: from the same initial weights, on the same batches in the same order (AdamW
+    at sft.lr, linear decay over `steps`, clip 1, the recipe's sft_readout), train the plain model (the loop
+    at r = 1 with the adapter held at [0 | I], so u = e: exactly the plain model), the loop at the recipe's r,
+    and, when the recipe starts the state from noise, the loop at r with s_0 = 0. Per seed and variant: the
+    final readout's answer NLL per token, averaged over each window of `every` steps."""
+    import copy
+    import random
+    import tempfile
+    from dataclasses import replace
+
+    import torch
+
+    from compose_rl.cli import _load
+    from compose_rl.experimental.recurrent_depth import LoopedLM
+    from compose_rl.experimental.recurrent_train import sft_loss
+    from compose_rl.experimental.trainer import draw_batch
+    from compose_rl.pipeline import Pipeline
+    from compose_rl.rundir import RunDir
+    from compose_rl.sft.stage import encode_pair
+
+    rows = []
+    for seed in seeds:
+        recipe = _load(recipe_path, [*overrides, f"seed={seed}"])
+        with tempfile.TemporaryDirectory() as tmp:
+            pipe = Pipeline(recipe, RunDir.create(tmp, "sft-curve", "{}"))
+            pipe.build()
+        pol, spec = pipe.policy, pipe.loop.spec
+        pad = pol.tokenizer.pad_token_id if pol.tokenizer.pad_token_id is not None else pol.tokenizer.eos_token_id
+        data = [encode_pair(pol, p, c) for p, c in pipe.sft_pairs()]
+        init = copy.deepcopy(pol.model.state_dict())
+        variants = [("plain (r=1, adapter fixed)", replace(spec, depth=1), True),
+                    (f"loop r={spec.depth}" + (f", s_0 noise {spec.init_std:g}" if spec.init_std else ""), spec, False)]
+        if spec.init_std:
+            variants.append((f"loop r={spec.depth}, s_0 = 0", replace(spec, init_std=0.0), False))
+        for name, vspec, fixed in variants:
+            pol.model.load_state_dict(init)
+            lm = LoopedLM(pol.model, vspec)
+            if fixed:
+                lm.adapter.requires_grad_(False)
+                lm.state_norm.requires_grad_(False)
+            opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=recipe.sft.lr, weight_decay=0.0)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 - k / steps)
+            rng, order, nll = random.Random(seed), [], []
+            lm.train()
+            for _ in range(steps):
+                batch = draw_batch(data, order, rng, recipe.sft.batch_size)
+                loss, stats = sft_loss(lm, [p for p, _ in batch], [c for _, c in batch], pad, vspec.depth,
+                                       [rng.randrange(2 ** 31) for _ in batch])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                nll.append(stats["sft/nll_final"])
+            curve = [sum(nll[i:i + every]) / len(nll[i:i + every]) for i in range(0, steps, every)]
+            rows.append({"seed": seed, "variant": name, "every": every, "steps": steps, "curve": curve})
+            print(f"sft-curve: seed {seed} {name}: " + " ".join(f"{x:.3f}" for x in curve), file=sys.stderr, flush=True)
+    return rows
+
+
+def summarize_curves(rows: list[dict]) -> str:
+    """Mean ± 95% t over seeds of each variant's windowed NLL, and each loop's paired gap to the plain model."""
+    every, n, steps = rows[0]["every"], len(rows[0]["curve"]), rows[0]["steps"]
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["variant"], []).append(r)
+    head = ["variant", "seeds"] + [f"NLL steps {i * every + 1}-{min((i + 1) * every, steps)}" for i in range(n)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    plain = {r["seed"]: r["curve"] for r in next(iter(by.values()))}
+    for name, rs in by.items():
+        lines.append("| " + " | ".join([name, str(len(rs))] + [ci([r["curve"][i] for r in rs]) for i in range(n)]) + " |")
+    for name, rs in list(by.items())[1:]:
+        lines.append("| " + " | ".join([f"{name} − plain (paired)", str(len(rs))]
+                                       + [ci([r["curve"][i] - plain[r["seed"]][i] for r in rs]) for i in range(n)]) + " |")
+    return "\n".join(lines)
+
+
 def ci(xs: list[float]) -> str:
     """Mean ± the 95% t half-width over seeds (the mean alone for one seed)."""
     from compose_rl.ablate import mean_ci
@@ -200,9 +278,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="looped (the conditions) and/or the r=1 controls: plain, deep (FLOP-matched), cot")
     ap.add_argument("--plain", action="store_true", help="shorthand for adding the plain arm")
     ap.add_argument("--summarize", metavar="DIR")
+    ap.add_argument("--sft-curve", type=int, metavar="STEPS",
+                    help="stage 1 only: plain vs loop NLL on identical batches for STEPS steps (sft_curves)")
     args = ap.parse_args(argv)
     if args.summarize:
-        print(summarize(Path(args.summarize)))
+        curves = Path(args.summarize) / "sft-curves.json"
+        print(summarize_curves(json.loads(curves.read_text())) if curves.exists() else summarize(Path(args.summarize)))
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -218,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.sft_curve:
+        rows = sft_curves(args.recipe, args.overrides, args.seeds, args.sft_curve)
+        (out / "sft-curves.json").write_text(json.dumps(rows))
+        print(summarize_curves(rows))
+        return 0
     for arm in arms:  # every seed of one arm before the next
         for seed in args.seeds:
             run_seed(args.recipe, args.overrides, seed, out, args.conditions, arm)
