@@ -495,3 +495,29 @@ def test_study_bad_input_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "--arms cot needs a string-task recipe" in err
     assert study(["recipes/recurrent-depth-strcomp.yaml", "recurrent.depht=2", "--out", str(tmp_path)]) == 2
     assert "recurrent.depht" in capsys.readouterr().err
+
+
+def test_sft_curves_start_every_variant_from_the_same_weights_and_batch():
+    """--sft-curve: at step 1 (before any update) every variant scores the same batch with the same weights,
+    and the untrained loop is the plain model, so the NLLs agree; after one update the loop's differ."""
+    from compose_rl.experimental.recurrent_study import sft_curves, summarize_curves
+
+    rows = sft_curves("recipes/recurrent-depth-strcomp.yaml", ["model.tiny.hidden_size=64", "model.tiny.num_heads=1",
+                                                               "recurrent.depth=2", "sft.examples=320"], [0], 2, every=1)
+    assert [r["variant"] for r in rows] == ["plain (r=1, adapter fixed)", "loop r=2, s_0 noise 1", "loop r=2, s_0 = 0"]
+    first = [r["curve"][0] for r in rows]
+    assert max(first) - min(first) < 1e-5
+    assert abs(rows[1]["curve"][1] - rows[0]["curve"][1]) > 1e-6
+    table = summarize_curves(rows)
+    assert "| plain (r=1, adapter fixed) | 1 |" in table and "loop r=2, s_0 = 0 − plain (paired)" in table
+
+
+def test_sft_curve_table_is_paired_by_seed():
+    from compose_rl.experimental.recurrent_study import summarize_curves
+
+    rows = [{"seed": s, "variant": v, "every": 50, "steps": 100, "curve": c}
+            for s, v, c in [(0, "plain", [1.0, 0.5]), (0, "loop", [1.0, 0.7]), (1, "plain", [1.2, 0.6]), (1, "loop", [1.2, 1.0])]]
+    table = summarize_curves(rows)
+    assert "| variant | seeds | NLL steps 1-50 | NLL steps 51-100 |" in table
+    # loop - plain at window 2: 0.2 and 0.4 -> mean 0.3, sd 0.1414, t(1) 12.706 -> 12.706 * 0.1414 / sqrt(2) = 1.271
+    assert "| loop − plain (paired) | 2 | 0.000 ± 0.000 | 0.300 ± 1.271 |" in table
