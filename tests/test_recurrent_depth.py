@@ -443,10 +443,17 @@ def test_study_summary_of_self_play_rows(tmp_path):
         row = {"condition": "perloop-dropout", "seed": seed, "depths": [], "games": ["kuhn_poker"],
                "groups_with_signal": 0.5, "sft": metrics(sft, sft, sft), "rl": metrics(rl, rl + 0.1, rl + 0.2)}
         (tmp_path / f"perloop-dropout-s{seed}.json").write_text(json.dumps(row))
+    for seed, rl in enumerate([0.3, 0.3, 0.3]):  # the reference condition, listed first: paired differences 0, .1, -.1
+        row = {"condition": "final-temp", "seed": seed, "depths": [], "games": ["kuhn_poker"], "groups_with_signal": 0.5,
+               "sft": metrics(0.5, 0.5, 0.5), "rl": metrics(rl, rl, rl)}
+        (tmp_path / f"a-final-temp-s{seed}.json").write_text(json.dumps(row))
     table = summarize(tmp_path)
-    # after RL .3 .4 .2: mean .3, sd .1, t(2) 4.303 * .1 / sqrt(3) = .248; RL - SFT = -.2 with the same width
-    assert "| perloop-dropout | 3 | kuhn_poker | 0.500 ± 0.000 | 0.300 ± 0.248 | -0.200 ± 0.248 | 0.400 ± 0.248 " \
-           "| 0.500 ± 0.248 | 0.500 ± 0.000 | 3.000 ± 0.000 |" in table
+    # after RL .3 .4 .2: mean .3, sd .1, t(2) 4.303 * .1 / sqrt(3) = .248; RL - SFT = -.2 with the same width;
+    # minus final-temp paired by seed: 0, .1, -.1 -> mean 0 with the same width
+    assert "| perloop-dropout | 3 | kuhn_poker | 0.500 ± 0.000 | 0.300 ± 0.248 | -0.200 ± 0.248 | 0.000 ± 0.248 " \
+           "| 0.400 ± 0.248 | 0.500 ± 0.248 | 0.500 ± 0.000 | 3.000 ± 0.000 |" in table
+    assert "after RL - final-temp (paired)" in table and "| final-temp | 3 | kuhn_poker | 0.500 ± 0.000 | 0.300 ± 0.000 | " \
+           "-0.200 ± 0.000 | — |" in table
 
 
 def test_study_arms_match_parameters_or_flops():

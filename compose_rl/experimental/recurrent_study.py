@@ -202,14 +202,17 @@ def summarize_games(rows: list[dict]) -> str:
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["condition"], []).append(r)
-    head = ["condition", "n", "game", "expl. after SFT", "expl. after RL", "RL - SFT", "after RL at 2r", "after RL at 4r",
-            "groups w/ signal", "MFLOP/answer (r)"]
+    first = next(iter(by))
+    head = ["condition", "n", "game", "expl. after SFT", "expl. after RL", "RL - SFT", f"after RL - {first} (paired)",
+            "after RL at 2r", "after RL at 4r", "groups w/ signal", "MFLOP/answer (r)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cond, rs in by.items():
         for g in rs[0]["games"]:
             key = f"eval/{g}/exploitability"
+            ref = {r["seed"]: r["rl"][key] for r in by[first]}
+            paired = [r["rl"][key] - ref[r["seed"]] for r in rs if r["seed"] in ref]
             cells = [cond, str(len(rs)), g, ci([r["sft"][key] for r in rs]), ci([r["rl"][key] for r in rs]),
-                     ci([r["rl"][key] - r["sft"][key] for r in rs]),
+                     ci([r["rl"][key] - r["sft"][key] for r in rs]), "—" if cond == first or not paired else ci(paired),
                      ci([r["rl"][f"depth/x2/{g}/exploitability"] for r in rs]),
                      ci([r["rl"][f"depth/x4/{g}/exploitability"] for r in rs]),
                      ci([r["groups_with_signal"] for r in rs]),
@@ -219,7 +222,9 @@ def summarize_games(rows: list[dict]) -> str:
 
 
 def summarize(out: Path) -> str:
-    rows = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    order = [*CONDITIONS, *(v for v in ARMS.values() if v)]  # tables list conditions in this order, then the arms
+    rows = [json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.name != "sft-curves.json"]
+    rows.sort(key=lambda r: (order.index(r["condition"]) if r["condition"] in order else len(order), r["seed"]))
     if not rows:
         return f"no results in {out}"
     if rows[0].get("games"):
