@@ -121,11 +121,9 @@ def sft_curves(recipe_path: str, overrides: list[str], seeds: list[int], steps: 
     import tempfile
     from dataclasses import replace
 
-    import torch
-
     from compose_rl.cli import _load
     from compose_rl.experimental.recurrent_depth import LoopedLM
-    from compose_rl.experimental.recurrent_train import sft_loss
+    from compose_rl.experimental.recurrent_train import sft_optimizer, sft_step
     from compose_rl.experimental.trainer import draw_batch
     from compose_rl.pipeline import Pipeline
     from compose_rl.rundir import RunDir
@@ -151,20 +149,11 @@ def sft_curves(recipe_path: str, overrides: list[str], seeds: list[int], steps: 
             if fixed:
                 lm.adapter.requires_grad_(False)
                 lm.state_norm.requires_grad_(False)
-            opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=recipe.sft.lr, weight_decay=0.0)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0 - k / steps)
-            rng, order, nll = random.Random(seed), [], []
+            opt, sched = sft_optimizer(lm, recipe.sft.lr, steps)
+            rng, order = random.Random(seed), []
             lm.train()
-            for _ in range(steps):
-                batch = draw_batch(data, order, rng, recipe.sft.batch_size)
-                loss, stats = sft_loss(lm, [p for p, _ in batch], [c for _, c in batch], pad, vspec.depth,
-                                       [rng.randrange(2 ** 31) for _ in batch])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                nll.append(stats["sft/nll_final"])
+            nll = [sft_step(lm, opt, sched, draw_batch(data, order, rng, recipe.sft.batch_size), rng, pad)["sft/nll_final"]
+                   for _ in range(steps)]
             curve = [sum(nll[i:i + every]) / len(nll[i:i + every]) for i in range(0, steps, every)]
             rows.append({"seed": seed, "variant": name, "every": every, "steps": steps, "curve": curve})
             print(f"sft-curve: seed {seed} {name}: " + " ".join(f"{x:.3f}" for x in curve), file=sys.stderr, flush=True)

@@ -56,6 +56,27 @@ def sft_loss(looped: LoopedLM, prompts, targets, pad: int, depth: int, init_seed
     return loss, stats
 
 
+def sft_optimizer(looped: LoopedLM, lr: float, steps: int, schedule: str = "linear"):
+    """AdamW over the trainable parameters, the lr constant or decaying linearly to 0 over `steps`."""
+    opt = torch.optim.AdamW([p for p in looped.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, (lambda s: 1.0 - s / steps) if schedule == "linear" else (lambda s: 1.0))
+
+
+def sft_step(looped: LoopedLM, opt, sched, batch, rng: random.Random, pad: int) -> dict:
+    """One supervised update through the loop on `batch` ((prompt ids, answer ids) pairs): this step's depth
+    and the rows' initial-state seeds drawn from `rng`, gradient clipped at 1. Returns the step's stats."""
+    r = train_depth(looped.spec, rng)
+    looped.train_depth = r
+    loss, stats = sft_loss(looped, [p for p, _ in batch], [c for _, c in batch], pad, r,
+                           [rng.randrange(2 ** 31) for _ in batch])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(looped.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return {"sft/loss": float(loss.detach()), "latent/depth": r, **stats}
+
+
 def looped_sft(looped: LoopedLM, policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: int) -> dict:
     """Supervised training through the loop on (prompt, answer) pairs (AdamW, linear or constant lr)."""
     from compose_rl.sft.stage import encode_pair
@@ -64,25 +85,14 @@ def looped_sft(looped: LoopedLM, policy, pairs: list[tuple[str, str]], cfg, run,
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     data = [encode_pair(policy, p, c) for p, c in pairs]
     steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(len(data) * cfg.epochs / cfg.batch_size)
-    opt = torch.optim.AdamW([p for p in looped.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, (lambda s: 1.0 - s / steps) if cfg.schedule == "linear" else (lambda s: 1.0))
+    opt, sched = sft_optimizer(looped, cfg.lr, steps, cfg.schedule)
     rng = random.Random(seed)
     order: list[int] = []
     looped.train()
     window: list[dict] = []
     bar = tqdm(range(steps), desc=f"sft [{stage}] recurrent depth r={looped.spec.depth}", dynamic_ncols=True)
     for step in bar:
-        batch = draw_batch(data, order, rng, cfg.batch_size)
-        r = train_depth(looped.spec, rng)
-        looped.train_depth = r
-        loss, stats = sft_loss(looped, [p for p, _ in batch], [c for _, c in batch], pad, r,
-                               [rng.randrange(2 ** 31) for _ in batch])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(looped.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        window.append({"sft/loss": float(loss.detach()), "latent/depth": r, **stats})
+        window.append(sft_step(looped, opt, sched, draw_batch(data, order, rng, cfg.batch_size), rng, pad))
         if (step + 1) % 10 == 0 or step + 1 == steps:
             out = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
             out["sft/lr"] = sched.get_last_lr()[0]
