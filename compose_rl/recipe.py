@@ -336,6 +336,9 @@ class RecurrentCfg(Section):
     backprop_steps: int = Field(0, ge=0, le=256)
     """Gradient through the last k iterations only, the earlier ones under no_grad (1 = HRM's one-step
     gradient; 0 = all; 0..256)."""
+    sft_warmup: float = Field(0.0, ge=0.0, le=1.0)
+    """Stage-1 depth curriculum: the core iterations per SFT step are capped at 1 at the start, the cap
+    growing linearly to the training depth over this fraction of stage 1 (0 = no curriculum; 0..1)."""
     credit: Literal["final", "per_loop"] = "final"
     """RL credit: the log-prob of the last iteration's readout (`final`), or RLTT's sum_t w_t log p^(t)(y|x)
     over every iteration's readout (`per_loop`)."""

@@ -528,3 +528,13 @@ def test_sft_curve_table_is_paired_by_seed():
     assert "| variant | seeds | NLL steps 1-50 | NLL steps 51-100 |" in table
     # loop - plain at window 2: 0.2 and 0.4 -> mean 0.3, sd 0.1414, t(1) 12.706 -> 12.706 * 0.1414 / sqrt(2) = 1.271
     assert "| loop − plain (paired) | 2 | 0.000 ± 0.000 | 0.300 ± 1.271 |" in table
+
+
+def test_sft_depth_curriculum_caps_the_depth_from_1_up_to_r():
+    """recurrent.sft_warmup: the SFT depth is capped at 1 + int((r - 1) * step / (warmup * total)), so at
+    r = 4, warmup 0.5 of 8 steps: 1, 1, 2, 3, then 4; without the curriculum every step runs at r."""
+    from compose_rl.experimental.recurrent_train import sft_depth
+
+    rng = random.Random(0)
+    assert [sft_depth(LoopSpec(depth=4, sft_warmup=0.5), rng, k, 8) for k in range(8)] == [1, 1, 2, 3, 4, 4, 4, 4]
+    assert [sft_depth(LoopSpec(depth=4), rng, k, 8) for k in range(8)] == [4] * 8

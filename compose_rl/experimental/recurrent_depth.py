@@ -84,6 +84,7 @@ class LoopSpec:
     depth_sigma: float = 0.5
     max_depth: int = 64  # cap on a sampled training depth
     backprop_steps: int = 0  # gradient through the last k iterations (0 = all)
+    sft_warmup: float = 0.0  # stage-1 depth curriculum: cap 1 -> the training depth over this fraction of SFT
     credit: str = "final"  # final | per_loop
     loop_weights: str = "uniform"  # uniform | progressive | learned
     weight_alpha: float = 1.0

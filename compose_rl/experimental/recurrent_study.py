@@ -140,7 +140,8 @@ def sft_curves(recipe_path: str, overrides: list[str], seeds: list[int], steps: 
         data = [encode_pair(pol, p, c) for p, c in pipe.sft_pairs()]
         init = copy.deepcopy(pol.model.state_dict())
         variants = [("plain (r=1, adapter fixed)", replace(spec, depth=1), True),
-                    (f"loop r={spec.depth}" + (f", s_0 noise {spec.init_std:g}" if spec.init_std else ""), spec, False)]
+                    (f"loop r={spec.depth}" + (f", s_0 noise {spec.init_std:g}" if spec.init_std else "")
+                     + (f", depth curriculum over {spec.sft_warmup:g} of SFT" if spec.sft_warmup else ""), spec, False)]
         if spec.init_std:
             variants.append((f"loop r={spec.depth}, s_0 = 0", replace(spec, init_std=0.0), False))
         for name, vspec, fixed in variants:
@@ -152,8 +153,8 @@ def sft_curves(recipe_path: str, overrides: list[str], seeds: list[int], steps: 
             opt, sched = sft_optimizer(lm, recipe.sft.lr, steps)
             rng, order = random.Random(seed), []
             lm.train()
-            nll = [sft_step(lm, opt, sched, draw_batch(data, order, rng, recipe.sft.batch_size), rng, pad)["sft/nll_final"]
-                   for _ in range(steps)]
+            nll = [sft_step(lm, opt, sched, draw_batch(data, order, rng, recipe.sft.batch_size), rng, pad, k, steps)
+                   ["sft/nll_final"] for k in range(steps)]
             curve = [sum(nll[i:i + every]) / len(nll[i:i + every]) for i in range(0, steps, every)]
             rows.append({"seed": seed, "variant": name, "every": every, "steps": steps, "curve": curve})
             print(f"sft-curve: seed {seed} {name}: " + " ".join(f"{x:.3f}" for x in curve), file=sys.stderr, flush=True)

@@ -62,10 +62,20 @@ def sft_optimizer(looped: LoopedLM, lr: float, steps: int, schedule: str = "line
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, (lambda s: 1.0 - s / steps) if schedule == "linear" else (lambda s: 1.0))
 
 
-def sft_step(looped: LoopedLM, opt, sched, batch, rng: random.Random, pad: int) -> dict:
-    """One supervised update through the loop on `batch` ((prompt ids, answer ids) pairs): this step's depth
-    and the rows' initial-state seeds drawn from `rng`, gradient clipped at 1. Returns the step's stats."""
-    r = train_depth(looped.spec, rng)
+def sft_depth(spec: LoopSpec, rng: random.Random, step: int, total: int) -> int:
+    """The depth of SFT step `step` (0-based) of `total`: the training depth drawn from `rng`, capped by the
+    curriculum (`sft_warmup`: 1 at the start, the cap growing linearly over that fraction of stage 1)."""
+    from compose_rl.experimental.trainer import curriculum_steps
+
+    r = train_depth(spec, rng)
+    return min(r, 1 + curriculum_steps(step, total, r - 1, spec.sft_warmup))
+
+
+def sft_step(looped: LoopedLM, opt, sched, batch, rng: random.Random, pad: int, step: int = 0, total: int = 1) -> dict:
+    """One supervised update through the loop on `batch` ((prompt ids, answer ids) pairs) at SFT step `step`
+    of `total`: this step's depth (sft_depth) and the rows' initial-state seeds drawn from `rng`, gradient
+    clipped at 1. Returns the step's stats."""
+    r = sft_depth(looped.spec, rng, step, total)
     looped.train_depth = r
     loss, stats = sft_loss(looped, [p for p, _ in batch], [c for _, c in batch], pad, r,
                            [rng.randrange(2 ** 31) for _ in batch])
@@ -92,7 +102,7 @@ def looped_sft(looped: LoopedLM, policy, pairs: list[tuple[str, str]], cfg, run,
     window: list[dict] = []
     bar = tqdm(range(steps), desc=f"sft [{stage}] recurrent depth r={looped.spec.depth}", dynamic_ncols=True)
     for step in bar:
-        window.append(sft_step(looped, opt, sched, draw_batch(data, order, rng, cfg.batch_size), rng, pad))
+        window.append(sft_step(looped, opt, sched, draw_batch(data, order, rng, cfg.batch_size), rng, pad, step, steps))
         if (step + 1) % 10 == 0 or step + 1 == steps:
             out = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
             out["sft/lr"] = sched.get_last_lr()[0]
