@@ -538,3 +538,15 @@ def test_sft_depth_curriculum_caps_the_depth_from_1_up_to_r():
     rng = random.Random(0)
     assert [sft_depth(LoopSpec(depth=4, sft_warmup=0.5), rng, k, 8) for k in range(8)] == [1, 1, 2, 3, 4, 4, 4, 4]
     assert [sft_depth(LoopSpec(depth=4), rng, k, 8) for k in range(8)] == [4] * 8
+
+
+def test_summarize_joins_sft_curves_of_separate_processes(tmp_path, capsys):
+    from compose_rl.experimental.recurrent_study import main as study
+
+    for seed, (p, l) in enumerate([(1.0, 1.2), (1.0, 1.4)]):
+        (tmp_path / f"s{seed}").mkdir()
+        rows = [{"seed": seed, "variant": v, "every": 10, "steps": 10, "curve": [c]} for v, c in (("plain", p), ("loop", l))]
+        (tmp_path / f"s{seed}" / "sft-curves.json").write_text(json.dumps(rows))
+    assert study(["--summarize", str(tmp_path)]) == 0
+    # loop - plain 0.2, 0.4: mean 0.3 ± 12.706 * 0.1414 / sqrt(2) = 1.271, over the two processes' seeds
+    assert "| loop − plain (paired) | 2 | 0.300 ± 1.271 |" in capsys.readouterr().out

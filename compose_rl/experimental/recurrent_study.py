@@ -277,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="stage 1 only: plain vs loop NLL on identical batches for STEPS steps (sft_curves)")
     args = ap.parse_args(argv)
     if args.summarize:
-        curves = Path(args.summarize) / "sft-curves.json"
-        print(summarize_curves(json.loads(curves.read_text())) if curves.exists() else summarize(Path(args.summarize)))
+        curves = sorted(Path(args.summarize).rglob("sft-curves.json"))  # one per --sft-curve process, joined
+        print(summarize_curves([r for c in curves for r in json.loads(c.read_text())]) if curves
+              else summarize(Path(args.summarize)))
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
