@@ -60,10 +60,6 @@ def arm_recipe(base: dict, arm: str) -> dict:
     return out
 
 
-def _acc(metrics: dict, depths, prefix: str = "depth/x1") -> dict:
-    return {d: metrics[f"{prefix}/acc_d{d}"] for d in depths}
-
-
 def run_seed(recipe_path: str, overrides: list[str], seed: int, out: Path, conditions: list[str], arm: str) -> None:
     from dataclasses import replace
 
@@ -126,6 +122,7 @@ def sft_curves(recipe_path: str, overrides: list[str], seeds: list[int], steps: 
     from compose_rl.experimental.recurrent_train import sft_optimizer, sft_step
     from compose_rl.experimental.trainer import draw_batch
     from compose_rl.pipeline import Pipeline
+    from compose_rl.rollout.hf import eos_pad
     from compose_rl.rundir import RunDir
     from compose_rl.sft.stage import encode_pair
 
@@ -136,7 +133,7 @@ def sft_curves(recipe_path: str, overrides: list[str], seeds: list[int], steps: 
             pipe = Pipeline(recipe, RunDir.create(tmp, "sft-curve", "{}"))
             pipe.build()
         pol, spec = pipe.policy, pipe.loop.spec
-        pad = pol.tokenizer.pad_token_id if pol.tokenizer.pad_token_id is not None else pol.tokenizer.eos_token_id
+        pad = eos_pad(pol.tokenizer)[1]
         data = [encode_pair(pol, p, c) for p, c in pipe.sft_pairs()]
         init = copy.deepcopy(pol.model.state_dict())
         variants = [("plain (r=1, adapter fixed)", replace(spec, depth=1), True),
@@ -228,6 +225,7 @@ def summarize(out: Path) -> str:
         ["groups w/ signal", "RL d3-4 at 4r", "GFLOP/ans (r)", "halt head: acc d1-2 / iters", "latent exit: acc d1-2 / iters",
          "fixed depth t = 1..r: acc d1-2"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    shallow = [d for d in depths if d <= 2]
     for cond, rs in by.items():
         cells = [cond, str(len(rs))]
         cells += [ci([r["rl"][f"depth/x1/acc_d{d}"] for r in rs]) for d in depths]
@@ -238,16 +236,13 @@ def summarize(out: Path) -> str:
                      + " (r: " + ci([sum(r["rl"][f"depth/x1/acc_d{d}"] for d in deep) / max(len(deep), 1) for r in rs]) + ")")
         cells.append(ci([r["rl"]["depth/x1/flops_per_answer"] / 1e9 for r in rs]))
         for rule in ("halt_head", "halt_change"):
-            shallow = [d for d in depths if d <= 2]
             cells.append(ci([sum(r["rl"][f"depth/{rule}/acc_d{d}"] for d in shallow) / len(shallow) for r in rs]) + " / "
                          + ci([r["rl"][f"depth/{rule}/mean_iterations"] for r in rs]))
         # the equal-compute reference for the exit rules: the readout after exactly t iterations (loop_probes,
         # teacher-forced exact match on the same items = greedy accuracy of the loop stopped at t)
-        shallow = [d for d in depths if d <= 2]
-        fixed = [" · ".join(f"t={t}: " + ci([sum(r["rl"][f"probe/d{d}/readout_acc_t{t}"] for d in shallow) / len(shallow)
-                                            for r in rs]) for t in range(1, rs[0]["depth"] + 1))
-                 if all(f"probe/d{d}/readout_acc_t1" in r["rl"] for r in rs for d in shallow) else "—"]
-        cells += fixed
+        cells.append(" · ".join(f"t={t}: " + ci([sum(r["rl"][f"probe/d{d}/readout_acc_t{t}"] for d in shallow) / len(shallow)
+                                                for r in rs]) for t in range(1, rs[0]["depth"] + 1))
+                     if all(f"probe/d{d}/readout_acc_t1" in r["rl"] for r in rs for d in shallow) else "—")
         lines.append("| " + " | ".join(cells) + " |")
     sft = [r for r in rows if r["condition"] in CONDITIONS]
     seen, sft_cells = set(), []
@@ -290,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     from compose_rl.recipe import RecipeError, recipe_from_dict
 
     try:  # every arm's recipe checked before any training: a bad recipe, override or arm is one line
+        base = _load(args.recipe, args.overrides).model_dump(mode="json")
         for arm in arms:
-            recipe_from_dict(arm_recipe(_load(args.recipe, args.overrides).model_dump(mode="json"), arm), arm)
+            recipe_from_dict(arm_recipe(base, arm), arm)
     except (RecipeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

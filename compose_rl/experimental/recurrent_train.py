@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from compose_rl.experimental.recurrent_depth import (LoopedEngine, LoopedLM, LoopSpec, flops_per_answer,
                                                      participation_ratio, readout_scores, sample_depth)
 from compose_rl.experimental.trainer import draw_batch
+from compose_rl.rollout.hf import eos_pad
 
 
 def spec_from_recipe(cfg) -> LoopSpec:
@@ -92,7 +93,7 @@ def looped_sft(looped: LoopedLM, policy, pairs: list[tuple[str, str]], cfg, run,
     from compose_rl.sft.stage import encode_pair
 
     tok = policy.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = eos_pad(tok)[1]
     data = [encode_pair(policy, p, c) for p, c in pairs]
     steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(len(data) * cfg.epochs / cfg.batch_size)
     opt, sched = sft_optimizer(looped, cfg.lr, steps, cfg.schedule)
@@ -155,7 +156,7 @@ def loop_probes(looped: LoopedLM, policy, task, depths, items: int, depth: int |
     from compose_rl.sft.stage import encode_pair
 
     tok = policy.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = eos_pad(tok)[1]
     r = depth or looped.depth
     was = looped.training
     looped.eval()

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from compose_rl.rl.learner import compute_advantages
 from compose_rl.rl.losses import aggregate, reinforce_loss
+from compose_rl.rollout.hf import eos_pad
 
 
 def _chunks(items: list, size: int):
@@ -105,7 +106,7 @@ def latent_sft(loop, policy, pairs: list[tuple[str, str]], cfg, run, stage: str,
     from compose_rl.sft.stage import encode_pair
 
     tok = policy.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = eos_pad(tok)[1]
     data = [encode_pair(policy, p, c) for p, c in pairs]
     steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(len(data) * cfg.epochs / cfg.batch_size)
     opt = torch.optim.AdamW([p for p in loop.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
@@ -148,7 +149,7 @@ def run_latent_rl(loop, policy, engine, collector, cfg, run, stage: str,
                   evaluate=None, replay=None, resume=None) -> dict:
     """RL through the latent loop for cfg.steps steps (see the module docstring)."""
     tok = policy.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = eos_pad(tok)[1]
     opt = torch.optim.Adam([p for p in loop.parameters() if p.requires_grad], lr=cfg.lr)
     start = 0
     if resume is not None:
