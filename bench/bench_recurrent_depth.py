@@ -2,8 +2,8 @@
 without the per-iteration KV cache, beside the analytic FLOPs per answer the study's FLOPs column uses
 (no assertions: it prints times, FLOPs and the ratios to r = 1).
 
-Model: the recurrent-depth-strcomp recipe's tiny Llama (d 128, prelude 1 / core 2 / coda 1), string-task
-prompts. A training step is one SFT step through the loop on 32 (prompt, answer) pairs (every readout
+Model: the recipe's tiny Llama and loop split (default recipes/recurrent-depth-strcomp.yaml: d 128, 2 layers,
+prelude 1 / core 1 / coda 0; --recipe to use another), its string-task functions and prompts. A training step is one SFT step through the loop on 32 (prompt, answer) pairs (every readout
 supervised, as the recipe's sft_readout: all) and, in the `k=1` column, with the gradient through the
 last iteration only (recurrent.backprop_steps = 1). Generation: 16 prompts x 2 samples, T = 1, 16 new
 tokens forced (EOS suppressed, so every r decodes the same number of tokens). Calls are interleaved over
@@ -15,6 +15,8 @@ the mean prompt length and a 16-token answer; uncached = every token recomputes 
 
     OMP_NUM_THREADS=1 python bench/bench_recurrent_depth.py
     OMP_NUM_THREADS=1 python bench/bench_recurrent_depth.py --depths 1,2,4,8,16 --rounds 5
+    OMP_NUM_THREADS=1 python bench/bench_recurrent_depth.py --recipe recipes/recurrent-depth-strcomp.yaml \
+        model.tiny.num_layers=4 model.tiny.intermediate_size=256 recurrent.core=2 recurrent.coda=1   # last round's shape
 """
 from __future__ import annotations
 
@@ -34,11 +36,14 @@ def main() -> None:
     ap.add_argument("--depths", default="1,2,4,8", help="depths r to compare (comma-separated)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--recipe", default=str(Path(__file__).resolve().parents[1] / "recipes" / "recurrent-depth-strcomp.yaml"))
+    ap.add_argument("overrides", nargs="*", help="key=value recipe overrides (model.tiny.*, recurrent.prelude/core/coda)")
     args = ap.parse_args()
 
     import torch
 
     torch.set_num_threads(1)
+    from compose_rl.cli import _load
     from compose_rl.experimental.recurrent_depth import LoopedEngine, LoopedLM, LoopSpec, flops_per_answer
     from compose_rl.experimental.recurrent_train import sft_loss
     from compose_rl.models import TinySpec, load_policy
@@ -47,11 +52,13 @@ def main() -> None:
     from synthetic_tasks.strcomp import StrCompTask
 
     depths = [int(x) for x in args.depths.split(",")]
-    policy = load_policy("tiny", seed=0, tiny=TinySpec(hidden_size=128, num_layers=4, num_heads=2, intermediate_size=256))
-    task = StrCompTask(seed=0, only=("func_1", "func_3", "func_4", "func_7", "func_9", "func_13"), test_depths=(1, 2, 3, 4))
+    recipe = _load(args.recipe, args.overrides)
+    rc = recipe.recurrent
+    policy = load_policy("tiny", seed=0, tiny=TinySpec(**recipe.model.tiny.model_dump()))
+    task = StrCompTask(seed=0, only=tuple(recipe.task.functions), test_depths=(1, 2, 3, 4))
     pairs = [encode_pair(policy, p.prompt, p.target) for p in task.composite_examples(32, seed=0, depths=(1, 2))]
     prompts = [policy.format_prompt(p.prompt) for p in task.eval_problems(2, 16)]
-    models = {(r, k): LoopedLM(policy.model, LoopSpec(prelude=1, core=2, coda=1, depth=r, backprop_steps=k))
+    models = {(r, k): LoopedLM(policy.model, LoopSpec(prelude=rc.prelude, core=rc.core, coda=rc.coda, depth=r, backprop_steps=k))
               for r in depths for k in (0, 1)}
     eos = policy.tokenizer.eos_token_id
     head = policy.model.lm_head
@@ -79,7 +86,7 @@ def main() -> None:
     spec = models[(depths[0], 0)].spec
     med = {c: {r: statistics.median(v) for r, v in d.items()} for c, d in times.items()}
     r0 = depths[0]
-    print(f"recurrent depth, d={cfg.hidden_size}, prelude/core/coda = 1/2/1, prompt {plen} tokens, answer {args.tokens} tokens, "
+    print(f"recurrent depth, d={cfg.hidden_size}, prelude/core/coda = {rc.prelude}/{rc.core}/{rc.coda}, prompt {plen} tokens, answer {args.tokens} tokens, "
           f"medians of {args.rounds} rounds (times in s; x = ratio to r={r0})")
     print(f"{'r':>3} | {'train step':>14} | {'train k=1':>14} | {'gen cached':>14} | {'gen no cache':>14} | "
           f"{'no cache/cache':>14} | {'GFLOP/answer':>12} | {'uncached':>12} | {'FLOPs x':>7}")
@@ -90,7 +97,8 @@ def main() -> None:
         cells = [f"{med[c][r]:.3f} ({med[c][r] / med[c][r0]:4.1f}x)" for c in ("train", "train_k1", "gen_cache", "gen_nocache")]
         print(f"{r:>3} | " + " | ".join(f"{x:>14}" for x in cells) +
               f" | {med['gen_nocache'][r] / med['gen_cache'][r]:>13.1f}x | {f / 1e9:>12.4f} | {fu / 1e9:>12.4f} | {f / f0:>6.2f}x")
-    print(f"plain model (all 4 layers once) = r=1; a plain model matched in FLOPs at depth r has 2 + 2r layers.")
+    print(f"plain model (all {cfg.num_hidden_layers} layers once) = r=1; a plain model matched in FLOPs at depth r has "
+          f"{rc.prelude + rc.coda} + {rc.core}r layers.")
 
 
 if __name__ == "__main__":

@@ -467,12 +467,12 @@ def test_study_arms_match_parameters_or_flops():
 
     base = _load("recipes/recurrent-depth-strcomp.yaml", ["recurrent.depth=2"]).model_dump(mode="json")
     arms = {a: recipe_from_dict(arm_recipe(base, a), a) for a in ("looped", "plain", "deep", "cot")}
-    assert arms["looped"].recurrent.depth == 2 and arms["looped"].model.tiny.num_layers == 4
+    assert arms["looped"].recurrent.depth == 2 and arms["looped"].model.tiny.num_layers == 2
     for a in ("plain", "deep", "cot"):
         rc = arms[a].recurrent
         assert (rc.depth, rc.credit, rc.explore) == (1, "final", "temperature")
     assert arms["plain"].model == arms["looped"].model and arms["plain"].task == arms["looped"].task
-    assert (arms["deep"].model.tiny.num_layers, arms["deep"].recurrent.core) == (6, 4)  # 1 + 2 x 2 + 1
+    assert (arms["deep"].model.tiny.num_layers, arms["deep"].recurrent.core) == (3, 2)  # 1 + 1 x 2 + 0
     assert arms["cot"].task.cot == "steps" and arms["cot"].rollout.max_new_tokens == 120
     assert arms["cot"].model == arms["looped"].model
 
@@ -486,7 +486,7 @@ def test_study_arms_match_parameters_or_flops():
     layer = 2 * (2 * 128 * 128 + 2 * 128 * 128 + 3 * 128 * 256) + 2 * 2 * 10 * 128  # one layer at context 10
     looped, deep = flops_per_token(Cfg, spec("looped"), 2, 10), flops_per_token(Cfg, spec("deep"), 1, 10)
     assert looped - deep == 2 * 256 * 128  # the one extra adapter pass (2d -> d) of the second iteration
-    assert deep == 6 * layer + 2 * 256 * 128 + 2 * 128 * 100
+    assert deep == 3 * layer + 2 * 256 * 128 + 2 * 128 * 100
     with pytest.raises(ValueError, match="unknown arm"):
         arm_recipe(base, "wide")
     kuhn = _load("recipes/recurrent-depth-kuhn.yaml", []).model_dump(mode="json")
@@ -510,7 +510,8 @@ def test_sft_curves_start_every_variant_from_the_same_weights_and_batch():
     from compose_rl.experimental.recurrent_study import sft_curves, summarize_curves
 
     rows = sft_curves("recipes/recurrent-depth-strcomp.yaml", ["model.tiny.hidden_size=64", "model.tiny.num_heads=1",
-                                                               "recurrent.depth=2", "sft.examples=320"], [0], 2, every=1)
+                                                               "recurrent.depth=2", "sft.examples=320", "recurrent.init_std=1",
+                                                               "recurrent.sft_warmup=0"], [0], 2, every=1)
     assert [r["variant"] for r in rows] == ["plain (r=1, adapter fixed)", "loop r=2, s_0 noise 1", "loop r=2, s_0 = 0"]
     first = [r["curve"][0] for r in rows]
     assert max(first) - min(first) < 1e-5
