@@ -393,6 +393,49 @@ def test_game_depth_eval_scores_the_loop_at_each_multiple_and_reuses_the_eval_at
     assert reused["depth/x2/kuhn_poker/exploitability"] == pytest.approx(want[4], abs=1e-9)
 
 
+def test_game_exit_rules_play_each_information_states_own_depth(policy, monkeypatch):
+    """In self-play the exit rules are scored exactly: each information state's depth comes from its prompt
+    (a head that always fires = the loop stopped after 1 iteration; one that never fires = r), and the
+    policy is the table at that depth, state by state."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from compose_rl.evals.exploitability import exploitability_of_tables, infostates
+    from compose_rl.evals.games import lm_policy_tables
+    from compose_rl.experimental.recurrent_train import game_depth_eval
+    from games import get_game
+
+    game, lm = get_game("kuhn_poker"), looped(policy, depth=2)
+    pipe = SimpleNamespace(loop=lm, policy=policy, scorer=replace(policy, model=lm),
+                           domains=[SimpleNamespace(mixture=[(game, 1.0)])])
+    tables = {}
+    for depth in (1, 2):
+        lm.depth = depth
+        tables[depth] = lm_policy_tables(pipe.scorer, game)
+    lm.depth = 2
+    expl = {t: exploitability_of_tables(game, tables[t])[0] for t in (1, 2)}
+    assert expl[1] != pytest.approx(expl[2], abs=1e-6)
+    for bias, depth in ((50.0, 1), (-50.0, 2)):  # sigmoid(head) > 0.5 at every iteration / never
+        with torch.no_grad():
+            lm.halt_head.weight.zero_()
+            lm.halt_head.bias.fill_(bias)
+        got = game_depth_eval(pipe, (1,))
+        assert got["depth/halt_head/kuhn_poker/exploitability"] == pytest.approx(expl[depth], abs=1e-9)
+        assert got["depth/halt_head/kuhn_poker/mean_iterations"] == depth
+        full, halted = got["depth/x1/kuhn_poker/flops_per_answer"], got["depth/halt_head/kuhn_poker/flops_per_answer"]
+        assert halted == pytest.approx(full) if depth == 2 else halted < full
+    assert got["depth/t1/kuhn_poker/exploitability"] == pytest.approx(expl[1], abs=1e-9)
+    infos = infostates(game)  # a rule that stops the first half of the states after 1 iteration
+    pattern = torch.tensor([1 if k < len(infos) // 2 else 2 for k in range(len(infos))])
+    monkeypatch.setattr(type(lm), "exit_depths", lambda self, *a, **k: pattern)
+    got = game_depth_eval(pipe, (1,))
+    mixed = {i.key: tables[int(d)][i.key] for i, d in zip(infos, pattern)}
+    want = exploitability_of_tables(game, mixed)[0]
+    assert got["depth/halt_change/kuhn_poker/exploitability"] == pytest.approx(want, abs=1e-9)
+    assert got["depth/halt_change/kuhn_poker/mean_iterations"] == pytest.approx(float(pattern.float().mean()))
+    assert lm.depth == 2 and lm.spec.halting == "none"  # restored
+
+
 def test_kuhn_self_play_recipe_smoke_run(tmp_path):
     """recurrent-depth-kuhn at smoke budgets: SFT and self-play RL through the loop, exact exploitability
     of the looped policy at r, 2r, 4r with FLOPs per answer, the loop's own weights checkpointed."""
@@ -440,8 +483,11 @@ def test_study_summary_of_self_play_rows(tmp_path):
                 "depth/x4/kuhn_poker/exploitability": e4, "depth/x1/kuhn_poker/flops_per_answer": 3e6}
 
     for seed, (sft, rl) in enumerate([(0.5, 0.3), (0.5, 0.4), (0.5, 0.2)]):
-        row = {"condition": "perloop-dropout", "seed": seed, "depths": [], "games": ["kuhn_poker"],
-               "groups_with_signal": 0.5, "sft": metrics(sft, sft, sft), "rl": metrics(rl, rl + 0.1, rl + 0.2)}
+        exits = {"depth/halt_head/kuhn_poker/exploitability": rl, "depth/halt_head/kuhn_poker/mean_iterations": 1.0 + seed / 2,
+                 "depth/halt_change/kuhn_poker/exploitability": 0.25, "depth/halt_change/kuhn_poker/mean_iterations": 2.0,
+                 "depth/t1/kuhn_poker/exploitability": 0.6}
+        row = {"condition": "perloop-dropout", "seed": seed, "depth": 2, "depths": [], "games": ["kuhn_poker"],
+               "groups_with_signal": 0.5, "sft": metrics(sft, sft, sft), "rl": {**metrics(rl, rl + 0.1, rl + 0.2), **exits}}
         (tmp_path / f"perloop-dropout-s{seed}.json").write_text(json.dumps(row))
     for seed, rl in enumerate([0.3, 0.3, 0.3]):  # the reference condition, listed first: paired differences 0, .1, -.1
         row = {"condition": "final-temp", "seed": seed, "depths": [], "games": ["kuhn_poker"], "groups_with_signal": 0.5,
@@ -452,6 +498,10 @@ def test_study_summary_of_self_play_rows(tmp_path):
     # minus final-temp paired by seed: 0, .1, -.1 -> mean 0 with the same width
     assert "| perloop-dropout | 3 | kuhn_poker | 0.500 ± 0.000 | 0.300 ± 0.248 | -0.200 ± 0.248 | 0.000 ± 0.248 " \
            "| 0.400 ± 0.248 | 0.500 ± 0.248 | 0.500 ± 0.000 | 3.000 ± 0.000 |" in table
+    # exit rules: exploitability / mean iterations (1, 1.5, 2: mean 1.5, sd .5 -> 4.303 * .5 / sqrt(3) = 1.242),
+    # then the loop stopped at t = 1 < r; rows without them (the reference condition here) show —
+    assert "| 3.000 ± 0.000 | 0.300 ± 0.248 / 1.500 ± 1.242 | 0.250 ± 0.000 / 2.000 ± 0.000 | t=1: 0.600 ± 0.000 |" in table
+    assert "| — | — | — |" in table
     assert "after RL - final-temp (paired)" in table and "| final-temp | 3 | kuhn_poker | 0.500 ± 0.000 | 0.300 ± 0.000 | " \
            "-0.200 ± 0.000 | — |" in table
 

@@ -322,6 +322,16 @@ class LoopedLM(nn.Module):
         stop[:, -1] = True
         return stop.float().argmax(dim=1) + 1  # first iteration that stops
 
+    @torch.no_grad()
+    def exit_depths(self, ids: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor, depth: int,
+                    explore_seeds: Sequence[int | None] | None = None) -> torch.Tensor | None:
+        """Each left-padded prompt's depth under the recipe's exit rule, decided by the loop over the prompt
+        at its last position (None when halting is off: every row runs `depth`)."""
+        if self.spec.halting == "none":
+            return None
+        states = self.unroll(ids, attn, pos, depth, explore_seeds=explore_seeds, keep=1).states
+        return self.choose_depth(states, torch.full((ids.shape[0],), ids.shape[1] - 1, device=ids.device))
+
 
 class _Out:
     def __init__(self, logits):
@@ -467,10 +477,7 @@ class LoopedEngine:
     def _run(self, prompt_ids, seeds, depth: int, sampling: SamplingParams, eos: int, pad: int):
         lm = self.looped
         ids, attn, pos = pad_left(prompt_ids, pad, lm.device)
-        rd = None
-        if lm.spec.halting != "none":  # each row's depth, decided from the prompt's loop at its last position
-            states = lm.unroll(ids, attn, pos, depth, explore_seeds=seeds, keep=1).states
-            rd = lm.choose_depth(states, torch.full((ids.shape[0],), ids.shape[1] - 1, device=ids.device))
+        rd = lm.exit_depths(ids, attn, pos, depth, seeds)
         cache = LoopCache(lm.config) if self.use_cache else None
         un = lm.unroll(ids, attn, pos, depth, explore_seeds=seeds, cache=cache, row_depth=rd)
         rd = un.depth

@@ -191,7 +191,8 @@ def summarize_games(rows: list[dict]) -> str:
         by.setdefault(r["condition"], []).append(r)
     first = next(iter(by))
     head = ["condition", "n", "game", "expl. after SFT", "expl. after RL", "RL - SFT", f"after RL - {first} (paired)",
-            "after RL at 2r", "after RL at 4r", "groups w/ signal", "MFLOP/answer (r)"]
+            "after RL at 2r", "after RL at 4r", "groups w/ signal", "MFLOP/answer (r)", "halt head: expl. / iters",
+            "latent exit: expl. / iters", "fixed depth t < r: expl."]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cond, rs in by.items():
         for g in rs[0]["games"]:
@@ -204,6 +205,13 @@ def summarize_games(rows: list[dict]) -> str:
                      ci([r["rl"][f"depth/x4/{g}/exploitability"] for r in rs]),
                      ci([r["groups_with_signal"] for r in rs]),
                      ci([r["rl"][f"depth/x1/{g}/flops_per_answer"] / 1e6 for r in rs])]
+            for rule in ("halt_head", "halt_change"):  # rows from before the exit rules were scored in games: —
+                k = f"depth/{rule}/{g}/"
+                cells.append(ci([r["rl"][k + "exploitability"] for r in rs]) + " / " + ci([r["rl"][k + "mean_iterations"] for r in rs])
+                             if all(k + "exploitability" in r["rl"] for r in rs) else "—")
+            fixed = [t for t in range(1, rs[0].get("depth", 1)) if all(f"depth/t{t}/{g}/exploitability" in r["rl"] for r in rs)]
+            cells.append(" · ".join(f"t={t}: " + ci([r["rl"][f"depth/t{t}/{g}/exploitability"] for r in rs]) for t in fixed)
+                         or "—")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from compose_rl.experimental.recurrent_depth import (LoopedEngine, LoopedLM, LoopSpec, flops_per_answer,
                                                      participation_ratio, readout_scores, sample_depth)
 from compose_rl.experimental.trainer import draw_batch
-from compose_rl.rollout.hf import eos_pad
+from compose_rl.rollout.hf import encode, eos_pad, pad_left
 
 
 def spec_from_recipe(cfg) -> LoopSpec:
@@ -212,31 +212,57 @@ def depth_eval(looped: LoopedLM, engine: LoopedEngine, policy, task, depths, ite
 
 @torch.no_grad()
 def game_depth_eval(pipe, multipliers=(1, 2, 4), known: dict | None = None) -> dict:
-    """Test-time depth scaling in self-play: the exact exploitability of the looped policy at r x m
-    iterations (no retraining) for each training game small enough to solve, with the forward FLOPs of
-    one strict answer (+ EOS) averaged over the game's information states. `known`: the game eval's
-    metrics, whose `eval/<game>/exploitability` is the value at m = 1 (scored by the same looped module)."""
+    """Test-time depth in self-play, for each training game small enough to solve: the exact exploitability
+    of the looped policy at r x m iterations (no retraining), at a fixed t < r iterations, and under each
+    exit rule at depth r (each information state's depth chosen from its prompt, as generation does; the
+    policy is then the table at that depth, state by state), with the forward FLOPs of one strict answer
+    (+ EOS) and, for the exit rules, the iterations, both averaged over the game's information states.
+    `known`: the game eval's metrics, whose `eval/<game>/exploitability` is the value at m = 1 (scored by
+    the same looped module)."""
     from compose_rl.evals.exploitability import exploitability_of_tables, infostates, is_small
     from compose_rl.evals.games import lm_policy_tables
 
     looped, tok = pipe.loop, pipe.policy.tokenizer
-    r0, out = looped.depth, {}
+    r0, spec0, out = looped.depth, looped.spec, {}
     games = [g for d in pipe.domains for g, _ in getattr(d, "mixture", []) if is_small(g)]
     try:
         for game in games:
             infos = infostates(game)
-            lens = [(len(tok(pipe.policy.format_prompt(game.prompt(i.state, i.player)), add_special_tokens=False)["input_ids"]),
-                     len(tok(game.answer_text(i.state, i.state.legal_actions(i.player)[0]), add_special_tokens=False)["input_ids"]) + 1)
-                    for i in infos]
+            prompts = [pipe.policy.format_prompt(game.prompt(i.state, i.player)) for i in infos]
+            ids = encode(tok, prompts)
+            lens = [(len(p), len(tok(game.answer_text(i.state, i.state.legal_actions(i.player)[0]),
+                                     add_special_tokens=False)["input_ids"]) + 1) for p, i in zip(ids, infos)]
+            tables: dict[int, dict] = {}
+
+            def at(t: int) -> dict:  # the exact tables of the loop stopped after t iterations
+                if t not in tables:
+                    looped.depth = t
+                    tables[t] = lm_policy_tables(pipe.scorer, game)
+                return tables[t]
+
+            def expl(t: int) -> float:
+                return exploitability_of_tables(game, at(t))[0]
+
+            def flops(depths) -> float:
+                return sum(flops_per_answer(looped.config, spec0, d, p, a) for d, (p, a) in zip(depths, lens)) / len(lens)
+
             for m in multipliers:
-                looped.depth = r0 * m
                 done = (known or {}).get(f"eval/{game.name}/exploitability") if m == 1 else None
-                out[f"depth/x{m}/{game.name}/exploitability"] = done if done is not None else \
-                    exploitability_of_tables(game, lm_policy_tables(pipe.scorer, game))[0]
-                out[f"depth/x{m}/{game.name}/flops_per_answer"] = sum(
-                    flops_per_answer(looped.config, looped.spec, r0 * m, p, a) for p, a in lens) / len(lens)
+                out[f"depth/x{m}/{game.name}/exploitability"] = done if done is not None else expl(r0 * m)
+                out[f"depth/x{m}/{game.name}/flops_per_answer"] = flops([r0 * m] * len(infos))
+            for t in range(1, r0):  # the equal-compute reference for the exit rules
+                out[f"depth/t{t}/{game.name}/exploitability"] = expl(t)
+            padded = pad_left(ids, eos_pad(tok)[1], looped.device)
+            for rule, halting in (("halt_head", "head"), ("halt_change", "latent_change")):
+                looped.spec = replace(spec0, halting=halting)
+                rd = looped.exit_depths(*padded, r0).tolist()
+                looped.spec = spec0
+                mixed = {i.key: at(d)[i.key] for i, d in zip(infos, rd)}
+                out[f"depth/{rule}/{game.name}/exploitability"] = exploitability_of_tables(game, mixed)[0]
+                out[f"depth/{rule}/{game.name}/mean_iterations"] = sum(rd) / len(rd)
+                out[f"depth/{rule}/{game.name}/flops_per_answer"] = flops(rd)
     finally:
-        looped.depth = r0
+        looped.depth, looped.spec = r0, spec0
     return out
 
 
