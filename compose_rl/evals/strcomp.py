@@ -23,19 +23,20 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def accuracy(engine, format_prompt, task, problems, max_new_tokens: int, temperature: float = 0.0,
              n: int = 1, seed: int = 0):
-    """Greedy (or sampled) accuracy; returns (acc, parse_rate, per-problem correct counts, completions)."""
+    """Greedy (or sampled) accuracy; returns (acc, parse_rate, per-problem correct counts, each problem's first
+    Completion)."""
     if not problems:
         return 0.0, 0.0, [], []
     outs = engine.generate([format_prompt(p.prompt) for p in problems],
                            SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, n=n, seed=seed))
-    correct, parsed, texts = [], 0, []
+    correct, parsed, firsts = [], 0, []
     for p, comps in zip(problems, outs):
         rs = [task.reward(p, c.text, truncated=c.truncated) for c in comps]
         correct.append(sum(r == 1.0 for r in rs))
         parsed += sum(r >= 0 for r in rs)
-        texts.append(comps[0].text)
+        firsts.append(comps[0])
     total = len(problems) * n
-    return sum(correct) / total, parsed / total, correct, texts
+    return sum(correct) / total, parsed / total, correct, firsts
 
 
 def skill_accuracy(engine, format_prompt, task, items_per_skill: int, max_new_tokens: int) -> dict[str, float]:
@@ -53,7 +54,7 @@ def strcomp_suite(engine, format_prompt, task, cfg_eval, max_new_tokens: int, te
     metrics, rows, samples = {}, [], []
     for d in task.test_depths:
         probs = task.eval_problems(d, cfg_eval.items_per_depth)
-        acc, parse, _, texts = accuracy(engine, format_prompt, task, probs, max_new_tokens)
+        acc, parse, _, firsts = accuracy(engine, format_prompt, task, probs, max_new_tokens)
         k = cfg_eval.pass_k
         sub = probs[: cfg_eval.pass_k_items]
         pk = 0.0
@@ -67,5 +68,5 @@ def strcomp_suite(engine, format_prompt, task, cfg_eval, max_new_tokens: int, te
                         f"eval/strcomp/parse_d{d}": parse, f"eval/strcomp/floor_d{d}": floor})
         rows.append({"depth": d, "acc": acc, f"pass@{k}": pk, "parse": parse, "floor": floor, "floor_rule": rule,
                      "shortcuts": shortcuts, "n": len(probs)})
-        samples += [f"[depth {d}] expected {p.answer!r}\n{p.prompt}{t}" for p, t in list(zip(probs, texts))[:2]]
+        samples += [f"[depth {d}] expected {p.answer!r}\n{p.prompt}{c.text}" for p, c in list(zip(probs, firsts))[:2]]
     return metrics, rows, samples

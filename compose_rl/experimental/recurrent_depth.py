@@ -427,13 +427,12 @@ def loop_logprobs(model: LoopedLM, batch, pad: int, with_entropy: bool = False, 
 class LoopedEngine:
     """The Engine protocol over a LoopedLM in the learner's process. Sampled rollouts (temperature > 0) get
     their own exploration seed; each Completion's `info` holds the depth and seed the learner needs (the
-    collectors copy it into `Sample.info`); `last_rollout_info` lists them per prompt for the evaluations."""
+    collectors copy it into `Sample.info`; the evaluations read it there too)."""
 
     def __init__(self, looped: LoopedLM, tokenizer, batch_size: int = 64, use_cache: bool = True):
         self.looped, self.tokenizer, self.batch_size, self.use_cache = looped, tokenizer, batch_size, use_cache
         self.policy_version = 0
         self.depth: int | None = None  # None: the looped model's evaluation depth
-        self.last_rollout_info: list[list[dict]] = []
         self._unseeded = 0  # calls without sampling.seed (self-play turns): each gets fresh exploration seeds
 
     def load_weights(self, state: Mapping[str, torch.Tensor] | None, version: int) -> None:
@@ -458,7 +457,6 @@ class LoopedEngine:
         base = (sampling.seed if sampling.seed is not None else -self._unseeded) * 1_000_003
         seeds = [base + k + 1 if explore else None for k in range(len(rows))]
         out: list[list[Completion]] = [[] for _ in prompts]
-        self.last_rollout_info = [[] for _ in prompts]
         was_training = self.looped.training
         self.looped.eval()
         try:
@@ -469,7 +467,6 @@ class LoopedEngine:
                     c = completion(tok, ids[i], toks, lps, stopped, self.policy_version)
                     c.info = {"loop_depth": d, "loop_seed": seed}  # collectors copy it into Sample.info
                     out[i].append(c)
-                    self.last_rollout_info[i].append(c.info)
         finally:
             self.looped.train(was_training)
         return out

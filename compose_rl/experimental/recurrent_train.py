@@ -195,14 +195,12 @@ def depth_eval(looped: LoopedLM, engine: LoopedEngine, policy, task, depths, ite
             engine.depth = depth
             used, flops = [], []
             for d, ps in probs.items():
-                acc, _, _, texts = accuracy(engine, policy.format_prompt, task, ps, max_new_tokens)
+                acc, _, _, firsts = accuracy(engine, policy.format_prompt, task, ps, max_new_tokens)
                 out[f"depth/{name}/acc_d{d}"] = acc
-                info = [i for row in engine.last_rollout_info for i in row]
-                used += [i["loop_depth"] for i in info]
-                for p, i, t in zip(ps, info, texts):
-                    plen = len(policy.tokenizer(policy.format_prompt(p.prompt), add_special_tokens=False)["input_ids"])
-                    alen = len(policy.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1
-                    flops.append(flops_per_answer(looped.config, looped.spec, i["loop_depth"], plen, alen))
+                for c in firsts:  # each answer's own depth, as the engine reported it, and the tokens it decoded
+                    used.append(c.info["loop_depth"])
+                    flops.append(flops_per_answer(looped.config, looped.spec, c.info["loop_depth"], len(c.prompt_ids),
+                                                  len(c.token_ids)))
             out[f"depth/{name}/mean_iterations"] = sum(used) / max(len(used), 1)
             out[f"depth/{name}/flops_per_answer"] = sum(flops) / max(len(flops), 1)
     finally:
