@@ -366,25 +366,33 @@ def test_exact_game_tables_score_the_loop_at_its_depth(policy):
     assert gap(plain, at3) > 1e-4 and gap(at3, at6) > 1e-4
 
 
-def test_game_depth_eval_scores_the_loop_at_each_multiple_and_reuses_the_eval_at_r(policy):
-    """game_depth_eval: exploitability of the looped module's tables at r x m (recomputed here by hand), with
-    the game eval's value taken for m = 1 when it is passed (same module, same depth) instead of re-scored."""
+def _kuhn_loop(policy, depths):
+    """(game, looped module at depth 2, a pipeline stand-in for game_depth_eval, {depth: the looped module's
+    exact Kuhn tables at that depth}, {depth: their exploitability}), computed here by hand."""
     from dataclasses import replace
     from types import SimpleNamespace
 
     from compose_rl.evals.exploitability import exploitability_of_tables
     from compose_rl.evals.games import lm_policy_tables
-    from compose_rl.experimental.recurrent_train import game_depth_eval
     from games import get_game
 
     game, lm = get_game("kuhn_poker"), looped(policy, depth=2)
     pipe = SimpleNamespace(loop=lm, policy=policy, scorer=replace(policy, model=lm),
                            domains=[SimpleNamespace(mixture=[(game, 1.0)])])
-    want = {}
-    for depth in (2, 4):
+    tables = {}
+    for depth in depths:
         lm.depth = depth
-        want[depth] = exploitability_of_tables(game, lm_policy_tables(pipe.scorer, game))[0]
+        tables[depth] = lm_policy_tables(pipe.scorer, game)
     lm.depth = 2
+    return game, lm, pipe, tables, {t: exploitability_of_tables(game, tables[t])[0] for t in depths}
+
+
+def test_game_depth_eval_scores_the_loop_at_each_multiple_and_reuses_the_eval_at_r(policy):
+    """game_depth_eval: exploitability of the looped module's tables at r x m (recomputed here by hand), with
+    the game eval's value taken for m = 1 when it is passed (same module, same depth) instead of re-scored."""
+    from compose_rl.experimental.recurrent_train import game_depth_eval
+
+    _, lm, pipe, _, want = _kuhn_loop(policy, (2, 4))
     got = game_depth_eval(pipe, (1, 2))
     assert got["depth/x1/kuhn_poker/exploitability"] == pytest.approx(want[2], abs=1e-9)
     assert got["depth/x2/kuhn_poker/exploitability"] == pytest.approx(want[4], abs=1e-9)
@@ -398,23 +406,10 @@ def test_game_exit_rules_play_each_information_states_own_depth(policy, monkeypa
     """In self-play the exit rules are scored exactly: each information state's depth comes from its prompt
     (a head that always fires = the loop stopped after 1 iteration; one that never fires = r), and the
     policy is the table at that depth, state by state."""
-    from dataclasses import replace
-    from types import SimpleNamespace
-
     from compose_rl.evals.exploitability import exploitability_of_tables, infostates
-    from compose_rl.evals.games import lm_policy_tables
     from compose_rl.experimental.recurrent_train import game_depth_eval
-    from games import get_game
 
-    game, lm = get_game("kuhn_poker"), looped(policy, depth=2)
-    pipe = SimpleNamespace(loop=lm, policy=policy, scorer=replace(policy, model=lm),
-                           domains=[SimpleNamespace(mixture=[(game, 1.0)])])
-    tables = {}
-    for depth in (1, 2):
-        lm.depth = depth
-        tables[depth] = lm_policy_tables(pipe.scorer, game)
-    lm.depth = 2
-    expl = {t: exploitability_of_tables(game, tables[t])[0] for t in (1, 2)}
+    game, lm, pipe, tables, expl = _kuhn_loop(policy, (1, 2))
     assert expl[1] != pytest.approx(expl[2], abs=1e-6)
     for bias, depth in ((50.0, 1), (-50.0, 2)):  # sigmoid(head) > 0.5 at every iteration / never
         with torch.no_grad():
