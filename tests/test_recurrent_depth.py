@@ -452,7 +452,8 @@ def test_study_summary_from_hand_written_rows(tmp_path):
 
     def metrics(a1, a3, a3_x4):
         m = {"depth/x1/acc_d1": a1, "depth/x1/acc_d3": a3, "depth/x4/acc_d1": a1, "depth/x4/acc_d3": a3_x4,
-             "depth/x1/flops_per_answer": 2e9, "probe/d1/readout_acc_t1": a1 / 2, "probe/d1/readout_acc_t2": a1}
+             "depth/x1/flops_per_answer": 2e9, "probe/d1/readout_acc_t1": a1 / 2, "probe/d1/readout_acc_t2": a1,
+             "eval/strcomp/floor_d1": 0.25, "eval/strcomp/floor_d3": 0.0}
         for rule in ("halt_head", "halt_change"):
             m.update({f"depth/{rule}/acc_d1": a1, f"depth/{rule}/acc_d3": 0.0, f"depth/{rule}/mean_iterations": 1.5})
         return m
@@ -461,9 +462,18 @@ def test_study_summary_from_hand_written_rows(tmp_path):
         row = {"condition": "final-temp", "seed": seed, "depth": 2, "depths": [1, 3], "groups_with_signal": 0.25 * (seed + 1),
                "sft": metrics(sft1, 0.0, 0.0), "rl": metrics(rl1, 0.1, 0.2)}
         (tmp_path / f"final-temp-s{seed}.json").write_text(json.dumps(row))
+    for seed, (sft1, rl1) in enumerate([(0.4, 0.5), (0.6, 0.9)]):  # an arm: its own stage 1
+        row = {"condition": "plain (r=1)", "seed": seed, "depth": 1, "depths": [1, 3], "groups_with_signal": 0.5,
+               "sft": metrics(sft1, 0.0, 0.0), "rl": metrics(rl1, 0.1, 0.1)}
+        (tmp_path / f"plain-s{seed}.json").write_text(json.dumps(row))
     table = summarize(tmp_path)
     # RL d1: mean 0.7, sd 0.1414, t(1) = 12.706 -> half-width 12.706 * 0.1414 / sqrt(2) = 1.271
-    assert "| final-temp | 2 | 0.700 ± 1.271 | 0.100 ± 0.000 | 0.200 ± 1.271 |" in table
+    assert "| final-temp | 2 | 0.700 ± 1.271 | 0.100 ± 0.000 | 0.200 ± 1.271 | 0.100 ± 0.000 | — |" in table
+    # the arm minus final-temp, paired by seed, at the trained depths: d1 0.5 - 0.6, 0.9 - 0.8 -> 0.0 ± 1.271
+    assert "| plain (r=1) | 2 | 0.700 ± 2.541 | 0.100 ± 0.000 | 0.200 ± 1.271 | 0.100 ± 0.000 | d1 0.000 ± 1.271 |" in table
+    assert "| RL - final-temp (paired) |" in table
+    assert "after SFT (plain (r=1)): d1 0.500 ± 1.271, d3 0.000 ± 0.000" in table
+    assert "(the floor every row stands beside): d1 0.250 ± 0.000, d3 0.000 ± 0.000" in table
     assert "| 0.375 ± 1.588 |" in table  # groups with signal 0.25, 0.5
     assert "0.200 ± 0.000 (r: 0.100 ± 0.000)" in table and "| 2.000 ± 0.000 |" in table
     assert "| t=1: 0.350 ± 0.635 · t=2: 0.700 ± 1.271 |" in table  # the readout after t iterations, d1 only

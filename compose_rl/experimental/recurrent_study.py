@@ -232,12 +232,18 @@ def summarize(out: Path) -> str:
     head = ["condition", "n"] + [f"RL d{d}" for d in depths] + [f"RL-SFT d{d}" for d in depths] + \
         ["groups w/ signal", "RL d3-4 at 4r", "GFLOP/ans (r)", "halt head: acc d1-2 / iters", "latent exit: acc d1-2 / iters",
          "fixed depth t = 1..r: acc d1-2"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     shallow = [d for d in depths if d <= 2]
+    first = next(iter(by))
+    head[2 + 2 * len(depths):2 + 2 * len(depths)] = [f"RL - {first} (paired)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cond, rs in by.items():
         cells = [cond, str(len(rs))]
         cells += [ci([r["rl"][f"depth/x1/acc_d{d}"] for r in rs]) for d in depths]
         cells += [ci([r["rl"][f"depth/x1/acc_d{d}"] - r["sft"][f"depth/x1/acc_d{d}"] for r in rs]) for d in depths]
+        ref = {r["seed"]: r["rl"] for r in by[first]}  # the same seed's items, hence its shortcut floors
+        cells.append("—" if cond == first else " · ".join(
+            f"d{d} " + ci([r["rl"][f"depth/x1/acc_d{d}"] - ref[r["seed"]][f"depth/x1/acc_d{d}"] for r in rs if r["seed"] in ref])
+            for d in shallow))
         cells.append(ci([r["groups_with_signal"] for r in rs]))
         deep = [d for d in depths if d >= 3]
         cells.append(ci([sum(r["rl"][f"depth/x4/acc_d{d}"] for d in deep) / max(len(deep), 1) for r in rs])
@@ -258,10 +264,17 @@ def summarize(out: Path) -> str:
         if r["seed"] not in seen:
             seen.add(r["seed"])
             sft_cells.append(r)
-    if sft_cells:
+    groups = ([("looped, shared by the conditions", sft_cells)] if sft_cells else []) + \
+        [(cond, rs) for cond, rs in by.items() if cond not in CONDITIONS]  # each arm trains its own stage 1
+    if groups:
         lines.append("")
-        lines.append("after SFT (looped, shared by the conditions): " + ", ".join(
-            f"d{d} {ci([r['sft'][f'depth/x1/acc_d{d}'] for r in sft_cells])}" for d in depths))
+    for name, rs in groups:
+        lines.append(f"after SFT ({name}): " + ", ".join(f"d{d} {ci([r['sft'][f'depth/x1/acc_d{d}'] for r in rs])}"
+                                                         for d in depths))
+    refs = by[first]
+    if all(f"eval/strcomp/floor_d{d}" in r["rl"] for r in refs for d in depths):  # the same items for every row of a seed
+        lines.append("best shortcut rule on the same items (the floor every row stands beside): " + ", ".join(
+            f"d{d} {ci([r['rl'][f'eval/strcomp/floor_d{d}'] for r in refs])}" for d in depths))
     return "\n".join(lines)
 
 
