@@ -207,6 +207,32 @@ def test_exit_rules_pick_the_first_iteration_that_fires(policy):
     assert lm.choose_depth(s, torch.tensor([0, 0])).tolist() == [3, 3]
 
 
+def test_exit_rules_at_one_iteration_are_the_one_iteration_answers(policy):
+    """At r = 1 an exit rule can only stop after the one iteration: generation under either rule gives the
+    rule-free completions, so depth_eval reports the x1 answers for the rules instead of decoding again."""
+    from synthetic_tasks.strcomp import StrCompTask
+
+    from compose_rl.experimental.recurrent_train import depth_eval
+
+    lm = looped(policy, depth=1, exit_epsilon=10.0)
+    eng = LoopedEngine(lm, policy.tokenizer)
+    plain = eng.generate(PROMPTS, GREEDY)
+    for rule in ("head", "latent_change"):
+        lm.spec.halting = rule
+        with torch.no_grad():
+            lm.halt_head.bias.fill_(50.0)  # the head fires at once (it would at any bias: r = 1 is the last)
+        got = eng.generate(PROMPTS, GREEDY)
+        assert [[(c.token_ids, c.info["loop_depth"]) for c in row] for row in got] == \
+            [[(c.token_ids, 1) for c in row] for row in plain]
+    lm.spec.halting = "none"
+    task = StrCompTask(seed=0, only=("func_1", "func_3", "func_4", "func_7"), test_depths=(1, 2))
+    out = depth_eval(lm, eng, policy, task, (1, 2), 4, 8, multipliers=(1, 2))
+    for rule in ("halt_head", "halt_change"):
+        for key in ("acc_d1", "acc_d2", "mean_iterations", "flops_per_answer"):
+            assert out[f"depth/{rule}/{key}"] == out[f"depth/x1/{key}"]
+    assert out["depth/x2/mean_iterations"] == 2 and out["depth/halt_head/mean_iterations"] == 1
+
+
 def test_depth_sampler_mean_and_flops_accounting(policy):
     rng = random.Random(0)
     draws = [sample_depth(rng, 8, 0.5, 64) for _ in range(4000)]

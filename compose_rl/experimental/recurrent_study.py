@@ -247,7 +247,8 @@ def summarize(out: Path) -> str:
         cells.append(ci([r["groups_with_signal"] for r in rs]))
         deep = [d for d in depths if d >= 3]
         cells.append(ci([sum(r["rl"][f"depth/x4/acc_d{d}"] for d in deep) / max(len(deep), 1) for r in rs])
-                     + " (r: " + ci([sum(r["rl"][f"depth/x1/acc_d{d}"] for d in deep) / max(len(deep), 1) for r in rs]) + ")")
+                     + " (r: " + ci([sum(r["rl"][f"depth/x1/acc_d{d}"] for d in deep) / max(len(deep), 1) for r in rs]) + ")"
+                     if all(f"depth/x4/acc_d{d}" in r["rl"] for r in rs for d in deep) else "—")  # eval_multipliers without 4
         cells.append(ci([r["rl"]["depth/x1/flops_per_answer"] / 1e9 for r in rs]))
         for rule in ("halt_head", "halt_change"):
             cells.append(ci([sum(r["rl"][f"depth/{rule}/acc_d{d}"] for d in shallow) / len(shallow) for r in rs]) + " / "

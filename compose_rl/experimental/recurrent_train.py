@@ -191,6 +191,9 @@ def depth_eval(looped: LoopedLM, engine: LoopedEngine, policy, task, depths, ite
     variants = [(f"x{m}", r * m, "none") for m in multipliers] + [("halt_head", r, "head"), ("halt_change", r, "latent_change")]
     try:
         for name, depth, halting in variants:
+            if halting != "none" and r == 1:  # an exit rule at r = 1 stops after the one iteration: the x1 answers
+                out.update({k.replace("depth/x1/", f"depth/{name}/"): v for k, v in list(out.items()) if k.startswith("depth/x1/")})
+                continue
             looped.spec = replace(spec0, halting=halting)
             engine.depth = depth
             used, flops = [], []
