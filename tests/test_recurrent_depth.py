@@ -231,6 +231,10 @@ def test_exit_rules_at_one_iteration_are_the_one_iteration_answers(policy):
         for key in ("acc_d1", "acc_d2", "mean_iterations", "flops_per_answer"):
             assert out[f"depth/{rule}/{key}"] == out[f"depth/x1/{key}"]
     assert out["depth/x2/mean_iterations"] == 2 and out["depth/halt_head/mean_iterations"] == 1
+    decoded = depth_eval(lm, eng, policy, task, (1, 2), 4, 8, multipliers=(2,))  # no x1 to reuse: the rules decode
+    for rule in ("halt_head", "halt_change"):
+        for key in ("acc_d1", "acc_d2", "mean_iterations", "flops_per_answer"):
+            assert decoded[f"depth/{rule}/{key}"] == out[f"depth/x1/{key}"]
 
 
 def test_depth_sampler_mean_and_flops_accounting(policy):

@@ -119,8 +119,8 @@ def sft_curves(recipe_path: str, overrides: list[str], seeds: list[int], steps: 
 
     from compose_rl.cli import _load
     from compose_rl.experimental.recurrent_depth import LoopedLM
-    from compose_rl.experimental.recurrent_train import sft_optimizer, sft_step
-    from compose_rl.experimental.trainer import draw_batch
+    from compose_rl.experimental.recurrent_train import sft_step
+    from compose_rl.experimental.trainer import draw_batch, sft_optimizer
     from compose_rl.pipeline import Pipeline
     from compose_rl.rollout.hf import eos_pad
     from compose_rl.rundir import RunDir
@@ -236,11 +236,11 @@ def summarize(out: Path) -> str:
     first = next(iter(by))
     head[2 + 2 * len(depths):2 + 2 * len(depths)] = [f"RL - {first} (paired)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    ref = {r["seed"]: r["rl"] for r in by[first]}  # the same seed's items, hence its shortcut floors
     for cond, rs in by.items():
         cells = [cond, str(len(rs))]
         cells += [ci([r["rl"][f"depth/x1/acc_d{d}"] for r in rs]) for d in depths]
         cells += [ci([r["rl"][f"depth/x1/acc_d{d}"] - r["sft"][f"depth/x1/acc_d{d}"] for r in rs]) for d in depths]
-        ref = {r["seed"]: r["rl"] for r in by[first]}  # the same seed's items, hence its shortcut floors
         cells.append("—" if cond == first else " · ".join(
             f"d{d} " + ci([r["rl"][f"depth/x1/acc_d{d}"] - ref[r["seed"]][f"depth/x1/acc_d{d}"] for r in rs if r["seed"] in ref])
             for d in shallow))

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from compose_rl.experimental.recurrent_depth import (LoopedEngine, LoopedLM, LoopSpec, flops_per_answer,
                                                      participation_ratio, readout_scores, sample_depth)
-from compose_rl.experimental.trainer import draw_batch
+from compose_rl.experimental.trainer import draw_batch, sft_optimizer
 from compose_rl.rollout.hf import encode, eos_pad, pad_left
 
 
@@ -55,12 +55,6 @@ def sft_loss(looped: LoopedLM, prompts, targets, pad: int, depth: int, init_seed
         loss = loss + bce
         stats.update({"sft/halt_bce": float(bce.detach()), "sft/exact_final": float(target[:, -1].mean())})
     return loss, stats
-
-
-def sft_optimizer(looped: LoopedLM, lr: float, steps: int, schedule: str = "linear"):
-    """AdamW over the trainable parameters, the lr constant or decaying linearly to 0 over `steps`."""
-    opt = torch.optim.AdamW([p for p in looped.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, (lambda s: 1.0 - s / steps) if schedule == "linear" else (lambda s: 1.0))
 
 
 def sft_depth(spec: LoopSpec, rng: random.Random, step: int, total: int) -> int:
@@ -191,7 +185,8 @@ def depth_eval(looped: LoopedLM, engine: LoopedEngine, policy, task, depths, ite
     variants = [(f"x{m}", r * m, "none") for m in multipliers] + [("halt_head", r, "head"), ("halt_change", r, "latent_change")]
     try:
         for name, depth, halting in variants:
-            if halting != "none" and r == 1:  # an exit rule at r = 1 stops after the one iteration: the x1 answers
+            if halting != "none" and r == 1 and 1 in multipliers:  # an exit rule at r = 1 stops after the one
+                # iteration: the x1 answers, already decoded
                 out.update({k.replace("depth/x1/", f"depth/{name}/"): v for k, v in list(out.items()) if k.startswith("depth/x1/")})
                 continue
             looped.spec = replace(spec0, halting=halting)

@@ -87,6 +87,13 @@ def curriculum_steps(step: int, total: int, max_steps: int, warmup_fraction: flo
     return min(max_steps, int(max_steps * step / ramp))
 
 
+def sft_optimizer(module, lr: float, steps: int, schedule: str = "linear"):
+    """AdamW over `module`'s trainable parameters, the lr constant or decaying linearly to 0 over `steps`
+    (the latent loop's and the recurrent-depth policy's stage 1)."""
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, (lambda s: 1.0 - s / steps) if schedule == "linear" else (lambda s: 1.0))
+
+
 def draw_batch(data: list, order: list[int], rng: random.Random, size: int) -> list:
     """`size` examples without replacement within an epoch: `order` holds the rest of the current
     shuffled epoch and is refilled (and reshuffled with `rng`) whenever it runs out."""
@@ -109,9 +116,7 @@ def latent_sft(loop, policy, pairs: list[tuple[str, str]], cfg, run, stage: str,
     pad = eos_pad(tok)[1]
     data = [encode_pair(policy, p, c) for p, c in pairs]
     steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(len(data) * cfg.epochs / cfg.batch_size)
-    opt = torch.optim.AdamW([p for p in loop.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, (lambda s: 1.0 - s / steps) if cfg.schedule == "linear" else (lambda s: 1.0))
+    opt, sched = sft_optimizer(loop, cfg.lr, steps, cfg.schedule)
     rng = random.Random(seed)
     order: list[int] = []
     loop.train()
