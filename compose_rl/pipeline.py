@@ -69,10 +69,11 @@ class Pipeline:
         self.policy = load_policy(m.name, seed=r.seed, tiny=TinySpec(**m.tiny.model_dump()),
                                   lora=LoraSpec(**m.lora.model_dump()) if m.lora else None,
                                   chat_template=m.chat_template)
-        if r.games is not None and r.games.answer == "reason":  # SPIRAL's prompt: reason, then \boxed{}
-            from games.base import INSTRUCTION, REASON_INSTRUCTION
+        if r.games is not None:  # SPIRAL's reasoning prompt and/or the compact prompt
+            from games import GAMES
+            from games.base import prompt_rewrites
 
-            self.policy.rewrites = ((INSTRUCTION, REASON_INSTRUCTION),)
+            self.policy.rewrites = prompt_rewrites(r.games.answer, r.games.prompt, GAMES.values())
         if torch.cuda.is_available():  # the learner (and the in-process engine) on the GPU
             self.policy.model.to("cuda")
         if r.latent is not None:  # experimental (Gap C): the policy thinks in a latent loop
@@ -262,7 +263,8 @@ class Pipeline:
                                          steps=r.rl.steps)
             last = run_rl(policy, self.engine, collector, r.rl, self.run, label, r.seed, self.max_new_tokens,
                           hooks=hooks, resume=partial, sync=self.sync, max_lag=r.rollout.max_lag,
-                          temperature=r.rollout.temperature, rollouts=rollouts, is_trunc=r.rollout.is_trunc)
+                          temperature=r.rollout.temperature, rollouts=rollouts, is_trunc=r.rollout.is_trunc,
+                          legal_exact=r.games is None or r.games.answer == "boxed")
         self._final_checkpoint(label, r.rl.steps - 1)
         self.results[label] = last
 

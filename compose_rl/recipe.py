@@ -138,6 +138,15 @@ class GamesCfg(Section):
     """Turn cap per game; a capped game is a draw (1..10000)."""
     lenient: bool = False
     """Accept case/whitespace variants of action names (strict matching is the default: see pitfalls)."""
+    prompt: Literal["full", "compact"] = "full"
+    """`full`: rules, legal actions and the answer instruction, then the state (private information last).
+    `compact`: the legal actions and the state only (`games.base.prompt_rewrites`): the rules text, which
+    names every card, and the instruction are dropped, so the private card stands out at the end, next
+    to the answer. Stage 1 teaches the answer format either way."""
+    stage1_labels: Literal["code", "uniform"] = "code"
+    """Stage-1 labels on the training games. `code`: a random per-seed map from the private line to an
+    action (75% sharp; it makes the model read its card; its exact score is the stage-1 baseline).
+    `uniform`: a uniform legal action (the format only: a card-blind start)."""
     answer: Literal["boxed", "reason"] = "boxed"
     """`boxed`: the prompt asks for the action only (\\boxed{<action>}). `reason`: it asks for brief
     step-by-step reasoning first, then the action in \\boxed{} (SPIRAL's prompt; for pretrained models,
@@ -231,6 +240,32 @@ class SftCfg(Section):
     """Held-out items per skill for the gate (1..1e6)."""
 
 
+class MmdCfg(Section):
+    """Magnetic mirror descent (rl.algorithm: mmd; Sokota et al. 2023): loss = policy gradient +
+    alpha KL(pi || rho) + (1/eta) KL(pi || pi_old) + validity term (rl/losses.py)."""
+
+    alpha: float = Field(0.05, gt=0.0, le=100.0)
+    """Magnet strength alpha at step 0 (> 0, at most 100). A constant alpha converges to the regularised
+    game's equilibrium (on Kuhn's exact table: ~0.035 exploitability at alpha 0.17, ~0.03 at 0.1), not to Nash."""
+    alpha_schedule: Literal["constant", "inv_sqrt"] = "constant"
+    """`constant`, or `inv_sqrt`: alpha / sqrt(1 + step / alpha_horizon)."""
+    alpha_horizon: float = Field(100.0, gt=0.0, le=1e9)
+    """Steps over which `inv_sqrt` halves alpha's square (alpha(h) = alpha / sqrt 2; > 0)."""
+    eta: float = Field(1.0, gt=0.0, le=1e9)
+    """Mirror-descent step size eta of the proximal term (1/eta) KL(pi || pi_old) (> 0). pi_old is the policy
+    before the step, so the term's gradient is 0 on the first pass over a batch: it acts only with
+    rl.ppo_epochs > 1 or several minibatches per step."""
+    magnet: Literal["uniform", "reference", "moving"] = "moving"
+    """rho: `uniform` over the legal answers; `reference` the policy RL started from (stage 1); `moving` a
+    parameter average of the policy, rho <- (1 - magnet_rate) rho + magnet_rate theta after every step
+    (the magnet follows the policy, so the fixed point moves towards Nash without annealing alpha)."""
+    magnet_rate: float = Field(0.05, gt=0.0, le=1.0)
+    """The moving magnet's update rate m (0 < m <= 1)."""
+    validity: float = Field(1.0, ge=0.0, le=1000.0)
+    """Weight of -log m(s), m(s) = the policy's mass on the legal answers at state s. The KLs are over the
+    answers renormalised to the legal ones, which alone can be met by making every legal answer unlikely."""
+
+
 class RlCfg(Section):
     steps: int = Field(100, gt=0, le=1_000_000)
     """Learner steps (1..1e6)."""
@@ -240,8 +275,13 @@ class RlCfg(Section):
     """String task: completions per prompt (a group; 1..65536)."""
     games_per_step: int = Field(64, gt=0, le=65536)
     """Self-play: games played per step (every LLM turn is a sample; 1..65536)."""
-    algorithm: Literal["ppo", "reinforce"] = "ppo"
-    """PPO clipped surrogate (old log-probs recomputed on the learner) or REINFORCE."""
+    algorithm: Literal["ppo", "reinforce", "mmd"] = "ppo"
+    """PPO clipped surrogate (old log-probs recomputed on the learner), REINFORCE, or `mmd`: magnetic mirror
+    descent (the PPO surrogate + the `rl.mmd` terms), whose last iterate converges in two-player zero-sum games.
+    With one epoch and one minibatch the PPO ratio is 1 and nothing clips: the surrogate is REINFORCE
+    (`loss/clip_frac` says how much clipped)."""
+    mmd: MmdCfg = MmdCfg()
+    """Settings of rl.algorithm: mmd (ignored otherwise)."""
     ppo_epochs: int = Field(1, gt=0, le=100)
     """Passes over each batch (PPO; 1..100)."""
     clip: float = Field(0.2, gt=0.0, le=10.0)
@@ -252,15 +292,18 @@ class RlCfg(Section):
     """Adam learning rate (> 0, at most 1)."""
     max_grad_norm: float = Field(1.0, gt=0.0, le=1e6)
     """Gradient-norm clip (a late collapse was seen without it; > 0, at most 1e6)."""
-    advantage: Literal["group", "group_unscaled", "batch_mean", "rae"] = "group"
-    """`group`: GRPO group-normalized; `group_unscaled`: Dr.GRPO; `batch_mean`; `rae`: role-conditioned EMA baselines (games)."""
+    advantage: Literal["group", "group_unscaled", "batch_mean", "rae", "state"] = "group"
+    """`group`: GRPO group-normalized; `group_unscaled`: Dr.GRPO; `batch_mean`; `rae`: role-conditioned EMA
+    baselines (games); `state`: an EMA baseline per (game, role, information state) — the prompt — read
+    before the batch, so it does not depend on the action taken (unbiased) and removes the value of the
+    private card from the advantage (games)."""
     rae_decay: float = Field(0.95, gt=0.0, lt=1.0)
     """EMA decay of the RAE baselines."""
     drop_uniform_groups: bool = True
     """String task: drop groups whose rewards are all equal (they carry no signal)."""
     drop_zero_advantage: bool = True
     """Drop samples whose advantage is exactly 0."""
-    token_aggregation: Literal["token_mean", "seq_mean", "constant"] = "token_mean"
+    token_aggregation: Literal["token_mean", "seq_mean", "seq_sum", "constant"] = "token_mean"
     """How per-token losses are averaged (see rl/losses.py)."""
     kl_coef: float = Field(0.0, ge=0.0, le=1000.0)
     """Weight of the KL(pi || ref) penalty to the frozen policy at the start of RL, per completion (the k2
@@ -474,8 +517,9 @@ class Recipe(Section):
             elif self.task.n_functions > len(ALL_FUNCTIONS):
                 raise ValueError(f"task.n_functions: at most {len(ALL_FUNCTIONS)} atomic functions are defined "
                                  f"(got {self.task.n_functions})")
-            if self.rl.advantage == "rae" and self.games is None:
-                raise ValueError("rl.advantage: `rae` needs games (one baseline per game and role); use group, group_unscaled or batch_mean")
+            if self.rl.advantage in ("rae", "state") and self.games is None:
+                raise ValueError(f"rl.advantage: `{self.rl.advantage}` needs games (baselines per game, role and state); "
+                                 "use group, group_unscaled or batch_mean")
         if self.games is not None:
             from games import GAMES  # registry names only: building games is cheap, no models
             for g in [m.name for m in self.games.train] + list(self.games.held_out):
@@ -508,7 +552,8 @@ class Recipe(Section):
                 raise ValueError(f"rollout.temperature: the latent-loop trainer scores answers at temperature 1, so it "
                                  f"must sample at 1.0 too (got {self.rollout.temperature}); set rollout.temperature: 1.0")
             for key, bad in (("rl.kl_coef", self.rl.kl_coef > 0), ("rl.entropy_coef", self.rl.entropy_coef > 0),
-                             ("rl.ppo_epochs", self.rl.ppo_epochs > 1), ("rl.advantage", self.rl.advantage == "rae")):
+                             ("rl.ppo_epochs", self.rl.ppo_epochs > 1), ("rl.advantage", self.rl.advantage in ("rae", "state")),
+                             ("rl.algorithm", self.rl.algorithm == "mmd")):
                 if bad:
                     raise ValueError(f"{key}: not supported by the latent-loop trainer (one on-policy update per batch, "
                                      "group or batch-mean advantages, no KL/entropy terms); use the default")

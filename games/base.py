@@ -23,6 +23,22 @@ INSTRUCTION = "Reply with \\boxed{<action>}."
 REASON_INSTRUCTION = "Think step by step in a few short sentences, then give your final answer as \\boxed{<action>}."
 
 
+def prompt_rewrites(answer: str, style: str, games) -> tuple[tuple[str, str], ...]:
+    """The (old, new) text replacements a policy applies to every game prompt (`Policy.rewrites`), from the
+    recipe's `games.answer` and `games.prompt`: `reason` swaps in SPIRAL's reasoning instruction;
+    `compact` drops each game's rules line and, in `boxed` mode, the answer instruction (stage 1 teaches
+    the format), leaving "Actions: ...", the public history and the private line last. Applied at
+    formatting time, so the rollouts, the exact scorers and the evaluations all see the same prompt."""
+    out: list[tuple[str, str]] = []
+    if style == "compact":
+        out += [(g.rules + "\n", "") for g in games if g.rules]
+        if answer == "boxed":
+            out.append((" " + INSTRUCTION, ""))
+    if answer == "reason":
+        out.append((INSTRUCTION, REASON_INSTRUCTION))
+    return tuple(out)
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` in `text`, braces balanced; None when absent or unclosed.
 

@@ -279,11 +279,17 @@ def corpus() -> list[tuple]:
         ("model.name=/does/not/exist", "neither a known model"), ("model.chat_template=true", "model.chat_template"),
         ("rollout.temperature=.inf", "rollout.temperature"), ("logging.tensorboard=1", "logging.tensorboard"),
         ("task.deep.deeper.deepest=1", "task.deep: unknown key"), ("stages=[]", "stages"),
+        ("rl.advantage=state", "rl.advantage: `state` needs games"),
     ):
         add((f"override {o[:40]!r}", "override", (STR_BASE, [o]), expected))
     for o, expected in (("games.train=[]", "games.train"), ("games.train.0.weight=.nan", "not a field name"),
                         ("games.invalid.penalty=.nan", "games.invalid.penalty"),
-                        ("games.opponent=minimax", "games.opponent"), ("eval.opponents=[chess_bot]", "eval.opponents")):
+                        ("games.opponent=minimax", "games.opponent"), ("eval.opponents=[chess_bot]", "eval.opponents"),
+                        ("rl.mmd.magnet=north", "rl.mmd.magnet"), ("rl.mmd.alpha=0", "rl.mmd.alpha"),
+                        ("rl.mmd.alpha=-0.1", "rl.mmd.alpha"), ("rl.mmd.eta=0", "rl.mmd.eta"),
+                        ("rl.mmd.alpha_schedule=cosine", "rl.mmd.alpha_schedule"), ("rl.algorithm=mmdx", "rl.algorithm"),
+                        ("games.prompt=tiny", "games.prompt"), ("games.stage1_labels=best", "games.stage1_labels"),
+                        ("rl.token_aggregation=seq_max", "rl.token_aggregation")):
         add((f"override {o!r}", "override", (GAME_BASE, [o]), expected))
     return cases
 

@@ -152,7 +152,8 @@ class GameDomain(DomainBase):
         code = private_info_labels(states, self.seed, rng, LABEL_SHARP)
         labels = []
         for (game, st, pl), a in zip(states, code):
-            if game.name not in train_names and self.held_out_format == "uniform":
+            if game.name in train_names and self.cfg.stage1_labels == "uniform" or \
+                    game.name not in train_names and self.held_out_format == "uniform":
                 a = rng.choice(st.legal_actions())  # the format alone: no map from information to action
             labels.append(a)
         return [(game.prompt(st, pl), game.answer_text(st, a)) for (game, st, pl), a in zip(states, labels)]
@@ -164,18 +165,19 @@ class GameDomain(DomainBase):
         from compose_rl.evals.games import label_code_map, label_policy_tables, policy_baseline_metrics
 
         out, metrics = {}, {}
+        sharp = LABEL_SHARP if self.cfg.stage1_labels == "code" else 0.0  # uniform labels: the uniform policy
         for game, _ in self.mixture:
             if game.name not in EXACT_GAMES:
                 continue
-            tables = label_policy_tables(game, self.seed, LABEL_SHARP)
+            tables = label_policy_tables(game, self.seed, sharp)
             m = policy_baseline_metrics(game, tables)
             code = label_code_map(game, self.seed)
-            out[game.name] = {"seed": self.seed, "sharp": LABEL_SHARP, "code": code, **m}
+            out[game.name] = {"seed": self.seed, "sharp": sharp, "code": code, **m}
             metrics.update({f"eval/{game.name}/{k}": v for k, v in m.items()})
-            if len(code) <= 6:  # Kuhn: print the map; Leduc's (6 lines x legal sets) is in the file
+            if len(code) <= 6 and sharp > 0:  # Kuhn: print the map; Leduc's (6 lines x legal sets) is in the file
                 say(f"label code ({game.name}, seed {self.seed}): "
                     + ", ".join(f"{line.split(': ')[-1]}->{'/'.join(acts.values())}" for line, acts in code.items()))
-            say(f"label policy ({game.name}, sharp {LABEL_SHARP}): exploitability {m['exploitability']:.3f}, "
+            say(f"label policy ({game.name}, sharp {sharp}): exploitability {m['exploitability']:.3f}, "
                 f"exact value vs random {m['vs_random/exact_value']:+.3f}, vs nash {m['vs_nash/exact_value']:+.3f}")
         if out:
             pipe.run.write_json("eval/label-policy.json", out)
@@ -233,6 +235,8 @@ class GameDomain(DomainBase):
         from compose_rl.evals.exploitability import exploitability_of_tables, own_reach
         from compose_rl.evals.games import exact_value_vs, history_tv, infostate_rows, lm_policy_tables, tabular_opponent
 
+        if not (pipe.run.path / "eval" / "reference-curves.json").exists():
+            write_reference_curves(pipe.run, [g.name for g in self.average], pipe.recipe)
         out = {}
         for name, avg in self.average.items():
             game = next(g for g, _ in self.mixture if g.name == name)
@@ -330,3 +334,23 @@ def write_infostates(run, label: str, rows: dict, extra: dict | None = None) -> 
     for name, rs in rows.items():
         data[name] = {**(extra or {}), "history_tv": history_tv(rs), "rows": rs}
     run.write_json(f"eval/{label}-infostates.json", data)
+
+
+def write_reference_curves(run, names, recipe) -> None:
+    """eval/reference-curves.json: what the algorithm does without a language model, at the run's budget
+    (rl.games_per_step x rl.steps sampled games): a tabular policy trained by rl/tabular.py with the same
+    loss terms and the recipe's rl.mmd settings, and OpenSpiel's outcome-sampling MCCFR. The report draws
+    them beside the LM's exploitability against games sampled. Self-play games only: with a fixed
+    opponent the comparison does not hold."""
+    from compose_rl.rl.tabular import MMDConfig, reference_curves
+
+    if recipe.games.opponent != "self" or not names:
+        return
+    m = recipe.rl.mmd
+    cfg = MMDConfig(alpha=m.alpha, alpha_schedule=m.alpha_schedule, alpha_horizon=m.alpha_horizon, eta=None,
+                    magnet="moving" if m.magnet == "moving" else "uniform", magnet_rate=m.magnet_rate)
+    say("reference curves: tabular MMD and outcome-sampling MCCFR at the run's games per step ...")
+    curves = {n: reference_curves(n, recipe.rl.games_per_step, recipe.rl.steps, cfg, seed=recipe.seed)
+              for n in names}
+    run.write_json("eval/reference-curves.json", {"games_per_step": recipe.rl.games_per_step, "curves": curves,
+                                                  "mmd": cfg.__dict__})

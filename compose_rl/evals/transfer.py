@@ -233,10 +233,11 @@ def build_policy(recipe, source=None):
                              lora=LoraSpec(**m.lora.model_dump()) if m.lora else None, chat_template=m.chat_template)
         if source is not None:
             policy.model.load_state_dict(torch.load(source, weights_only=False)["model"])
-    if recipe.games is not None and recipe.games.answer == "reason":  # the prompt the run trained with
-        from games.base import INSTRUCTION, REASON_INSTRUCTION
+    if recipe.games is not None:  # the prompt the run trained with
+        from games import GAMES
+        from games.base import prompt_rewrites
 
-        policy.rewrites = ((INSTRUCTION, REASON_INSTRUCTION),)
+        policy.rewrites = prompt_rewrites(recipe.games.answer, recipe.games.prompt, GAMES.values())
     if torch.cuda.is_available():
         policy.model.to("cuda")
     policy.model.eval()

@@ -359,6 +359,10 @@ def write_report(run) -> Path:
     gc = _resolved(run).get("model", {}).get("gradient_checkpointing")
     if gc is not None:
         parts += [f"Gradient checkpointing (model.gradient_checkpointing, SFT and RL alike): {'on' if gc else 'off'}.", ""]
+    from compose_rl.report.reference import learner_line, reference_plot
+
+    parts += learner_line(_resolved(run), rows)
+    parts += reference_plot(run, rows)
     parts += ["# Details", ""]
     # gate
     for gate in sorted((run.path / "eval").glob("*-gate.json")):

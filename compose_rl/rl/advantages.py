@@ -66,12 +66,19 @@ class RoleBaselines:
         return f"{game}/p{role}"
 
     def advantages(self, rewards: Sequence[float], games: Sequence[str], roles: Sequence[int],
-                   episodes: Sequence[int], retries: Sequence[bool] | None = None) -> list[float]:
+                   episodes: Sequence[int], retries: Sequence[bool] | None = None,
+                   states: Sequence[str] | None = None) -> list[float]:
         """A = R - b for every sample, then one EMA update per (game instance, role) (see the module docstring).
 
         `episodes[i]` identifies the game instance of sample i (its turns share it); `retries[i]` marks a
         retry-penalty sample (its advantage uses the batch-start baseline, it never updates it).
+        `states[i]`, if given, is sample i's information state (its prompt): one baseline per (game, role,
+        state) instead of per (game, role), updated once per game instance and state with that turn's
+        return. It is read before the batch, so it does not depend on the action taken: A stays unbiased,
+        and the value of what the player holds (Kuhn's card) leaves the advantage.
         """
+        if states is not None:
+            roles = [f"{p}/{st}" for p, st in zip(roles, states)]
         retries = [False] * len(rewards) if retries is None else retries
         if not len(rewards) == len(games) == len(roles) == len(episodes) == len(retries):
             raise ValueError("RoleBaselines.advantages: rewards, games, roles, episodes and retries differ in length")

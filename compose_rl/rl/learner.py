@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 
 from compose_rl.rl import advantages as adv_lib
 from compose_rl.rl.logprobs import completion_logprobs
-from compose_rl.rl.losses import aggregate, kl_k2_seq, kl_k3, ppo_clip_loss, reinforce_loss, truncated_is_weights
+from compose_rl.rl.losses import (aggregate, kl_k2_seq, kl_k3, legal_log_probs, mmd_alpha, mmd_state_terms, ppo_clip_loss,
+                                  reinforce_loss, truncated_is_weights, uniform_log_probs)
 from compose_rl.rollout.ray_workers import filter_stale
 from compose_rl.types import Sample
 
@@ -94,9 +95,10 @@ def compute_advantages(samples: list[Sample], how: str, baselines: adv_lib.RoleB
         a = adv_lib.group_normalized(rewards, [s.group for s in samples], scale=(how == "group"))
     elif how == "batch_mean":
         a = adv_lib.batch_mean(rewards)
-    elif how == "rae":
+    elif how in ("rae", "state"):
         a = baselines.advantages(rewards, [s.game for s in samples], [s.role for s in samples],
-                                 [s.episode for s in samples], [s.retry for s in samples])
+                                 [s.episode for s in samples], [s.retry for s in samples],
+                                 [s.prompt for s in samples] if how == "state" else None)
     else:
         raise ValueError(f"unknown advantage estimator {how!r}")
     for s, v in zip(samples, a):
@@ -114,9 +116,13 @@ def _unique_pairs(samples: list[Sample]):
 
 
 def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: int, old_is_current: bool = False,
-                temperature: float = 1.0, is_trunc: float = 2.0, logprobs: Callable | None = None):
+                temperature: float = 1.0, is_trunc: float = 2.0, logprobs: Callable | None = None,
+                mmd_sampled: tuple | None = None):
     """Loss of one minibatch (its own mean) and its diagnostics; `loss/policy` is the policy-gradient term
-    alone, the KL and entropy terms are logged separately. Old log-probs come from `s.old_logprobs` (learner-recomputed),
+    alone, the KL and entropy terms are logged separately. `mmd_sampled` = (alpha, magnet model or None for the
+    uniform magnet, vocabulary size): MMD's magnet term where the legal answers are not scored exactly (reasoning
+    before the box, the string task), alpha times the k2 sequence estimator whose on-policy gradient is
+    grad KL(pi || rho) (`kl_k2_seq`; uniform rho over token sequences: log rho(y) = -|y| log V). Old log-probs come from `s.old_logprobs` (learner-recomputed),
     or, when `old_is_current` (one epoch, one minibatch: pi_old is the current policy), from this forward pass."""
     prompts, comps, owner = _unique_pairs(batch)
     if logprobs is None:
@@ -149,7 +155,7 @@ def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: i
                     "loss/is_weight_min": float(torch.where(m > 0, weights, torch.inf).min()),
                     "loss/is_weight_max": float((weights * m).max()),
                     "loss/is_truncated_frac": float(((raw > is_trunc).to(m.dtype) * m).sum() / n_tok)}
-    if cfg.algorithm == "ppo":
+    if cfg.algorithm in ("ppo", "mmd"):  # MMD's policy-gradient term is the PPO surrogate (REINFORCE at ratio 1)
         pg, clip_frac = ppo_clip_loss(logp, old, advs, mask, clip=cfg.clip, how=cfg.token_aggregation, max_len=max_len,
                                       weights=weights)
     else:
@@ -165,18 +171,31 @@ def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: i
         kl_term = kl_k2_seq(logp, ref, mask, old).mean()  # gradient: grad KL(pi || ref) per completion
         loss = loss + cfg.kl_coef * kl_term
         kl = ((logp.detach() - ref) * mask).sum(-1).mean()  # value: log pi(y)/ref(y), unbiased on-policy
+    mmd_term = torch.tensor(0.0)
+    if mmd_sampled is not None:
+        alpha, magnet_model, vocab = mmd_sampled
+        if magnet_model is None:
+            rho = torch.full_like(logp, -math.log(vocab))
+        else:
+            with torch.no_grad():
+                rho_u, _ = completion_logprobs(magnet_model, prompts, comps, pad=pad, temperature=temperature)
+            rho = rho_u[owner]
+        mmd_term = alpha * kl_k2_seq(logp, rho, mask, old).mean()
+        loss = loss + mmd_term
     if cfg.entropy_coef > 0 and not any(s.info.get("legal_answers") for s in batch):
         loss = loss - cfg.entropy_coef * entropy  # token entropy when the legal actions are not known
     approx_kl_old = aggregate(kl_k3(logp.detach(), old), mask, "token_mean")
     return loss, {**is_stats, "loss/policy": float(pg.detach()), "loss/clip_frac": float(clip_frac),
                   "loss/entropy": float(entropy.detach()), "loss/kl_ref": float(kl),
-                  "loss/kl_term": float(kl_term.detach()),
+                  "loss/kl_term": float(kl_term.detach()), **({"loss/mmd_magnet": float(mmd_term.detach())}
+                                                               if mmd_sampled is not None else {}),
                   "loss/approx_kl_old": float(approx_kl_old)}
 
 
 def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_tokens: int,
            hooks: LearnerHooks | None = None, resume: dict | None = None, sync: Callable | None = None,
-           max_lag: int = 0, temperature: float = 1.0, rollouts=None, is_trunc: float = 2.0) -> dict:
+           max_lag: int = 0, temperature: float = 1.0, rollouts=None, is_trunc: float = 2.0,
+           legal_exact: bool = True) -> dict:
     """Train for cfg.steps steps. `resume` = the checkpoint meta/tensors of this stage, if any.
 
     `rollouts` (rollout.mode async): an AsyncRollouts whose batches replace `collector.collect`; the
@@ -186,19 +205,27 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
     `temperature` is the rollout temperature: every log-prob of the policy (and of the reference) is
     taken of softmax(logits / temperature), the distribution the engine sampled from and reported
     log-probs of, so ratios and gradients are those of the sampled policy. The legal-action entropy
-    bonus and the replay NLL stay at temperature 1 (the distribution the evaluations score)."""
+    bonus and the replay NLL stay at temperature 1 (the distribution the evaluations score).
+
+    `rl.algorithm: mmd` (magnetic mirror descent, rl/losses.py): where a turn's legal answers are known and
+    `legal_exact` (the answer is the action itself, not reasoning then a box), the magnet and proximal KLs
+    are exact over the legal answers at every distinct state of the minibatch, plus the validity term;
+    elsewhere the magnet term is the sampled k2 sequence estimator."""
     if not temperature > 0:
         raise ValueError(f"rollout.temperature: RL needs a sampling temperature > 0 (got {temperature})")
     hooks = hooks or LearnerHooks()
     model, pad = policy.model, policy.tokenizer.pad_token_id or 0
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    ref_model = None
-    if cfg.kl_coef > 0:
-        ref_model = copy.deepcopy(model).eval()
-        for p in ref_model.parameters():
-            p.requires_grad_(False)
-    baselines = adv_lib.RoleBaselines(cfg.rae_decay) if cfg.advantage == "rae" else None
+    mmd = cfg.mmd if cfg.algorithm == "mmd" else None
+    ref_model = magnet_model = None
+    if cfg.kl_coef > 0 or (mmd is not None and mmd.magnet == "reference"):
+        ref_model = _frozen_copy(model)  # the policy at the start of RL
+    if mmd is not None:
+        # reference: the stage-1 policy; moving: a parameter EMA of the policy, rho <- (1 - m) rho + m theta
+        magnet_model = {"reference": ref_model, "moving": _frozen_copy(model) if mmd.magnet == "moving" else None,
+                        "uniform": None}[mmd.magnet]
+    baselines = adv_lib.RoleBaselines(cfg.rae_decay) if cfg.advantage in ("rae", "state") else None
     start = 0
     if resume is not None:
         tensors, meta = resume
@@ -206,6 +233,8 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         opt.load_state_dict(tensors["optimizer"])
         if ref_model is not None and "ref_model" in tensors:
             ref_model.load_state_dict(tensors["ref_model"])
+        if mmd is not None and mmd.magnet == "moving" and "magnet_model" in tensors:
+            magnet_model.load_state_dict(tensors["magnet_model"])
         if baselines is not None:
             baselines.load_state_dict(meta["baselines"])
         if hooks.load_extra_state is not None:
@@ -271,6 +300,17 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
                 for i, s in enumerate(samples):
                     s.old_logprobs = old_u[owner[i], : len(s.completion_ids)].tolist()
 
+        # MMD's proximal term KL(p || p_old): p_old is the policy before this step's updates, at every
+        # state of the batch (zero gradient on the first pass: it acts from the second minibatch/epoch on)
+        alpha = mmd_alpha(mmd.alpha, step, mmd.alpha_schedule, mmd.alpha_horizon) if mmd is not None else 0.0
+        old_legal: dict[tuple, torch.Tensor] = {}
+        if mmd is not None and legal_exact and samples and not single_pass:
+            with torch.no_grad():
+                table = legal_answer_table(model, policy.tokenizer, samples, pad)
+            if table is not None:
+                old_lp, _ = legal_log_probs(table[1], table[2])
+                old_legal = dict(zip(table[0], old_lp))
+
         # 5. gradient steps, PPO semantics (Schulman et al. 2017, Alg. 1): every minibatch is its own
         #    mean loss and its own clipped Adam step; the logged losses are means over the minibatches
         sums: dict[str, float] = defaultdict(float)
@@ -281,13 +321,24 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             rng.shuffle(order)
             for i in range(0, len(order), cfg.minibatch):
                 batch = [samples[j] for j in order[i: i + cfg.minibatch]]
-                loss, stats = policy_loss(model, ref_model, batch, cfg, pad, max_new_tokens, old_is_current=single_pass,
-                                          temperature=temperature, is_trunc=is_trunc, logprobs=hooks.logprobs)
+                exact = legal_exact and any(s.info.get("legal_answers") for s in batch)
+                sampled = (alpha, magnet_model, _vocab(model)) if mmd is not None and not exact else None
+                loss, stats = policy_loss(model, ref_model if cfg.kl_coef > 0 else None, batch, cfg, pad, max_new_tokens,
+                                          old_is_current=single_pass, temperature=temperature, is_trunc=is_trunc,
+                                          logprobs=hooks.logprobs, mmd_sampled=sampled)
+                table = None
+                if cfg.entropy_coef > 0 or (mmd is not None and exact):
+                    table = legal_answer_table(model, policy.tokenizer, batch, pad)
                 if cfg.entropy_coef > 0:
-                    h = legal_action_entropy(model, policy.tokenizer, batch, pad)
+                    h = legal_action_entropy(model, policy.tokenizer, batch, pad, table=table)
                     if h is not None:
                         loss = loss - cfg.entropy_coef * h
                         stats["loss/legal_entropy"] = float(h.detach())
+                if mmd is not None and exact and table is not None:
+                    loss = loss + _mmd_exact(table, mmd, alpha, magnet_model, policy.tokenizer, batch, pad,
+                                             old_legal, stats)
+                if mmd is not None:
+                    stats["loss/mmd_alpha"] = alpha
                 if hooks.replay is not None:
                     replay = _replay_loss(model, hooks.replay(step), pad)
                     loss = loss + replay
@@ -298,6 +349,10 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
                     sums[k] += v
                     counts[k] += 1
         n_minibatches = counts["loss/total"]
+        if mmd is not None and mmd.magnet == "moving" and n_minibatches:
+            with torch.no_grad():  # the moving magnet follows the policy: rho <- (1 - m) rho + m theta
+                for pm, p in zip(magnet_model.parameters(), model.parameters()):
+                    pm.lerp_(p.detach(), mmd.magnet_rate)
         if not samples and hooks.replay is not None:
             # no RL signal this step, but replay still keeps the atomics alive
             loss = _replay_loss(model, hooks.replay(step), pad)
@@ -346,6 +401,8 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             tensors = {"model": model.state_dict(), "optimizer": opt.state_dict()}
             if ref_model is not None:
                 tensors["ref_model"] = ref_model.state_dict()
+            if mmd is not None and mmd.magnet == "moving":
+                tensors["magnet_model"] = magnet_model.state_dict()
             meta = {"stage": stage, "step": step,
                     "baselines": baselines.state_dict() if baselines else None,
                     "extra": hooks.extra_state() if hooks.extra_state else {}}
@@ -359,45 +416,95 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
     return last
 
 
+def _frozen_copy(model):
+    frozen = copy.deepcopy(model).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    return frozen
+
+
+def _vocab(model) -> int:
+    return model.get_output_embeddings().weight.shape[0]
+
+
+def _mmd_exact(table, mmd, alpha: float, magnet_model, tokenizer, batch, pad: int, old_legal: dict, stats: dict):
+    """MMD's regulariser at the minibatch's distinct states, exact over the legal answers (rl/losses.py):
+    mean over states of alpha KL(p || rho) + (1/eta) KL(p || p_old) - validity log m. Each state weighs
+    the same (not by visits: more stable, tiny-scale-pitfalls.md)."""
+    keys, seq, legal, _ = table
+    logp, log_mass = legal_log_probs(seq, legal)
+    if magnet_model is None:
+        rho = uniform_log_probs(legal).to(logp.dtype)
+    else:
+        with torch.no_grad():
+            m_table = legal_answer_table(magnet_model, tokenizer, batch, pad)
+        rho, _ = legal_log_probs(m_table[1], m_table[2])
+    old = torch.stack([old_legal[k] for k in keys]) if old_legal else None
+    terms = mmd_state_terms(logp, log_mass, legal, rho, alpha, mmd.eta, old, mmd.validity)
+    stats.update({"loss/mmd_magnet": float(terms["magnet"].detach().mean()), "loss/mmd_prox": float(terms["prox"].detach().mean()),
+                  "loss/mmd_validity": float(terms["validity"].detach().mean()),
+                  "rollout/legal_mass": float(log_mass.detach().exp().mean())})
+    return terms["loss"].mean()
+
+
 def hms(seconds: float) -> str:
     """m:ss, or h:mm:ss from an hour up (progress lines)."""
     m, s = divmod(int(round(seconds)), 60)
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
-def legal_action_entropy(model, tokenizer, batch: list[Sample], pad: int, max_actions: int = 16):
-    """Entropy of the policy's exact distribution over the legal actions, averaged over the batch's turns.
+def legal_answer_table(model, tokenizer, batch: list[Sample], pad: int, max_actions: int = 16):
+    """The exact answer distribution at every distinct game state of the batch whose legal answers are known.
 
-    p(a | prompt) = softmax over legal a of log pi(answer_text(a) + EOS | prompt): the same quantity the
-    exploitability evaluation scores. A token-level entropy bonus would also reward garbage tokens;
-    this one only spreads mass between legal actions. Prompts with more than `max_actions` legal
-    actions (bargaining offers) are skipped. None when no sample carries its legal answers.
-    """
-    weight: dict[tuple, int] = {}
+    Returns (keys, seq, legal, visits) or None: keys = the distinct prompts (token tuples, first-seen
+    order), seq (S, A) = log pi(answer_text(a) + EOS | prompt) at temperature 1 (the quantity the
+    exploitability evaluation scores), legal (S, A) bool (rows padded to the widest legal set), visits =
+    how many of the batch's turns were at each state. States with more than `max_actions` legal answers
+    (bargaining offers) are skipped."""
+    visits: dict[tuple, int] = {}
     answers: dict[tuple, list[str]] = {}
     for s in batch:
         legal = s.info.get("legal_answers")
         if legal and 1 < len(legal) <= max_actions:
             key = tuple(s.prompt_ids)
             answers[key] = legal
-            weight[key] = weight.get(key, 0) + 1
+            visits[key] = visits.get(key, 0) + 1
     if not answers:
         return None
-    prompts, comps, owners = [], [], []
+    prompts, comps, where = [], [], []
     for k, (key, legal) in enumerate(answers.items()):
-        for text in legal:
+        for j, text in enumerate(legal):
             prompts.append(list(key))
             comps.append(tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
-            owners.append(k)
+            where.append((k, j))
     logp, mask = completion_logprobs(model, prompts, comps, pad=pad)
-    seq = (logp * mask).sum(-1)
-    total, norm = seq.new_zeros(()), 0
-    owners_t = torch.tensor(owners, device=seq.device)
-    for k, key in enumerate(answers):
-        lp = torch.log_softmax(seq[owners_t == k], dim=-1)
-        total = total + weight[key] * -(lp.exp() * lp).sum()
-        norm += weight[key]
-    return total / norm
+    flat = (logp * mask).sum(-1)
+    width = max(len(v) for v in answers.values())
+    rows = torch.tensor([k for k, _ in where], device=flat.device)
+    cols = torch.tensor([j for _, j in where], device=flat.device)
+    seq = flat.new_zeros(len(answers), width).index_put((rows, cols), flat)
+    legal = torch.zeros(len(answers), width, dtype=torch.bool, device=flat.device)
+    legal[rows, cols] = True
+    return list(answers), seq, legal, [visits[k] for k in answers]
+
+
+def legal_action_entropy(model, tokenizer, batch: list[Sample], pad: int, max_actions: int = 16, table=None):
+    """Entropy of the policy's exact distribution over the legal actions, averaged over the batch's turns.
+
+    p(a | prompt) = softmax over legal a of log pi(answer_text(a) + EOS | prompt): the same quantity the
+    exploitability evaluation scores. A token-level entropy bonus would also reward garbage tokens;
+    this one only spreads mass between legal actions. Prompts with more than `max_actions` legal
+    actions (bargaining offers) are skipped. None when no sample carries its legal answers.
+    `table`: a `legal_answer_table` of this batch already computed (scored once for entropy and MMD).
+    """
+    table = table if table is not None else legal_answer_table(model, tokenizer, batch, pad, max_actions)
+    if table is None:
+        return None
+    _keys, seq, legal, visits = table
+    lp, _ = legal_log_probs(seq, legal)
+    h = -(lp.exp() * lp * legal.to(lp.dtype)).sum(-1)
+    w = torch.tensor(visits, dtype=h.dtype, device=h.device)
+    return (w * h).sum() / w.sum()
 
 
 def _replay_loss(model, pairs, pad: int) -> torch.Tensor:

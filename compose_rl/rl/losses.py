@@ -27,6 +27,11 @@ Token aggregation (how per-token losses become one number) matters for length bi
 - "seq_mean":   mean over each sample's tokens, then mean over samples (original GRPO); short
                 answers weigh more per token.
 - "constant":   sum over all tokens / (B * max_len) (Dr.GRPO; SPIRAL): no length bias.
+- "seq_sum":    sum over each sample's tokens, then mean over samples: the gradient of the sequence's
+                log-prob, -A grad log pi(y), so one sample weighs the same whatever its length, in the
+                same units as per-state terms (legal-action entropy, MMD's KLs). No length bias: with
+                `seq_mean`, answers of different lengths (Kuhn's "bet" vs "pass") add an expected
+                p(1-p)(Q - b)(1/L_a - 1/L_b) to the gradient that favours the shorter one.
 """
 from __future__ import annotations
 
@@ -40,10 +45,12 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: str, max_len: in
     if how == "seq_mean":
         per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
         return per_seq.mean()
+    if how == "seq_sum":
+        return (per_token * mask).sum(-1).mean()
     if how == "constant":
         length = max_len if max_len is not None else per_token.shape[-1]
         return (per_token * mask).sum() / (per_token.shape[0] * length)
-    raise ValueError(f"unknown token aggregation {how!r}: use token_mean, seq_mean or constant")
+    raise ValueError(f"unknown token aggregation {how!r}: use token_mean, seq_mean, seq_sum or constant")
 
 
 def truncated_is_weights(old_logp: torch.Tensor, behaviour_logp: torch.Tensor, mask: torch.Tensor,
@@ -106,3 +113,62 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Per-token entropy of the softmax over the vocabulary, (B, T, V) -> (B, T)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     return -(logp.exp() * logp).sum(-1)
+
+
+# ------------------------------------------------------------------------------ magnetic mirror descent
+# MMD (Sokota et al., ICLR 2023, "A Unified Approach to Reinforcement Learning, Quantal Response
+# Equilibria, and Two-Player Zero-Sum Games", eq. 5), per information state s with action values q:
+#     pi_{t+1}(s) = argmax_pi  <pi, q(s)> - alpha KL(pi || rho(s)) - (1/eta) KL(pi || pi_t(s))
+# The learner takes gradient steps on the loss  policy-gradient term + alpha KL(p || rho) + (1/eta) KL(p || p_old)
+# where, for a language model at a state whose legal answers are known (a game turn), p is the exact
+# distribution over the legal answer texts: p(a|s) = pi(y_a|s) / m(s), m(s) = sum_a pi(y_a|s) (the legal
+# mass). Renormalising alone would let both KLs be satisfied by moving mass *off* the legal answers
+# (seen: legal mass 0.75, then 0), so the loss also carries a validity term -log m(s), which is 0 at
+# m = 1 and pushes every legal answer up in proportion to p (see tiny-scale-pitfalls.md).
+# Each visited state weighs the same in both KL terms (weighting by visits was less stable).
+
+
+def legal_log_probs(seq_logp: torch.Tensor, legal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, A) sequence log-probs of each state's candidate answers, `legal` (S, A) bool (padding False)
+    -> (log p over the legal answers (S, A), 0 where not legal; log legal mass m (S,))."""
+    masked = seq_logp.masked_fill(~legal, float("-inf"))
+    log_mass = torch.logsumexp(masked, dim=-1)
+    logp = (masked - log_mass.unsqueeze(-1)).masked_fill(~legal, 0.0)
+    return logp, log_mass
+
+
+def kl_categorical(logp: torch.Tensor, logq: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per row, (S,), over the legal entries only (both rows normalised over them)."""
+    p = logp.exp() * legal.to(logp.dtype)
+    return (p * (logp - logq).masked_fill(~legal, 0.0)).sum(-1)
+
+
+def mmd_state_terms(logp: torch.Tensor, log_mass: torch.Tensor, legal: torch.Tensor, magnet_logp: torch.Tensor,
+                    alpha: float, eta: float | None = None, old_logp: torch.Tensor | None = None,
+                    validity: float = 1.0) -> dict[str, torch.Tensor]:
+    """The regulariser of MMD at each state, (S,) each: `magnet` = alpha KL(p || rho), `prox` = (1/eta)
+    KL(p || p_old) (zeros without old_logp or eta), `validity` = -validity * log m. `loss` is their sum;
+    average it over states. magnet_logp / old_logp: (S, A) log-probs normalised over the legal answers
+    (no gradient is taken through them)."""
+    magnet = alpha * kl_categorical(logp, magnet_logp.detach(), legal)
+    prox = torch.zeros_like(magnet)
+    if old_logp is not None and eta is not None:
+        prox = kl_categorical(logp, old_logp.detach(), legal) / eta
+    valid = -validity * log_mass
+    return {"magnet": magnet, "prox": prox, "validity": valid, "loss": magnet + prox + valid}
+
+
+def uniform_log_probs(legal: torch.Tensor) -> torch.Tensor:
+    """log of the uniform distribution over each row's legal entries (0 elsewhere), (S, A)."""
+    n = legal.sum(-1, keepdim=True).clamp(min=1).to(torch.float32)
+    return (-torch.log(n)).expand(legal.shape).masked_fill(~legal, 0.0)
+
+
+def mmd_alpha(alpha0: float, step: int, schedule: str, horizon: float) -> float:
+    """Magnet strength at learner step `step`: `constant` alpha0, or `inv_sqrt` alpha0 / sqrt(1 + step / horizon)
+    (a decaying magnet moves the regularised game's equilibrium towards Nash; a constant one stops at it)."""
+    if schedule == "constant":
+        return alpha0
+    if schedule == "inv_sqrt":
+        return alpha0 / (1.0 + step / horizon) ** 0.5
+    raise ValueError(f"unknown rl.mmd.alpha_schedule {schedule!r}: use constant or inv_sqrt")

@@ -1,0 +1,212 @@
+"""Magnetic mirror descent (issue 23): the pure loss terms against hand-computed values, the tabular
+policy trained through the same functions (MMD reaches Nash where plain policy gradient cycles), the LM
+loss's gradient against the hand-derived per-state gradient, the state baseline and the compact prompt."""
+from __future__ import annotations
+
+import math
+import random
+
+import pyspiel
+import pytest
+import torch
+from open_spiel.python import policy as os_policy
+from open_spiel.python.algorithms import exploitability as os_expl
+
+from compose_rl.rl.losses import (aggregate, kl_categorical, legal_log_probs, mmd_alpha, mmd_state_terms,
+                                  uniform_log_probs)
+from compose_rl.rl.tabular import MMDConfig, TabularGame, TabularPolicy, counterfactual_values
+
+
+# ------------------------------------------------------------------------------ pure terms by hand
+def test_legal_log_probs_and_kl_by_hand():
+    # one state, three candidates, the third padding; sequence probs 0.2 and 0.6 -> mass 0.8, p = (1/4, 3/4)
+    seq = torch.log(torch.tensor([[0.2, 0.6, 0.1]]))
+    legal = torch.tensor([[True, True, False]])
+    logp, log_mass = legal_log_probs(seq, legal)
+    assert logp.exp()[0, :2].tolist() == pytest.approx([0.25, 0.75])
+    assert logp[0, 2].item() == 0.0  # padding stays 0
+    assert log_mass.item() == pytest.approx(math.log(0.8))
+    rho = uniform_log_probs(legal)
+    assert rho[0, :2].exp().tolist() == pytest.approx([0.5, 0.5])
+    kl = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    assert kl_categorical(logp, rho, legal).item() == pytest.approx(kl)
+    old = torch.log(torch.tensor([[0.5, 0.5, 1.0]]))
+    t = mmd_state_terms(logp, log_mass, legal, rho, alpha=0.2, eta=0.5, old_logp=old, validity=2.0)
+    assert t["magnet"].item() == pytest.approx(0.2 * kl)
+    assert t["prox"].item() == pytest.approx(kl / 0.5)
+    assert t["validity"].item() == pytest.approx(-2.0 * math.log(0.8))
+    assert t["loss"].item() == pytest.approx(0.2 * kl + 2 * kl - 2 * math.log(0.8))
+    # without eta/old the proximal term is 0
+    assert mmd_state_terms(logp, log_mass, legal, rho, 0.2)["prox"].item() == 0.0
+
+
+def test_mmd_alpha_schedules():
+    assert mmd_alpha(0.2, 500, "constant", 10.0) == 0.2
+    assert mmd_alpha(0.2, 0, "inv_sqrt", 10.0) == 0.2
+    assert mmd_alpha(0.2, 30, "inv_sqrt", 10.0) == pytest.approx(0.1)  # 0.2 / sqrt(4)
+    with pytest.raises(ValueError, match="alpha_schedule"):
+        mmd_alpha(0.2, 1, "cosine", 10.0)
+
+
+def test_seq_sum_aggregation_by_hand():
+    per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    # per sequence: 3 and 15 -> mean 9 (seq_mean would give (1.5 + 5) / 2 = 3.25)
+    assert aggregate(per_token, mask, "seq_sum").item() == pytest.approx(9.0)
+    assert aggregate(per_token, mask, "seq_mean").item() == pytest.approx(3.25)
+
+
+# ------------------------------------------------------------------------------ tabular: the same losses reach Nash
+def _exploitability(tg: TabularGame, pol: TabularPolicy) -> float:
+    tab = os_policy.TabularPolicy(tg.game)
+    for key, probs in tg.tables(pol.probs()).items():
+        row = tab.state_lookup[key]
+        for a, p in probs.items():
+            tab.action_probability_array[row][a] = p
+    return float(os_expl.exploitability(tg.game, tab))
+
+
+def _matching_pennies():
+    return pyspiel.convert_to_turn_based(pyspiel.load_game("matrix_mp"))
+
+
+def test_counterfactual_values_by_hand_on_matching_pennies():
+    tg = TabularGame.build(_matching_pennies())
+    assert len(tg.keys) == 2
+    # player 0 plays heads with 0.8, player 1 with 0.3; matching pennies pays player 0 +1 on a match
+    probs = torch.zeros(2, 2, dtype=torch.float64)
+    p0, p1 = tg.index[tg.keys[0]], tg.index[tg.keys[1]]
+    probs[p0] = torch.tensor([0.8, 0.2])
+    probs[p1] = torch.tensor([0.3, 0.7])
+    q = counterfactual_values(tg, probs)
+    # player 0: q(H) = 0.3 - 0.7 = -0.4, q(T) = 0.4; player 1 (reach of p0's move): q(H) = -(0.8 - 0.2), q(T) = +0.6
+    assert q[p0].tolist() == pytest.approx([-0.4, 0.4])
+    assert q[p1].tolist() == pytest.approx([-0.6, 0.6])
+
+
+@pytest.mark.parametrize("game,lr,alpha,iters", [("matching_pennies", 0.5, 0.2, 300), ("kuhn_poker", 5.0, 0.05, 600)])
+def test_mmd_converges_where_policy_gradient_does_not(game, lr, alpha, iters):
+    # the step size is per game (Kuhn's counterfactual values are ~6x smaller: chance deals 6 hands)
+    g = _matching_pennies() if game == "matching_pennies" else pyspiel.load_game("kuhn_poker")
+    tg = TabularGame.build(g)
+    pg, mmd = TabularPolicy(tg, lr=lr), TabularPolicy(tg, lr=lr)
+    cfg = MMDConfig(alpha=alpha, magnet="moving", magnet_rate=0.05)
+    for _ in range(iters):
+        pg.exact_step(None)
+        mmd.exact_step(cfg)
+    e_pg, e_mmd = _exploitability(tg, pg), _exploitability(tg, mmd)
+    assert e_mmd < 0.01, e_mmd
+    assert e_pg > 0.05, e_pg  # the last iterate of plain policy gradient cycles around Nash
+
+
+def test_constant_uniform_magnet_stops_at_the_regularised_equilibrium():
+    # alpha 0.05 to a fixed uniform magnet: converges, but to a QRE at positive exploitability
+    tg = TabularGame.build(pyspiel.load_game("kuhn_poker"))
+    pol = TabularPolicy(tg, lr=5.0)
+    for _ in range(600):
+        pol.exact_step(MMDConfig(alpha=0.05, magnet="uniform"))
+    assert 0.02 < _exploitability(tg, pol) < 0.1
+
+
+def test_proximal_term_acts_only_from_the_second_inner_step():
+    tg = TabularGame.build(_matching_pennies())
+    a, b = TabularPolicy(tg, lr=1.0, seed=3), TabularPolicy(tg, lr=1.0, seed=3)
+    a.exact_step(MMDConfig(alpha=0.1, eta=None, magnet="uniform"))
+    b.exact_step(MMDConfig(alpha=0.1, eta=0.01, magnet="uniform"))
+    assert torch.allclose(a.logits, b.logits, rtol=0, atol=1e-12)  # one step: KL(p || p_old) has zero gradient at p = p_old
+    a2, b2 = TabularPolicy(tg, lr=0.2, seed=3), TabularPolicy(tg, lr=0.2, seed=3)
+    a2.exact_step(MMDConfig(alpha=0.1, eta=None, magnet="uniform"), inner_steps=3)
+    b2.exact_step(MMDConfig(alpha=0.1, eta=0.5, magnet="uniform"), inner_steps=3)
+    # a strong proximal term holds the policy near p_old: it moves less
+    start = TabularPolicy(tg, lr=0.2, seed=3).logits
+    assert (b2.logits - start).abs().sum() < 0.9 * (a2.logits - start).abs().sum()
+
+
+def test_sampled_tabular_mmd_learns_kuhn():
+    # the sample-efficiency reference: 64 sampled games per step, the LM learner's loss shape
+    tg = TabularGame.build(pyspiel.load_game("kuhn_poker"))
+    pol = TabularPolicy(tg, lr=1.0)
+    rng = random.Random(0)
+    start = _exploitability(tg, pol)
+    for _ in range(200):
+        pol.sampled_step(64, rng, MMDConfig(alpha=0.3, magnet="moving", magnet_rate=0.05))
+    # sampling noise keeps it above the exact version's floor (0.05-0.1 after 1000 steps of 64 games)
+    assert start > 0.4 and _exploitability(tg, pol) < 0.15
+
+
+# ------------------------------------------------------------------------------ the LM loss's gradient
+def test_lm_mmd_gradient_equals_the_hand_derived_per_state_gradient(tiny_policy):
+    from compose_rl.rl.learner import _mmd_exact, legal_answer_table
+    from compose_rl.types import Sample
+    from games import get_game
+
+    game = get_game("kuhn_poker")
+    state = game.openspiel_game.new_initial_state()
+    state.apply_action(2)
+    state.apply_action(0)  # player 0 holds the King
+    tok, model = tiny_policy.tokenizer, tiny_policy.model
+    prompt = tok(tiny_policy.format_prompt(game.prompt(state, 0)), add_special_tokens=False)["input_ids"]
+    legal = [game.answer_text(state, a) for a in state.legal_actions()]
+    batch = [Sample(prompt_ids=prompt, completion_ids=[1], old_logprobs=[0.0], reward=1.0,
+                    info={"legal_answers": legal})]
+    cfg = MMDConfig(alpha=0.3, eta=None, magnet="uniform", validity=1.5)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    table = legal_answer_table(model, tok, batch, pad=0)
+    loss = _mmd_exact(table, cfg, 0.3, None, tok, batch, 0, {}, {})
+    auto = torch.autograd.grad(loss, params)
+
+    # by hand: with l_a = log pi(y_a | s), p = softmax(l) over the legal answers, rho uniform,
+    # d/dl_a [alpha KL(p || rho) - v log sum_b exp l_b] = alpha p_a (log(p_a / rho_a) - KL) - v p_a
+    _, seq, _, _ = legal_answer_table(model, tok, batch, pad=0)
+    seq = seq[0]
+    p = torch.softmax(seq.detach(), -1)
+    kl = float((p * torch.log(p * len(p))).sum())
+    coef = [0.3 * float(p[a]) * (math.log(float(p[a]) * len(p)) - kl) - 1.5 * float(p[a]) for a in range(len(p))]
+    grads = [torch.autograd.grad(seq[a], params, retain_graph=True) for a in range(len(p))]
+    for k, g in enumerate(auto):
+        hand = sum(c * gr[k] for c, gr in zip(coef, grads))
+        assert torch.allclose(g, hand, atol=1e-6, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------ state baselines
+def test_state_baseline_by_hand():
+    from compose_rl.rl.advantages import RoleBaselines
+
+    b = RoleBaselines(decay=0.5)
+    # two games; p0 holds K (state "K") in both, p1 holds J then Q
+    rewards = [1.0, -1.0, 2.0, -2.0]
+    a = b.advantages(rewards, ["kuhn"] * 4, [0, 1, 0, 1], [0, 0, 1, 1], states=["K", "J", "K", "Q"])
+    assert a == [1.0, -1.0, 2.0, -2.0]  # every baseline starts at 0 and is read before the batch
+    # K: 0.5*0 + 0.5*1 = 0.5 -> 0.5*0.5 + 0.5*2 = 1.25; J: -0.5; Q: -1
+    assert b.values == pytest.approx({"kuhn/p0/K": 1.25, "kuhn/p1/J": -0.5, "kuhn/p1/Q": -1.0})
+    a2 = b.advantages([0.0], ["kuhn"], [0], [2], states=["K"])
+    assert a2 == [-1.25]
+
+
+# ------------------------------------------------------------------------------ compact prompt
+def test_compact_prompt_drops_rules_and_keeps_the_card_last():
+    from compose_rl.models import Policy
+    from games import GAMES, get_game
+    from games.base import prompt_rewrites
+
+    game = get_game("kuhn_poker")
+    state = game.openspiel_game.new_initial_state()
+    state.apply_action(0)
+    state.apply_action(2)
+    state.apply_action(1)  # player 0 bet; player 1 (holding K) to act
+    full = game.prompt(state, 1)
+    rewrites = prompt_rewrites("boxed", "compact", GAMES.values())
+    compact = full
+    for old, new in rewrites:
+        compact = compact.replace(old, new)
+    assert compact == "Actions: pass, bet.\nHistory: Opponent bet. Pot: 3.\nYour card: K"
+    assert "J<Q<K" in full and "J" not in compact and "Q" not in compact  # the rules named every card
+    # reason mode keeps its instruction; the full style changes nothing in boxed mode
+    assert prompt_rewrites("boxed", "full", GAMES.values()) == ()
+    reason = prompt_rewrites("reason", "compact", GAMES.values())
+    text = full
+    for old, new in reason:
+        text = text.replace(old, new)
+    assert "Think step by step" in text and game.rules not in text
+    assert Policy  # the rewrites are applied by Policy.format_prompt
