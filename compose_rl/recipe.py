@@ -290,6 +290,10 @@ class RlCfg(Section):
     """Samples per gradient step inside an epoch (1..65536)."""
     lr: float = Field(1e-4, gt=0.0, le=1.0)
     """Adam learning rate (> 0, at most 1)."""
+    lr_schedule: Literal["constant", "linear_tail"] = "constant"
+    """`constant`, or `linear_tail`: rl.lr for the first half of the steps, then linearly down to rl.lr / 10 at
+    the last step. With sampled self-play gradients the last iterate jitters at a constant rate; a smaller
+    step at the end lets it settle (the rate is a function of the step, so resume reproduces it)."""
     max_grad_norm: float = Field(1.0, gt=0.0, le=1e6)
     """Gradient-norm clip (a late collapse was seen without it; > 0, at most 1e6)."""
     advantage: Literal["group", "group_unscaled", "batch_mean", "rae", "state"] = "group"

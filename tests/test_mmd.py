@@ -210,3 +210,13 @@ def test_compact_prompt_drops_rules_and_keeps_the_card_last():
         text = text.replace(old, new)
     assert "Think step by step" in text and game.rules not in text
     assert Policy  # the rewrites are applied by Policy.format_prompt
+
+
+def test_lr_schedule_linear_tail_by_hand():
+    from compose_rl.rl.learner import lr_factor
+
+    assert [lr_factor("constant", s, 10) for s in (0, 9)] == [1.0, 1.0]
+    # 10 steps: 1 for steps 0-4, then 1 - 0.9 (s - 5) / 4 -> 1, 0.775, 0.55, 0.325, 0.1
+    assert [lr_factor("linear_tail", s, 10) for s in range(10)] == pytest.approx(
+        [1, 1, 1, 1, 1, 1.0, 0.775, 0.55, 0.325, 0.1])
+    assert lr_factor("linear_tail", 0, 1) == 1.0

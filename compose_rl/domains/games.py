@@ -236,7 +236,7 @@ class GameDomain(DomainBase):
         from compose_rl.evals.games import exact_value_vs, history_tv, infostate_rows, lm_policy_tables, tabular_opponent
 
         if not (pipe.run.path / "eval" / "reference-curves.json").exists():
-            write_reference_curves(pipe.run, [g.name for g in self.average], pipe.recipe)
+            write_reference_curves(pipe.run, list(self.average), pipe.recipe)
         out = {}
         for name, avg in self.average.items():
             game = next(g for g, _ in self.mixture if g.name == name)

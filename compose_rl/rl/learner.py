@@ -252,6 +252,8 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"rl [{stage}]", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, step, cfg.steps)
         # 1. rollouts: samples scored by the verifier or the game
         if rollouts is None:
             samples, metrics, texts = collector.collect(engine, step)
@@ -379,6 +381,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             "rollout/groups_with_signal": len(mixed) / max(n_groups, 1),
             "rollout/response_tokens": gen_tokens / max(n_all, 1),
             "perf/step_s": dt,
+            "loss/lr": opt.param_groups[0]["lr"],
             "perf/gen_s": t_gen,
             "perf/learn_s": t_learn,
             "perf/sync_s": t_sync,
@@ -414,6 +417,19 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         rollouts.close()
         engine.load_weights(sync() if sync else None, cfg.steps)  # the evaluations use the final policy
     return last
+
+
+def lr_factor(schedule: str, step: int, steps: int) -> float:
+    """rl.lr multiplier at `step` of `steps`: 1 (`constant`), or 1 over the first half then linear to 0.1 at
+    the last step (`linear_tail`)."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear_tail":
+        half = steps // 2
+        if step < half or steps - 1 <= half:
+            return 1.0
+        return 1.0 - 0.9 * (step - half) / (steps - 1 - half)
+    raise ValueError(f"unknown rl.lr_schedule {schedule!r}: use constant or linear_tail")
 
 
 def _frozen_copy(model):
