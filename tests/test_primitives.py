@@ -23,7 +23,7 @@ from synthetic_tasks.probes.common import wilson
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# What `compose-rl primitives calibrate` prints for the rules detectors (README table): tp, fp, fn.
+# What `compose-rl primitives calibrate` prints for the rules detectors (docs/results/primitives.md table): tp, fp, fn.
 PRINTED = {"expected_value": (10, 0, 13), "case_analysis": (11, 0, 11), "backtracking": (11, 0, 7),
            "subgoaling": (5, 0, 16), "verification": (14, 9, 12), "deduction": (10, 5, 13),
            "theory_of_mind": (13, 1, 18), "pattern_recognition": (12, 1, 10)}

@@ -1,4 +1,4 @@
-"""Summarise the latent-loop study (README, Gap C) from its run directories: one row per condition,
+"""Summarise the latent-loop study (docs/results/latent-loop.md, Gap C) from its run directories: one row per condition,
 means over seeds with a 95% Student-t interval (compose_rl.ablate.mean_ci).
 
     python -m compose_rl.experimental.latent_study runs/latent-study-*
