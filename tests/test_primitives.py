@@ -19,7 +19,7 @@ from compose_rl.primitives.judge import judge_counts, judge_prompt, parse_counts
 from compose_rl.primitives.register import PRIMITIVES
 from compose_rl.primitives.traces import TRACES
 from compose_rl.types import Completion
-from synthetic_tasks.probes.common import wilson
+from compose_rl.stats import wilson
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -130,7 +130,8 @@ def test_bad_inputs():
 
 # ----------------------------------------------------------------------------- probe suites
 
-from synthetic_tasks.probes import SUITES, get_suite, wilson  # noqa: E402
+from compose_rl.stats import wilson  # noqa: E402
+from synthetic_tasks.probes import SUITES, get_suite  # noqa: E402
 from synthetic_tasks.probes.common import split_of  # noqa: E402
 from synthetic_tasks.probes.backtracking import ExprError, evaluate  # noqa: E402
 from synthetic_tasks.probes.deduction_chain import follows  # noqa: E402

@@ -22,7 +22,8 @@ def suite_metrics(engine, format_prompt: Callable[[str], str], suites: Sequence[
     `.../L<level>/acc`, and rows (one per suite) for a table: suite, primitive, acc, interval,
     floor with the rule that sets it.
     """
-    from synthetic_tasks.probes import get_suite, wilson
+    from compose_rl.stats import wilson
+    from synthetic_tasks.probes import get_suite
 
     chosen = [get_suite(s) for s in suites]  # unknown names fail before any generation
     metrics: dict[str, float] = {}

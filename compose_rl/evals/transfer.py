@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compose_rl.ablate import mean_ci
+from compose_rl.stats import mean_ci, paired_ci, wilson
 from compose_rl.domains import Column, suite_domains
 
 
@@ -46,13 +46,11 @@ def _binary(xs: list[float]) -> bool:
 
 def score_interval(xs: list[float]) -> tuple[float, float, float]:
     """(mean, lo, hi): Wilson for 0/1 items, else the t-interval of the mean clipped to [0, 1]."""
-    from compose_rl.report import wilson
-
     if not xs:
         return (math.nan,) * 3
     m = sum(xs) / len(xs)
     if _binary(xs):
-        lo, hi = wilson(m, len(xs))
+        lo, hi = wilson(sum(xs), len(xs))
         return m, lo, hi
     m, h = mean_ci(xs)
     return m, max(0.0, m - h), min(1.0, m + h)  # scores live in [0, 1]
@@ -64,7 +62,7 @@ def delta_interval(a: Column, b: Column) -> tuple[float, float, float]:
     if not a.items or not b.items:
         return (math.nan,) * 3
     if a.paired and b.paired and len(a.items) == len(b.items):
-        d, h = mean_ci([x - y for x, y in zip(a.items, b.items)])
+        d, h = paired_ci(a.items, b.items)
         return d, d - h, d + h
 
     def mv(xs):

@@ -177,7 +177,7 @@ def summarize_curves(rows: list[dict]) -> str:
 
 def ci(xs: list[float]) -> str:
     """Mean ± the 95% t half-width over seeds (the mean alone for one seed)."""
-    from compose_rl.ablate import mean_ci
+    from compose_rl.stats import mean_ci
 
     m, h = mean_ci(xs)
     return f"{m:.3f} ± {h:.3f}" if len(xs) > 1 else f"{m:.3f}"

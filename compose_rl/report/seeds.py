@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from compose_rl.ablate import mean_ci
+from compose_rl.stats import mean_ci
 
 STAGES = (("label policy", "label-policy"), ("untrained", "eval-base"), ("after SFT", "eval-sft"),
           ("after RL", "eval-rl"))
