@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import copy
 import json
-import math
 import os
 import statistics
 import sys
