@@ -230,7 +230,7 @@ def test_snapshot_pool_keeps_the_newest_on_cpu():
 
     import torch
 
-    from compose_rl.pipeline import SnapshotPool
+    from compose_rl.domains.pool import SnapshotPool
 
     pool = SnapshotPool(3)
     w = torch.zeros(2)

@@ -32,7 +32,7 @@ PRINTED = {"expected_value": (10, 0, 13), "case_analysis": (11, 0, 11), "backtra
 # ----------------------------------------------------------------------------- register and labelled set
 
 def test_register_names_exist_in_their_modules():
-    from compose_rl.evals.ingame_probes import PROBES
+    from compose_rl.primitives.ingame import PROBES
     from synthetic_tasks.probes import SUITES
 
     assert len(PRIMITIVES) == 8

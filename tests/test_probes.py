@@ -6,15 +6,14 @@ import dataclasses
 import pytest
 
 from compose_rl.evals.ingame_probes import (
-    PROBES,
     _nash_action_values,
     build_state,
     indistinguishable_states,
     ingame_probe_metrics,
-    probes_for,
     resolve,
     verify_probe,
 )
+from compose_rl.primitives.ingame import PROBES, probes_for
 from compose_rl.primitives.register import PRIMITIVES
 from games import get_game
 

@@ -102,7 +102,8 @@ def track_primitives(recipe, policy: Any, engine: Any = None, step: int | None =
         out.update(suite_metrics(engine, policy.format_prompt, cfg.probes, cfg.items,
                                  recipe.rollout.max_new_tokens, recipe.seed)[0])
     if cfg.ingame:
-        from compose_rl.evals.ingame_probes import ingame_probe_metrics, probes_for
+        from compose_rl.evals.ingame_probes import ingame_probe_metrics
+        from compose_rl.primitives.ingame import probes_for
 
         games = sorted({g for g in recipe_game_names(recipe) if probes_for([g])})
         if games:
