@@ -18,13 +18,13 @@ import torch
 
 from compose_rl.models import load_policy
 from compose_rl.recipe import recipe_from_dict
+from compose_rl.rl.staleness import filter_stale
 from compose_rl.rollout.factory import HFWorkerEngine, make_engine, pack_folder
 from compose_rl.rollout.hf import HFEngine
 from compose_rl.rollout.ray_workers import (
     RayRolloutPool,
     WorkerStartError,
     connect_ray,
-    filter_stale,
     pack_state,
     shard_bounds,
     unpack_state,

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from compose_rl.rl import advantages as adv_lib
 from compose_rl.rl.logprobs import completion_logprobs
 from compose_rl.rl.losses import aggregate, kl_k2_seq, kl_k3, ppo_clip_loss, reinforce_loss, truncated_is_weights
-from compose_rl.rollout.ray_workers import filter_stale
+from compose_rl.rl.staleness import filter_stale
 from compose_rl.types import Sample
 
 

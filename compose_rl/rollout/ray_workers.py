@@ -54,7 +54,7 @@ live node still offers them; otherwise it starts anywhere (a WARNING says so), s
 never stops a run that other nodes can carry.
 
 Staleness (`rollout.max_lag`) and the asynchronous mode
-`filter_stale(samples, current_version, max_lag)` drops samples whose `policy_version` is older than
+The learner's `filter_stale` (compose_rl/rl/staleness.py) drops samples whose `policy_version` is older than
 `current_version - max_lag` and returns how many it dropped (the `rollout/stale_dropped` metric).
 With the synchronous `generate` every sample comes from the weights of the latest sync (lag 0).
 `rollout.mode: async` (async_rollouts.py) runs whole collector steps inside the actors
@@ -82,19 +82,6 @@ log = logging.getLogger(__name__)
 
 class WorkerStartError(RuntimeError):
     """A rollout worker could not start; the message names the worker and the cause."""
-
-
-# ------------------------------------------------------------------------------- staleness
-def filter_stale(samples: Sequence[Any], current_version: int, max_lag: int) -> tuple[list[Any], int]:
-    """Keep samples with `policy_version >= current_version - max_lag`; return (kept, n_dropped).
-
-    max_lag 0 = strictly on-policy: only samples of the current version are kept.
-    """
-    if max_lag < 0:
-        raise ValueError(f"max_lag must be >= 0 (got {max_lag})")
-    oldest = current_version - max_lag
-    kept = [s for s in samples if s.policy_version >= oldest]
-    return kept, len(samples) - len(kept)
 
 
 # ------------------------------------------------------------------------------- connecting
