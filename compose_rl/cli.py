@@ -182,8 +182,8 @@ def cmd_seeds(args) -> int:
 
 
 def cmd_transfer(args) -> int:
-    """The transfer matrix of runs' checkpoints on a suite's domains (compose_rl/evals/transfer.py)."""
-    from compose_rl.evals.transfer import TransferError, load_rows, transfer_matrix, write_outputs
+    """The transfer matrix of runs' checkpoints on a suite's domains (compose_rl/commands/transfer.py)."""
+    from compose_rl.commands.transfer import TransferError, load_rows, transfer_matrix, write_outputs
 
     items = args.items or (4 if args.smoke else 100)
     if items < 1:
