@@ -22,10 +22,7 @@ def _err(msg: str, code: int = 2) -> int:
     return code
 
 
-def _load(path: str, overrides: list[str]):
-    from compose_rl.recipe import load_recipe
-
-    return load_recipe(path, overrides)
+from compose_rl.commands.recipes import load as _load  # noqa: E402 (one loader for the CLI and the studies)
 
 
 def cmd_recipe(args) -> int:
@@ -106,7 +103,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from compose_rl.ablate import run_ablation
+    from compose_rl.commands.ablate import run_ablation
     from compose_rl.recipe import RecipeError, check_environment
 
     try:
@@ -115,7 +112,7 @@ def cmd_ablate(args) -> int:
             recipe = smoke(recipe)
         check_environment(recipe, args.recipe)
         if args.merge:
-            from compose_rl.ablate import merge_ablations
+            from compose_rl.commands.ablate import merge_ablations
 
             out = merge_ablations(recipe, [Path(m) for m in args.merge])
         else:

@@ -41,7 +41,7 @@ def test_ablation_smoke_shares_stage1_and_lists_what_is_matched(tmp_path):
     weights (rl_only from the untrained model); the report header lists the matched items."""
     import torch
 
-    from compose_rl.ablate import MATCHED, fingerprint
+    from compose_rl.commands.ablate import MATCHED, fingerprint
 
     out = tmp_path / "runs"
     path = os.path.join(ROOT, "recipes", "strcomp-ablate.yaml")

@@ -13,7 +13,6 @@ from compose_rl.primitives.detectors import (
     model_responses,
     rule_counts,
     rule_detector_metrics,
-    split_detector,
 )
 from compose_rl.primitives.judge import judge_counts, judge_prompt, parse_counts
 from compose_rl.primitives.register import PRIMITIVES
