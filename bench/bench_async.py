@@ -144,7 +144,7 @@ def main() -> None:
     import torch
 
     from bench_engines import machine
-    from compose_rl.rollout.ray_workers import connect_ray
+    from compose_rl.rollout.ray_connect import connect_ray
 
     torch.set_num_threads(1)
     print(machine())

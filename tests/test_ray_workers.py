@@ -21,14 +21,9 @@ from compose_rl.recipe import recipe_from_dict
 from compose_rl.rl.staleness import filter_stale
 from compose_rl.rollout.factory import HFWorkerEngine, make_engine, pack_folder
 from compose_rl.rollout.hf import HFEngine
-from compose_rl.rollout.ray_workers import (
-    RayRolloutPool,
-    WorkerStartError,
-    connect_ray,
-    pack_state,
-    shard_bounds,
-    unpack_state,
-)
+from compose_rl.rollout.ray_connect import connect_ray
+from compose_rl.rollout.ray_weights import pack_state, unpack_state
+from compose_rl.rollout.ray_workers import RayRolloutPool, WorkerStartError, shard_bounds
 from compose_rl.rollout.vllm_engine import vllm_importable
 from compose_rl.types import Sample, SamplingParams
 

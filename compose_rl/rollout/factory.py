@@ -140,7 +140,7 @@ def make_engine(recipe, policy):
         return HFEngine(policy.model, policy.tokenizer, ro.batch_size), (lambda: None)
 
     if ro.workers > 0:
-        from compose_rl.rollout.ray_workers import connect_ray
+        from compose_rl.rollout.ray_connect import connect_ray
 
         connect_ray(recipe.ray.address, recipe.ray.num_cpus)  # fail fast on a bad address, before saving anything
     folder = policy_folder(policy)
