@@ -214,7 +214,7 @@ def cmd_list(args) -> int:
     print("engines: hf, vllm, auto (the faster of the two, measured once per model and machine)")
     if root.is_dir():
         print("recipes: " + ", ".join(sorted(str(p.relative_to(root.parent)) for p in root.glob("*.yaml"))))
-    from compose_rl.primitives.register import describe_all  # primitives, probe suites, in-game probes, detectors
+    from compose_rl.primitives.listing import describe_all  # primitives, probe suites, in-game probes, detectors
 
     print(describe_all())
     return 0

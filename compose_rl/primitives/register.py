@@ -107,16 +107,3 @@ def check_tracking(cfg, games: bool, eval_every: int) -> None:
             raise ValueError("primitives.every: tracking runs inside the in-RL evaluation; set rl.eval_every too")
         if cfg.every % eval_every:
             raise ValueError(f"primitives.every: must be a multiple of rl.eval_every ({eval_every})")
-
-
-def describe_all() -> str:
-    """What `compose-rl list` prints about primitives: each with its probes, in-game probes and detectors."""
-    from compose_rl.primitives.ingame import PROBES
-    from synthetic_tasks.probes import SUITES
-
-    lines = ["primitives (probe suites | in-game probes | detectors: <primitive>/rules, <primitive>/judge):"]
-    for p in PRIMITIVES.values():
-        suites = ", ".join(f"{s} (levels {SUITES[s].levels[0]}-{SUITES[s].levels[-1]})" for s in p.probes)
-        ingame = ", ".join(f"{n} ({PROBES[n].game})" for n in p.ingame) or "-"
-        lines.append(f"  {p.name}: {p.definition}\n      probes: {suites}\n      in-game: {ingame}")
-    return "\n".join(lines)
