@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import copy
 import json
-import math
 import os
 import statistics
 import sys
@@ -44,8 +43,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 RECIPES = {"kuhn": ROOT / "recipes" / "spiral-kuhn.yaml", "strcomp": ROOT / "recipes" / "strcomp-two-stage.yaml"}
-# two-sided 95% Student t quantiles by degrees of freedom
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
 def log(msg: str) -> None:
@@ -53,10 +50,11 @@ def log(msg: str) -> None:
 
 
 def interval(xs: list[float]) -> str:
-    m = statistics.fmean(xs)
+    from compose_rl.stats import mean_ci
+
+    m, h = mean_ci(xs)
     if len(xs) < 2:
         return f"{m:.3f} (1 seed, no interval)"
-    h = T95.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / math.sqrt(len(xs))
     return f"{m:.3f} ± {h:.3f}"
 
 
@@ -146,7 +144,7 @@ def main() -> None:
     import torch
 
     from bench_engines import machine
-    from compose_rl.rollout.ray_workers import connect_ray
+    from compose_rl.rollout.ray_connect import connect_ray
 
     torch.set_num_threads(1)
     print(machine())

@@ -29,7 +29,8 @@ def generation(items: int) -> list[tuple[str, float]]:
 
 
 def ingame_scoring() -> tuple[float, int]:
-    from compose_rl.evals.ingame_probes import PROBES, ingame_probe_metrics
+    from compose_rl.evals.ingame_probes import ingame_probe_metrics
+    from compose_rl.primitives.ingame import PROBES
     from compose_rl.models import load_policy
 
     policy = load_policy("tiny", seed=0)

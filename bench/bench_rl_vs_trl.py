@@ -276,7 +276,8 @@ def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, en
         use_vllm = engine == "vllm"
         vllm_kw = {}
         if use_vllm:
-            from compose_rl.rollout.factory import _max_model_len, policy_folder
+            from compose_rl.models.folder import policy_folder
+            from compose_rl.rollout.factory import _max_model_len
 
             patch_trl_vllm_for_cpu(counter)
             # TRL's colocated LLM loads `model.name_or_path`: the same weights, saved where vLLM can read them

@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--suite", default="full")
     a = ap.parse_args()
     from compose_rl.domains import suite_domains
-    from compose_rl.evals.transfer import build_policy, evaluate_policy, load_run, transfer_matrix
+    from compose_rl.commands.transfer import build_policy, evaluate_policy, load_run, transfer_matrix
 
     run = Path(a.run) if a.run else toy_run(Path(tempfile.mkdtemp()))
     recipe, cks = load_run(run)

@@ -155,7 +155,8 @@ def main() -> None:
     torch.set_num_threads(1)
     from compose_rl.models import load_policy
     from compose_rl.rollout.factory import HFWorkerEngine, VLLMWorkerEngine
-    from compose_rl.rollout.ray_workers import RayRolloutPool, connect_ray
+    from compose_rl.rollout.ray_connect import connect_ray
+    from compose_rl.rollout.ray_workers import RayRolloutPool
     from compose_rl.rollout.vllm_engine import vllm_importable
     from compose_rl.types import SamplingParams
 

@@ -22,10 +22,7 @@ def _err(msg: str, code: int = 2) -> int:
     return code
 
 
-def _load(path: str, overrides: list[str]):
-    from compose_rl.recipe import load_recipe
-
-    return load_recipe(path, overrides)
+from compose_rl.commands.recipes import load as _load  # noqa: E402 (one loader for the CLI and the studies)
 
 
 def cmd_recipe(args) -> int:
@@ -106,7 +103,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from compose_rl.ablate import run_ablation
+    from compose_rl.commands.ablate import run_ablation
     from compose_rl.recipe import RecipeError, check_environment
 
     try:
@@ -115,7 +112,7 @@ def cmd_ablate(args) -> int:
             recipe = smoke(recipe)
         check_environment(recipe, args.recipe)
         if args.merge:
-            from compose_rl.ablate import merge_ablations
+            from compose_rl.commands.ablate import merge_ablations
 
             out = merge_ablations(recipe, [Path(m) for m in args.merge])
         else:
@@ -182,8 +179,8 @@ def cmd_seeds(args) -> int:
 
 
 def cmd_transfer(args) -> int:
-    """The transfer matrix of runs' checkpoints on a suite's domains (compose_rl/evals/transfer.py)."""
-    from compose_rl.evals.transfer import TransferError, load_rows, transfer_matrix, write_outputs
+    """The transfer matrix of runs' checkpoints on a suite's domains (compose_rl/commands/transfer.py)."""
+    from compose_rl.commands.transfer import TransferError, load_rows, transfer_matrix, write_outputs
 
     items = args.items or (4 if args.smoke else 100)
     if items < 1:
@@ -217,7 +214,7 @@ def cmd_list(args) -> int:
     print("engines: hf, vllm, auto (the faster of the two, measured once per model and machine)")
     if root.is_dir():
         print("recipes: " + ", ".join(sorted(str(p.relative_to(root.parent)) for p in root.glob("*.yaml"))))
-    from compose_rl.primitives.register import describe_all  # primitives, probe suites, in-game probes, detectors
+    from compose_rl.primitives.listing import describe_all  # primitives, probe suites, in-game probes, detectors
 
     print(describe_all())
     return 0

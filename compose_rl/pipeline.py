@@ -25,6 +25,7 @@ import torch
 
 from compose_rl.recipe import Recipe, dump_recipe
 from compose_rl.rl.learner import hms as _hms
+from compose_rl.rollout.factory import make_engine
 from compose_rl.rundir import RunDir
 from compose_rl.types import SamplingParams
 
@@ -313,37 +314,6 @@ class Pipeline:
         return metrics
 
 
-class SnapshotPool:
-    """Past policies for opponent=pool: at most `size` state dicts, oldest dropped first, each copied
-    to CPU (a snapshot on the GPU would hold a full extra model there per entry)."""
-
-    def __init__(self, size: int) -> None:
-        if size < 1:
-            raise ValueError(f"pool size must be >= 1, got {size}")
-        self.size = size
-        self.snapshots: list[dict[str, torch.Tensor]] = []
-
-    def __len__(self) -> int:
-        return len(self.snapshots)
-
-    def add(self, state_dict: dict[str, torch.Tensor]) -> None:
-        self.snapshots.append({k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()})
-        del self.snapshots[:-self.size]
-
-    def pick(self, rng: random.Random) -> dict[str, torch.Tensor]:
-        return rng.choice(self.snapshots)
-
-
-# re-exported: tests and older callers import these from here
-from compose_rl.domains.games import EXACT_GAMES, LABEL_SHARP, private_info_labels, random_states  # noqa: E402,F401
-
-
-def private_line(game, state, player: int) -> str:
-    from compose_rl.evals.games import private_line as line
-
-    return line(game, state, player)
-
-
 def keep_stage_weights(checkpoint, folder, meta: dict) -> None:
     """stages/<label>/: the weights at the end of a training stage, for `compose-rl transfer`.
     checkpoints/ keeps only the newest two (RL step checkpoints evict the SFT one); a hard link
@@ -367,23 +337,6 @@ def keep_stage_weights(checkpoint, folder, meta: dict) -> None:
 def summarize(label: str, metrics: dict) -> str:
     keys = [k for k in metrics if any(x in k for x in ("acc_d", "floor_d", "exploitability", "history_tv", "/win", "mean_return"))]
     return f"[{label}] " + "  ".join(f"{k.split('/', 1)[1]}={metrics[k]:.3f}" for k in keys[:14])
-
-
-def make_engine(recipe: Recipe, policy):
-    """The rollout engine for `rollout.engine`/`rollout.workers`, and a `sync()` giving its weights."""
-    if recipe.rollout.engine == "auto":  # measured once per model and machine (rollout/engine_choice.py)
-        from compose_rl.rollout.engine_choice import resolve_auto
-
-        recipe = resolve_auto(recipe, policy)
-    ro = recipe.rollout
-    if ro.engine == "hf" and ro.workers == 0:
-        from compose_rl.rollout.hf import HFEngine
-
-        # in process the engine shares the learner's module: sync hands over nothing
-        return HFEngine(policy.model, policy.tokenizer, ro.batch_size), (lambda: None)
-    from compose_rl.rollout.factory import make_distributed_engine  # vLLM / Ray workers
-
-    return make_distributed_engine(recipe, policy)
 
 
 def start_run(recipe: Recipe) -> Pipeline:

@@ -109,7 +109,7 @@ def test_async_recipe_accepted():
 # ------------------------------------------------------------------------------- with Ray
 @pytest.fixture(scope="module")
 def local_ray():
-    from compose_rl.rollout.ray_workers import connect_ray
+    from compose_rl.rollout.ray_connect import connect_ray
 
     started = connect_ray(None, num_cpus=4)
     yield

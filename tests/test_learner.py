@@ -124,7 +124,7 @@ def test_legal_action_entropy_matches_exact_action_probs(tiny_policy):
     import random
 
     from compose_rl.evals.games import lm_action_probs
-    from compose_rl.pipeline import random_states
+    from compose_rl.domains.games import random_states
     from compose_rl.rl.learner import legal_action_entropy
     from games import get_game
 

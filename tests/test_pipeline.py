@@ -41,7 +41,7 @@ def test_ablation_smoke_shares_stage1_and_lists_what_is_matched(tmp_path):
     weights (rl_only from the untrained model); the report header lists the matched items."""
     import torch
 
-    from compose_rl.ablate import MATCHED, fingerprint
+    from compose_rl.commands.ablate import MATCHED, fingerprint
 
     out = tmp_path / "runs"
     path = os.path.join(ROOT, "recipes", "strcomp-ablate.yaml")
@@ -230,7 +230,7 @@ def test_snapshot_pool_keeps_the_newest_on_cpu():
 
     import torch
 
-    from compose_rl.pipeline import SnapshotPool
+    from compose_rl.domains.pool import SnapshotPool
 
     pool = SnapshotPool(3)
     w = torch.zeros(2)

@@ -13,17 +13,16 @@ from compose_rl.primitives.detectors import (
     model_responses,
     rule_counts,
     rule_detector_metrics,
-    split_detector,
 )
 from compose_rl.primitives.judge import judge_counts, judge_prompt, parse_counts
 from compose_rl.primitives.register import PRIMITIVES
 from compose_rl.primitives.traces import TRACES
 from compose_rl.types import Completion
-from synthetic_tasks.probes.common import wilson
+from compose_rl.stats import wilson
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# What `compose-rl primitives calibrate` prints for the rules detectors (README table): tp, fp, fn.
+# What `compose-rl primitives calibrate` prints for the rules detectors (docs/results/primitives.md table): tp, fp, fn.
 PRINTED = {"expected_value": (10, 0, 13), "case_analysis": (11, 0, 11), "backtracking": (11, 0, 7),
            "subgoaling": (5, 0, 16), "verification": (14, 9, 12), "deduction": (10, 5, 13),
            "theory_of_mind": (13, 1, 18), "pattern_recognition": (12, 1, 10)}
@@ -32,7 +31,7 @@ PRINTED = {"expected_value": (10, 0, 13), "case_analysis": (11, 0, 11), "backtra
 # ----------------------------------------------------------------------------- register and labelled set
 
 def test_register_names_exist_in_their_modules():
-    from compose_rl.evals.ingame_probes import PROBES
+    from compose_rl.primitives.ingame import PROBES
     from synthetic_tasks.probes import SUITES
 
     assert len(PRIMITIVES) == 8

@@ -6,15 +6,14 @@ import dataclasses
 import pytest
 
 from compose_rl.evals.ingame_probes import (
-    PROBES,
     _nash_action_values,
     build_state,
     indistinguishable_states,
     ingame_probe_metrics,
-    probes_for,
     resolve,
     verify_probe,
 )
+from compose_rl.primitives.ingame import PROBES, probes_for
 from compose_rl.primitives.register import PRIMITIVES
 from games import get_game
 
@@ -130,7 +129,8 @@ def test_bad_inputs():
 
 # ----------------------------------------------------------------------------- probe suites
 
-from synthetic_tasks.probes import SUITES, get_suite, wilson  # noqa: E402
+from compose_rl.stats import wilson  # noqa: E402
+from synthetic_tasks.probes import SUITES, get_suite  # noqa: E402
 from synthetic_tasks.probes.common import split_of  # noqa: E402
 from synthetic_tasks.probes.backtracking import ExprError, evaluate  # noqa: E402
 from synthetic_tasks.probes.deduction_chain import follows  # noqa: E402

@@ -18,17 +18,12 @@ import torch
 
 from compose_rl.models import load_policy
 from compose_rl.recipe import recipe_from_dict
-from compose_rl.rollout.factory import HFWorkerEngine, make_distributed_engine, pack_folder
+from compose_rl.rl.staleness import filter_stale
+from compose_rl.rollout.factory import HFWorkerEngine, make_engine, pack_folder
 from compose_rl.rollout.hf import HFEngine
-from compose_rl.rollout.ray_workers import (
-    RayRolloutPool,
-    WorkerStartError,
-    connect_ray,
-    filter_stale,
-    pack_state,
-    shard_bounds,
-    unpack_state,
-)
+from compose_rl.rollout.ray_connect import connect_ray
+from compose_rl.rollout.ray_weights import pack_state, unpack_state
+from compose_rl.rollout.ray_workers import RayRolloutPool, WorkerStartError, shard_bounds
 from compose_rl.rollout.vllm_engine import vllm_importable
 from compose_rl.types import Sample, SamplingParams
 
@@ -63,7 +58,7 @@ def policy(tmp_path_factory):
 def pool(local_ray, policy):
     """rollout.engine: hf, workers: 2 through the factory (the recipe path)."""
     r = recipe_from_dict({"name": "t", "stages": ["rl"], "task": {}, "rollout": {"engine": "hf", "workers": 2}})
-    engine, sync = make_distributed_engine(r, policy)
+    engine, sync = make_engine(r, policy)
     assert isinstance(engine, RayRolloutPool) and engine.n_workers == 2
     yield engine, sync
     engine.shutdown()
@@ -147,7 +142,7 @@ def test_weight_sync_reaches_every_worker(pool, policy):
 def test_vllm_workers_match_in_process(local_ray, policy):
     """rollout.engine: vllm, workers: 2: vLLM engines inside Ray actors, same greedy completions."""
     r = recipe_from_dict({"name": "t", "stages": ["rl"], "task": {}, "rollout": {"engine": "vllm", "workers": 2}})
-    engine, sync = make_distributed_engine(r, policy)
+    engine, sync = make_engine(r, policy)
     try:
         expect = HFEngine(policy.model, policy.tokenizer).generate(PROMPTS, GREEDY)
         assert ids(engine.generate(PROMPTS, GREEDY)) == ids(expect)
@@ -242,7 +237,7 @@ def test_unreachable_ray_address_fails_fast(policy, address):
                           "ray": {"address": address}})
     t = time.perf_counter()
     with pytest.raises(ConnectionError) as err:
-        make_distributed_engine(r, policy)
+        make_engine(r, policy)
     assert time.perf_counter() - t < 20
     msg = str(err.value)
     assert f"ray.address {address!r}" in msg and "\n" not in msg
@@ -283,7 +278,7 @@ def test_weight_sync_plan():
 def collective_pool(local_ray, policy):
     r = recipe_from_dict({"name": "t", "stages": ["rl"], "task": {},
                           "rollout": {"engine": "hf", "workers": 2, "weight_sync": "collective"}})
-    engine, sync = make_distributed_engine(r, policy)
+    engine, sync = make_engine(r, policy)
     yield engine, sync
     engine.shutdown()
 

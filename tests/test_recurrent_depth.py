@@ -546,7 +546,7 @@ def test_study_arms_match_parameters_or_flops():
     """The study's controls: plain keeps the looped model's parameters at r = 1; deep unrolls the core so one
     token costs the looped model's FLOPs (less the adapter's r - 1 extra passes); cot answers with the
     step-by-step chain of thought. Every arm is a valid recipe."""
-    from compose_rl.cli import _load
+    from compose_rl.commands.recipes import load as _load
     from compose_rl.experimental.recurrent_depth import LoopSpec, flops_per_token
     from compose_rl.experimental.recurrent_study import arm_recipe
     from compose_rl.recipe import recipe_from_dict

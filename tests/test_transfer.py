@@ -9,8 +9,8 @@ import torch
 
 from compose_rl.cli import main
 from compose_rl.domains import Column
-from compose_rl.evals.transfer import (Row, delta_interval, fill_cells, normalized_gain, score_interval, seed_rows,
-                                      write_outputs)
+from compose_rl.commands.transfer import write_outputs
+from compose_rl.evals.transfer import Row, delta_interval, fill_cells, normalized_gain, score_interval, seed_rows
 
 
 # ------------------------------------------------------------------ statistics, by hand

@@ -5,7 +5,7 @@ A domain (the string task, a game mixture, a probe suite) provides
   * a rollout collector for RL (`collector`, plus its in-RL tracking and checkpoint state),
   * the mastery gate's skill accuracies (`gate_skills`),
   * its eval suite (`evaluate`) and its shortcut/chance floors (`floors`),
-  * per-item scores for the transfer matrix (`transfer_columns`, compose_rl/evals/transfer.py).
+  * per-item scores for the transfer matrix (`transfer_columns`, compose_rl/evals/transfer.py scores them).
 The pipeline loops over a list of domains and never asks which kind it holds. Several training
 domains are mixed in RL by `MixedCollector`: each contributes its own batch to every step.
 """
@@ -14,22 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-
-@dataclass
-class Column:
-    """One column of the transfer matrix: per-item scores in [0, 1] (higher is better).
-
-    `items` are keyed so two checkpoints' columns can be paired item by item (same seeds, same
-    problems); `paired=False` marks scores whose items are not comparable across checkpoints
-    (sampled play, where the opponent's replies depend on the policy's moves). `floor` is the
-    chance/shortcut score of the column, nan when none is defined."""
-
-    group: str
-    name: str
-    items: list[float]
-    paired: bool = True
-    floor: float = float("nan")
-    note: str = ""
+from compose_rl.types import Column  # noqa: F401 (domains return it; it lives with the other typed records)
 
 
 class Domain(Protocol):

@@ -217,7 +217,7 @@ class GameDomain(DomainBase):
         from compose_rl.rollout.hf import HFEngine
 
         # the pool holds past learner weights (on CPU); one frozen copy of the model plays them
-        from compose_rl.pipeline import SnapshotPool
+        from compose_rl.domains.pool import SnapshotPool
 
         self.pool = SnapshotPool(self.cfg.pool_size)
         self.pool.add(pipe.policy.model.state_dict())

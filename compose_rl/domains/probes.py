@@ -97,7 +97,7 @@ class ProbeDomain(DomainBase):
 
 
 class InGameProbeDomain(DomainBase):
-    """The in-game decision probes (compose_rl/evals/ingame_probes.py) of some games, eval only:
+    """The in-game decision probes (compose_rl/primitives/ingame.py) of some games, eval only:
     each probe is an item scored by the exact probability mass the policy puts on its right actions."""
 
     name = "ingame_probes"
@@ -106,7 +106,8 @@ class InGameProbeDomain(DomainBase):
         self.games = games
 
     def transfer_columns(self, policy, engine, items: int, seed: int, max_new_tokens: int) -> list[Column]:
-        from compose_rl.evals.ingame_probes import lm_probs, probe_scores, probes_for
+        from compose_rl.evals.ingame_probes import lm_probs, probe_scores
+        from compose_rl.primitives.ingame import probes_for
 
         probes = probes_for(self.games)[:max(items, 1)]
         scores = probe_scores(lm_probs(policy), probes)

@@ -24,7 +24,8 @@ legal answers (strict form, token for token, then EOS).
   attention mask, one forward per batch, materialising logits only from the batch's earliest
   completion position (`logits_to_keep`); `shared_prefix_logprobs` (the default) encodes each
   prompt once for all its actions through the KV cache, and the batch's common prefix once
-  (Leduc's 936 information states: ~5 s instead of ~40 s for the tiny model on one thread).
+  (Leduc's 936 information states: ~5 s instead of ~40 s for the tiny model on one thread). Both
+  live in compose_rl/rl/logprobs.py, beside the learner's log-probs.
 
 Play (`play_vs`): the LM plays both seats against a scripted opponent, games advanced in
 lockstep (one `engine.generate` per wave of LM turns); strict parsing; an invalid answer ends
@@ -63,7 +64,7 @@ if TYPE_CHECKING:
     from compose_rl.rollout.engine import Engine
     from games import Game
 
-from compose_rl.rl.logprobs import completion_logprobs, pad_right  # noqa: E402
+from compose_rl.rl.logprobs import sequence_logprobs, shared_prefix_logprobs  # noqa: E402
 
 INVALID_RETURN = -1.0
 
@@ -72,135 +73,6 @@ INVALID_RETURN = -1.0
 
 def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _model_device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def sequence_logprobs(model, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
-                      batch_size: int = 64) -> list[float]:
-    """sum_t log p(completion_t | prompt, completion_<t) for every (prompt_ids, completion_ids).
-
-    Batched with right padding and an attention mask; rows are sorted by prompt length so that a
-    batch shares similar boundaries and `logits_to_keep` stays small.
-    """
-    for p, c in pairs:
-        if len(p) == 0 or len(c) == 0:
-            raise ValueError("need a non-empty prompt and completion to score")
-    out = [0.0] * len(pairs)
-    order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][0]), len(pairs[i][1])))
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            logp, mask = completion_logprobs(model, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx], pad=pad_id)
-            sums = (logp * mask).sum(dim=1).tolist()
-            for r, i in enumerate(idx):
-                out[i] = float(sums[r])
-    finally:
-        model.train(was_training)
-    return out
-
-
-def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
-    first = seqs[0]
-    n = min(len(x) for x in seqs)
-    for j in range(n):
-        t = first[j]
-        if any(x[j] != t for x in seqs):
-            return j
-    return n
-
-
-@torch.no_grad()
-def shared_prefix_logprobs(model, prompts: Sequence[Sequence[int]],
-                           completions: Sequence[Sequence[Sequence[int]]], pad_id: int,
-                           batch_size: int = 64) -> list[list[float]]:
-    """Like `sequence_logprobs`, but each prompt is encoded once for all of its completions.
-
-    `completions[i]` are the completions of `prompts[i]`; returns the summed log-probability of
-    each. Per batch (prompts sorted by length, at most `batch_size` completion rows):
-      A. the prefix common to the batch's prompts (rules text, ...) runs once, batch size 1;
-      B. its KV cache is repeated for every prompt, and the rest of each prompt runs right-padded;
-      C. the cache is gathered for every completion row, and the completions run right-padded.
-    Explicit `position_ids` keep every real token at its true position, and the attention mask
-    hides the padding left inside the cache after stage B, so each row sees exactly
-    `prompt + completion` as in an unpadded forward (checked against a per-sequence loop in the
-    tests). Several times cheaper than `sequence_logprobs` when prompts are long and share text
-    (Leduc: ~600-character prompts, ~350 of them the same rules).
-    """
-    for p, cs in zip(prompts, completions):
-        if len(p) == 0 or any(len(c) == 0 for c in cs):
-            raise ValueError("need a non-empty prompt and completions to score")
-    out: list[list[float]] = [[0.0] * len(cs) for cs in completions]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    batches, cur, rows = [], [], 0
-    for i in order:
-        k = len(completions[i])
-        if cur and rows + k > batch_size:
-            batches.append(cur)
-            cur, rows = [], 0
-        cur.append(i)
-        rows += k
-    if cur:
-        batches.append(cur)
-    device = _model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        for idx in batches:
-            ps = [list(prompts[i]) for i in idx]
-            plen = torch.tensor([len(p) for p in ps], device=device)
-            c = min(_common_prefix_len(ps), min(len(p) for p in ps) - 1)
-            cache = None
-            if c > 0:  # A
-                prefix = torch.tensor([ps[0][:c]], dtype=torch.long, device=device)
-                cache = model(input_ids=prefix, use_cache=True).past_key_values
-                cache.batch_repeat_interleave(len(ps))
-            # B: the rest of every prompt; we need the logits at each prompt's last token
-            ids_b, mask_b = pad_right([p[c:] for p in ps], pad_id)
-            ids_b, mask_b = ids_b.to(device), mask_b.to(device)
-            wb = ids_b.shape[1]
-            pos_b = (c + torch.arange(wb, device=device)).unsqueeze(0).expand(len(ps), -1)
-            attn_b = torch.cat([torch.ones(len(ps), c, dtype=torch.long, device=device), mask_b], dim=1)
-            out_b = model(input_ids=ids_b, attention_mask=attn_b, position_ids=pos_b,
-                          past_key_values=cache, use_cache=True)
-            last = out_b.logits[torch.arange(len(ps), device=device), plen - c - 1].float()
-            first_logp = torch.log_softmax(last, dim=-1)  # (prompts, vocab)
-            cache = out_b.past_key_values
-            # C: every completion after its prompt
-            owner = [r for r, i in enumerate(idx) for _ in completions[i]]
-            comps = [list(cc) for i in idx for cc in completions[i]]
-            owner_t = torch.tensor(owner, device=device)
-            cache.batch_select_indices(owner_t)
-            ids_c, mask_c = pad_right(comps, pad_id)
-            ids_c, mask_c = ids_c.to(device), mask_c.to(device)
-            wc = ids_c.shape[1]
-            pos_c = plen[owner_t].unsqueeze(1) + torch.arange(wc, device=device).unsqueeze(0)
-            attn_c = torch.cat([torch.ones(len(comps), c, dtype=torch.long, device=device),
-                                mask_b[owner_t], mask_c], dim=1)
-            if wc > 1:
-                logits_c = model(input_ids=ids_c[:, :-1], attention_mask=attn_c[:, :-1],
-                                 position_ids=pos_c[:, :-1], past_key_values=cache,
-                                 use_cache=True).logits.float()
-                logp_c = torch.log_softmax(logits_c, dim=-1).gather(
-                    -1, ids_c[:, 1:].unsqueeze(-1)).squeeze(-1) * mask_c[:, 1:]
-                rest = logp_c.sum(dim=1)
-            else:
-                rest = torch.zeros(len(comps), device=device)
-            first = first_logp[owner_t, ids_c[:, 0]]
-            totals = (first + rest).tolist()
-            r = 0
-            for i in idx:
-                for j in range(len(completions[i])):
-                    out[i][j] = float(totals[r])
-                    r += 1
-    finally:
-        model.train(was_training)
-    return out
 
 
 def lm_action_logprobs(policy: "Policy", game: "Game", states: Sequence[tuple[pyspiel.State, int]],

@@ -22,7 +22,8 @@ def suite_metrics(engine, format_prompt: Callable[[str], str], suites: Sequence[
     `.../L<level>/acc`, and rows (one per suite) for a table: suite, primitive, acc, interval,
     floor with the rule that sets it.
     """
-    from synthetic_tasks.probes import get_suite, wilson
+    from compose_rl.stats import wilson
+    from synthetic_tasks.probes import get_suite
 
     chosen = [get_suite(s) for s in suites]  # unknown names fail before any generation
     metrics: dict[str, float] = {}
@@ -101,7 +102,8 @@ def track_primitives(recipe, policy: Any, engine: Any = None, step: int | None =
         out.update(suite_metrics(engine, policy.format_prompt, cfg.probes, cfg.items,
                                  recipe.rollout.max_new_tokens, recipe.seed)[0])
     if cfg.ingame:
-        from compose_rl.evals.ingame_probes import ingame_probe_metrics, probes_for
+        from compose_rl.evals.ingame_probes import ingame_probe_metrics
+        from compose_rl.primitives.ingame import probes_for
 
         games = sorted({g for g in recipe_game_names(recipe) if probes_for([g])})
         if games:

@@ -1,5 +1,5 @@
-"""Summarise the latent-loop study (README, Gap C) from its run directories: one row per condition,
-means over seeds with a 95% Student-t interval (compose_rl.ablate.mean_ci).
+"""Summarise the latent-loop study (docs/results/latent-loop.md, Gap C) from its run directories: one row per condition,
+means over seeds with a 95% Student-t interval (compose_rl.stats.mean_ci).
 
     python -m compose_rl.experimental.latent_study runs/latent-study-*
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from compose_rl.ablate import mean_ci
+from compose_rl.stats import mean_ci
 
 DEPTHS = (1, 2, 3)
 

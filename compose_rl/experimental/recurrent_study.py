@@ -63,7 +63,7 @@ def arm_recipe(base: dict, arm: str) -> dict:
 def run_seed(recipe_path: str, overrides: list[str], seed: int, out: Path, conditions: list[str], arm: str) -> None:
     from dataclasses import replace
 
-    from compose_rl.cli import _load
+    from compose_rl.commands.recipes import load as _load
     from compose_rl.pipeline import Pipeline
     from compose_rl.recipe import recipe_from_dict
     from compose_rl.rundir import RunDir
@@ -117,7 +117,7 @@ def sft_curves(recipe_path: str, overrides: list[str], seeds: list[int], steps: 
     import tempfile
     from dataclasses import replace
 
-    from compose_rl.cli import _load
+    from compose_rl.commands.recipes import load as _load
     from compose_rl.experimental.recurrent_depth import LoopedLM
     from compose_rl.experimental.recurrent_train import sft_step
     from compose_rl.experimental.trainer import draw_batch, sft_optimizer
@@ -177,7 +177,7 @@ def summarize_curves(rows: list[dict]) -> str:
 
 def ci(xs: list[float]) -> str:
     """Mean ± the 95% t half-width over seeds (the mean alone for one seed)."""
-    from compose_rl.ablate import mean_ci
+    from compose_rl.stats import mean_ci
 
     m, h = mean_ci(xs)
     return f"{m:.3f} ± {h:.3f}" if len(xs) > 1 else f"{m:.3f}"
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = list(dict.fromkeys([*args.arms, *(["plain"] if args.plain else [])]))
     if args.recipe is None:
         ap.error("give a recipe (or --summarize DIR)")
-    from compose_rl.cli import _load
+    from compose_rl.commands.recipes import load as _load
     from compose_rl.recipe import RecipeError, recipe_from_dict
 
     try:  # every arm's recipe checked before any training: a bad recipe, override or arm is one line

@@ -90,7 +90,7 @@ def split_detector(name: str) -> tuple[str, str]:
 
 def rates_per_100(flags: Sequence[bool]) -> tuple[float, float, float]:
     """(rate, lo, hi) per 100 traces, with a 95% Wilson interval."""
-    from synthetic_tasks.probes.common import wilson
+    from compose_rl.stats import wilson
 
     k, n = sum(bool(f) for f in flags), len(flags)
     lo, hi = wilson(k, n)

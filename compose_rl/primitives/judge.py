@@ -69,7 +69,7 @@ def load_judge(model: str, engine: str = "hf"):
 
     policy = load_policy(model)
     if engine == "vllm":
-        from compose_rl.rollout.factory import policy_folder
+        from compose_rl.models.folder import policy_folder
         from compose_rl.rollout.vllm_engine import VLLMEngine
 
         return VLLMEngine(policy_folder(policy)), policy.format_prompt

@@ -2,7 +2,7 @@
 
 Each entry names a primitive, defines it in one line, and lists what measures it:
   * `probes`: verifiable probe suites (seeded generators in synthetic_tasks/probes/),
-  * `ingame`: in-game decision probes (compose_rl/evals/ingame_probes.py),
+  * `ingame`: in-game decision probes (compose_rl/primitives/ingame.py),
   * `detectors`: trace detectors (compose_rl/primitives/detectors.py).
 Every other module takes primitive names from here; tests check that every name listed here
 exists in its module and that every probe/detector names a registered primitive.
@@ -23,7 +23,7 @@ class Primitive:
     probes: tuple[str, ...]
     """Probe suites (synthetic_tasks.probes.SUITES) that isolate it."""
     ingame: tuple[str, ...]
-    """In-game decision probes (compose_rl.evals.ingame_probes.PROBES) that isolate it."""
+    """In-game decision probes (compose_rl.primitives.ingame.PROBES) that isolate it."""
     detectors: tuple[str, ...]
     """Trace detectors (compose_rl.primitives.detectors.DETECTORS) that look for it in reasoning text."""
 
@@ -107,16 +107,3 @@ def check_tracking(cfg, games: bool, eval_every: int) -> None:
             raise ValueError("primitives.every: tracking runs inside the in-RL evaluation; set rl.eval_every too")
         if cfg.every % eval_every:
             raise ValueError(f"primitives.every: must be a multiple of rl.eval_every ({eval_every})")
-
-
-def describe_all() -> str:
-    """What `compose-rl list` prints about primitives: each with its probes, in-game probes and detectors."""
-    from compose_rl.evals.ingame_probes import PROBES
-    from synthetic_tasks.probes import SUITES
-
-    lines = ["primitives (probe suites | in-game probes | detectors: <primitive>/rules, <primitive>/judge):"]
-    for p in PRIMITIVES.values():
-        suites = ", ".join(f"{s} (levels {SUITES[s].levels[0]}-{SUITES[s].levels[-1]})" for s in p.probes)
-        ingame = ", ".join(f"{n} ({PROBES[n].game})" for n in p.ingame) or "-"
-        lines.append(f"  {p.name}: {p.definition}\n      probes: {suites}\n      in-game: {ingame}")
-    return "\n".join(lines)

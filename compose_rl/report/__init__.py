@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from compose_rl.stats import wilson  # noqa: E402
+
 # (file, title, metric keys plotted over RL steps)
 CURVES = [
     ("rl_reward.png", "RL reward", ["reward/mean", "rollout/groups_with_signal"]),
@@ -103,15 +105,6 @@ def _md_table(header: list[str], rows: list[list]) -> str:
 
 # ------------------------------------------------------------------------------ headline tables
 
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion p observed on n items (Wilson 1927)."""
-    if n <= 0:
-        return float("nan"), float("nan")
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def stage_name(label: str) -> str:
     """Reader-facing name of an eval label: eval-base -> untrained model, eval-sft -> after SFT, ..."""
     what = label.removeprefix("eval-")
@@ -138,7 +131,8 @@ def strcomp_headline(tables: dict[str, list[dict]]) -> list[str]:
     for label, rs in tables.items():
         cells = []
         for r in rs:
-            lo, hi = wilson(r["acc"], r.get("n", 0))
+            n = r.get("n", 0)
+            lo, hi = wilson(r["acc"] * n, n) if n > 0 else (math.nan, math.nan)  # no items: no interval
             cells.append(f"{r['acc']:.3f} [{_f(lo)}, {_f(hi)}]")
         out.append([stage_name(label)] + cells)
     return ["## Headline: string composition, held-out accuracy by depth (greedy; [95% Wilson interval])", "",

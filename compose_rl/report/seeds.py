@@ -12,7 +12,7 @@ What a row means (per exact game g, read from each run's metrics.jsonl):
 - exact value vs random / vs Nash: the exact expected return over both seats;
 - history_tv: does the policy read the betting history (0 = plays the same at every history);
 - in-game probes: per primitive, the mean exact probability of the correct action at the probe
-  states (`compose_rl/evals/ingame_probes.py`) beside uniform play's;
+  states (`compose_rl/primitives/ingame.py`) beside uniform play's;
 - for the string task, accuracy by depth per stage beside the shortcut floor.
 A seed that lacks a number (an unfinished run) is left out of that row, and the row says how many
 seeds it has. Uniform random play has Kuhn exploitability 0.458 and Nash 0.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from compose_rl.ablate import mean_ci
+from compose_rl.stats import mean_ci
 
 STAGES = (("label policy", "label-policy"), ("untrained", "eval-base"), ("after SFT", "eval-sft"),
           ("after RL", "eval-rl"))

@@ -1,4 +1,4 @@
-"""Heatmap of the transfer matrix (compose_rl/evals/transfer.py): rows = checkpoints, columns = eval domains."""
+"""Heatmap of the transfer matrix (compose_rl/commands/transfer.py): rows = checkpoints, columns = eval domains."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -36,7 +36,7 @@ from compose_rl.rl import advantages as adv_lib
 from compose_rl.rl.logprobs import completion_logprobs
 from compose_rl.rl.losses import (aggregate, kl_k2_seq, kl_k3, legal_log_probs, mmd_alpha, mmd_state_terms, ppo_clip_loss,
                                   reinforce_loss, truncated_is_weights, uniform_log_probs)
-from compose_rl.rollout.ray_workers import filter_stale
+from compose_rl.rl.staleness import filter_stale
 from compose_rl.types import Sample
 
 

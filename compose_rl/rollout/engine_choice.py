@@ -254,7 +254,7 @@ def resolve_auto(recipe, policy, *, cache: str | Path | None = None, calibrate_f
     cfg = policy.model.config.to_dict()
 
     def folder_fn():
-        from compose_rl.rollout.factory import policy_folder
+        from compose_rl.models.folder import policy_folder
 
         return policy_folder(policy)
 

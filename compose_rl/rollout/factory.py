@@ -1,11 +1,12 @@
 """Build the rollout engine a recipe asks for (everything but in-process transformers).
 
     rollout.engine  rollout.workers   engine
-    hf              0                 HFEngine sharing the learner's module (pipeline.make_engine)
+    hf              0                 HFEngine sharing the learner's module (sync hands over nothing)
     vllm            0                 VLLMEngine in the learner's process
     hf | vllm       N >= 1            RayRolloutPool of N actors, each with an HF or vLLM engine
 
-`make_distributed_engine(recipe, policy)` returns `(engine, sync)`; `sync()` returns the weights to
+`make_engine(recipe, policy)` is the one entry point: it resolves `rollout.engine: auto` (once, here:
+rollout/engine_choice.py measures it per model and machine) and returns `(engine, sync)`; `sync()` returns the weights to
 hand to `engine.load_weights(state, version)`: `policy.state_dict_for_inference()` (LoRA merged,
 keys of the base HF model). Engines start from an HF folder on disk: `policy.folder`, or for a model
 that has none (tiny) the policy is saved to a temporary folder first (removed at exit). The engine
@@ -28,20 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compose_rl.models.folder import policy_folder
+from compose_rl.rollout.engine_choice import resolve_auto
 from compose_rl.rollout.vllm_engine import require_vllm
 
 
 # ------------------------------------------------------------------------------- model folders
-def policy_folder(policy) -> Path:
-    """A folder vLLM / a worker can load: `policy.folder`, else the policy saved to a temp folder."""
-    if policy.folder is not None and (Path(policy.folder) / "config.json").is_file():
-        return Path(policy.folder)
-    folder = Path(tempfile.mkdtemp(prefix="compose-rl-policy-"))
-    atexit.register(shutil.rmtree, folder, True)
-    policy.save(folder)  # sets policy.folder when it was None
-    return folder
-
-
 def pack_folder(folder: Path) -> dict[str, bytes]:
     """Every file of an HF folder as {relative path: bytes} (to ship it through the object store)."""
     folder = Path(folder)
@@ -127,11 +120,9 @@ def weight_sync_plan(choice: str, learner_on_gpu: bool, gpus_per_worker: float, 
 
 
 # ------------------------------------------------------------------------------- entry point
-def make_distributed_engine(recipe, policy):
+def make_engine(recipe, policy):
     """(engine, sync) for `recipe.rollout` (engine hf|vllm|auto, workers N) and `recipe.ray`."""
     if recipe.rollout.engine == "auto":
-        from compose_rl.rollout.engine_choice import resolve_auto
-
         recipe = resolve_auto(recipe, policy)
     ro = recipe.rollout
     if ro.engine not in ("hf", "vllm"):
@@ -145,10 +136,11 @@ def make_distributed_engine(recipe, policy):
     if ro.workers == 0 and ro.engine == "hf":
         from compose_rl.rollout.hf import HFEngine
 
+        # in process the engine shares the learner's module: sync hands over nothing
         return HFEngine(policy.model, policy.tokenizer, ro.batch_size), (lambda: None)
 
     if ro.workers > 0:
-        from compose_rl.rollout.ray_workers import connect_ray
+        from compose_rl.rollout.ray_connect import connect_ray
 
         connect_ray(recipe.ray.address, recipe.ray.num_cpus)  # fail fast on a bad address, before saving anything
     folder = policy_folder(policy)

@@ -4,19 +4,8 @@
     pool.load_weights(policy.state_dict_for_inference(), version=1)  # ray.put once, every actor loads
     pool.generate(prompts, sampling)                                  # contiguous shards, order kept
 
-Where Ray runs
-- `ray_address=None`: a local Ray is started (`num_cpus` = all CPUs unless given, no dashboard,
-  object store capped at min(30% of RAM, 4 GiB)). A Ray already initialised in this process is reused.
-- `ray_address="auto"`: join the cluster this machine belongs to (`ray start` ran here, or
-  RAY_ADDRESS is set). `"host:port"`: join the cluster whose head listens there (GCS port, 6379 by
-  default). Multi-node: on the head `ray start --head --port=6379 --num-cpus=N`, on every other node
-  `ray start --address=HEAD_IP:6379`, all in the same Python environment (same venv path); then run
-  the recipe anywhere in the cluster with `ray.address: auto` (or `HEAD_IP:6379`). The learner stays
-  in the driver process; actors are placed by Ray. Model folders that exist only on the driver's
-  disk are shipped to the other nodes through the object store (see factory.py).
-- An address where no Ray head answers fails within ~20 s (a TCP connect, then a GCS request with a
-  deadline, before `ray.init`, which would otherwise wait for minutes) with a one-line
-  ConnectionError naming the address and what to do.
+Where Ray runs and how it is joined: ray_connect.py (`connect_ray`). Packing weights for the object
+store: ray_weights.py (`pack_state`, `unpack_state`).
 
 Actors
 Each actor sets torch to 1 thread (two processes with 2 threads each on 2 cores are many times
@@ -54,7 +43,7 @@ live node still offers them; otherwise it starts anywhere (a WARNING says so), s
 never stops a run that other nodes can carry.
 
 Staleness (`rollout.max_lag`) and the asynchronous mode
-`filter_stale(samples, current_version, max_lag)` drops samples whose `policy_version` is older than
+The learner's `filter_stale` (compose_rl/rl/staleness.py) drops samples whose `policy_version` is older than
 `current_version - max_lag` and returns how many it dropped (the `rollout/stale_dropped` metric).
 With the synchronous `generate` every sample comes from the weights of the latest sync (lag 0).
 `rollout.mode: async` (async_rollouts.py) runs whole collector steps inside the actors
@@ -67,13 +56,13 @@ import logging
 import os
 import random
 import re
-import socket
-import threading
 from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from compose_rl.rollout.ray_connect import connect_ray
+from compose_rl.rollout.ray_weights import pack_state, unpack_state
 from compose_rl.rollout.weight_group import FlatLayout, WeightGroup, free_port, node_address
 from compose_rl.types import Completion, SamplingParams
 
@@ -82,183 +71,6 @@ log = logging.getLogger(__name__)
 
 class WorkerStartError(RuntimeError):
     """A rollout worker could not start; the message names the worker and the cause."""
-
-
-# ------------------------------------------------------------------------------- staleness
-def filter_stale(samples: Sequence[Any], current_version: int, max_lag: int) -> tuple[list[Any], int]:
-    """Keep samples with `policy_version >= current_version - max_lag`; return (kept, n_dropped).
-
-    max_lag 0 = strictly on-policy: only samples of the current version are kept.
-    """
-    if max_lag < 0:
-        raise ValueError(f"max_lag must be >= 0 (got {max_lag})")
-    oldest = current_version - max_lag
-    kept = [s for s in samples if s.policy_version >= oldest]
-    return kept, len(samples) - len(kept)
-
-
-# ------------------------------------------------------------------------------- connecting
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def _check_reachable(address: str, timeout_s: float) -> None:
-    """TCP-connect to a Ray head (host:port, optionally ray://); raise ConnectionError if it fails."""
-    hostport = address.split("://", 1)[-1]
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ConnectionError(
-            f"ray.address {address!r} is not `auto` or host:port (e.g. 10.0.0.5:6379); fix ray.address"
-        )
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            pass
-    except OSError as e:
-        raise ConnectionError(
-            f"ray.address {address!r}: cannot reach a Ray head there ({_one_line(e)}); start one with "
-            f"`ray start --head --port={port}` on that host, fix ray.address, or set it to null for a local Ray"
-        ) from None
-
-
-def _probe_gcs(address: str, timeout_s: float) -> None:
-    """Ask the Ray GCS at `address` for a key; raise ConnectionError if nothing Ray-like answers.
-
-    A TCP port that accepts connections is not enough (a proxy or another service would make
-    `ray.init` wait for minutes), so a GCS request with a deadline is made in a daemon thread.
-    Skipped (no error) if Ray's internal client is unavailable in this Ray version.
-    """
-    try:
-        from ray._raylet import GcsClient
-    except Exception:  # noqa: BLE001 - private API moved: rely on the TCP check alone
-        return
-    outcome: list[BaseException | None] = []
-
-    def probe() -> None:
-        try:
-            GcsClient(address=address).internal_kv_get(b"compose_rl_probe", None, timeout=timeout_s)
-            outcome.append(None)
-        except BaseException as e:  # noqa: BLE001
-            outcome.append(e)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout_s + 2.0)
-    if not outcome:
-        raise ConnectionError(
-            f"ray.address {address!r}: no answer from a Ray head within {timeout_s + 2:.0f} s; check that "
-            "`ray start --head` runs there and that the port is the GCS port (6379 by default)"
-        )
-    if outcome[0] is not None:
-        raise ConnectionError(
-            f"ray.address {address!r}: something answers there but it is not a Ray head ({_one_line(outcome[0])}); "
-            "give the head's GCS address (ray start --head prints it) or set ray.address to null for a local Ray"
-        )
-
-
-def _resolve_auto() -> str:
-    try:
-        from ray._private.services import canonicalize_bootstrap_address
-
-        addr = canonicalize_bootstrap_address("auto")
-    except ConnectionError:
-        addr = None
-    except Exception as e:  # noqa: BLE001 - private API: fall back to Ray's own error
-        raise ConnectionError(f"ray.address 'auto': cannot find a running Ray cluster ({_one_line(e)})") from None
-    if not addr:
-        raise ConnectionError(
-            "ray.address 'auto': no running Ray cluster on this machine (none started with `ray start` and "
-            "RAY_ADDRESS unset); run `ray start --head` first, give host:port, or set ray.address to null for a local Ray"
-        )
-    return addr
-
-
-def connect_ray(address: str | None = None, num_cpus: int | None = None, connect_timeout_s: float = 8.0) -> bool:
-    """Make sure this process is connected to Ray; return True if this call started a local Ray.
-
-    Reuses an existing connection. An unreachable `address` raises ConnectionError (one line) within
-    about `connect_timeout_s`.
-    """
-    import ray
-
-    if address:
-        target = _resolve_auto() if address == "auto" else address
-        _check_reachable(target, connect_timeout_s)
-        if not target.startswith("ray://"):  # Ray Client addresses speak another protocol
-            _probe_gcs(target, connect_timeout_s)
-    if ray.is_initialized():
-        return False
-    if address:
-        try:
-            ray.init(address=target, include_dashboard=False, log_to_driver=True)
-        except Exception as e:  # noqa: BLE001
-            raise ConnectionError(f"ray.address {address!r}: joining the cluster failed ({_one_line(e)})") from None
-        return False
-    total = _total_memory_bytes()
-    store = int(min(0.3 * total, 4 * 2**30)) if total else None
-    ray.init(
-        num_cpus=num_cpus or os.cpu_count() or 1,
-        include_dashboard=False,
-        object_store_memory=store,
-        log_to_driver=True,
-        # Ray starts worker processes at nice 15 (its default `worker_niceness`): on a machine where
-        # anything else runs at nice 0 a rollout worker then gets a few % of a core and its start
-        # alone took minutes (measured on a 2-core machine at load ~12). Rollout workers are the
-        # main workload, not background tasks: same priority as the learner.
-        _system_config={"worker_niceness": 0},
-    )
-    return True
-
-
-def _total_memory_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-# ------------------------------------------------------------------------------- weights in the object store
-def pack_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """A state dict as numpy arrays, for `ray.put`: numpy buffers are written to the object store
-    with one copy and read by every actor without any (zero-copy, read-only), where pickled torch
-    tensors are serialised and deserialised whole. Tensors sharing storage (tied embeddings) are
-    stored once. bfloat16/float8 (no numpy dtype) travel as same-width integers."""
-    out: dict[str, Any] = {}
-    seen: dict[tuple, str] = {}
-    for k, v in state.items():
-        v = v.detach()
-        ident = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()), v.dtype)
-        if ident in seen:
-            out[k] = ("alias", seen[ident])
-            continue
-        seen[ident] = k
-        v = v.to("cpu").contiguous()
-        dtype = str(v.dtype).removeprefix("torch.")
-        try:
-            arr = v.numpy()
-        except TypeError:  # bfloat16 etc.: ship the bits
-            arr = v.view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[v.element_size()]).numpy()
-        out[k] = ("tensor", arr, dtype)
-    return out
-
-
-def unpack_state(packed: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Inverse of pack_state. The tensors view the (read-only) object-store buffers: engines copy
-    them into their own parameters and must not write to them."""
-    import warnings
-
-    out: dict[str, torch.Tensor] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "The given NumPy array is not writable"
-        for k, item in packed.items():
-            if item[0] == "tensor":
-                t = torch.from_numpy(item[1])
-                dtype = getattr(torch, item[2])
-                out[k] = t if t.dtype == dtype else t.view(dtype)
-    for k, item in packed.items():
-        if item[0] == "alias":
-            out[k] = out[item[1]]
-    return {k: out[k] for k in packed}
 
 
 # ------------------------------------------------------------------------------- the actor

@@ -1,6 +1,6 @@
 """Weight sync over a collective: the learner broadcasts flat weight buffers to every rollout worker.
 
-The alternative to the object store (`ray_workers.pack_state` + `ray.put`) for
+The alternative to the object store (`ray_weights.pack_state` + `ray.put`) for
 `rollout.weight_sync: collective`. Rank 0 is the learner's process, ranks 1..N the Ray actors. The
 group is a standalone torch.distributed process group built on its own TCPStore, so it touches
 neither the default process group nor the one an in-process vLLM engine initialises:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from synthetic_tasks.probes.backtracking import Countdown
 from synthetic_tasks.probes.case_analysis import CaseAnalysis
-from synthetic_tasks.probes.common import ProbeItem, Suite, wilson
+from synthetic_tasks.probes.common import ProbeItem, Suite
 from synthetic_tasks.probes.deduction_chain import DeductionChain
 from synthetic_tasks.probes.ev_lottery import EVLottery
 from synthetic_tasks.probes.false_belief import FalseBelief
@@ -30,4 +30,4 @@ def get_suite(name: str) -> Suite:
     return SUITES[name]
 
 
-__all__ = ["SUITES", "ProbeItem", "Suite", "get_suite", "wilson"]
+__all__ = ["SUITES", "ProbeItem", "Suite", "get_suite"]

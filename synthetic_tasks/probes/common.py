@@ -14,7 +14,6 @@ the primitive: always "yes", pick the larger prize, ...), with the rule's name. 
 """
 from __future__ import annotations
 
-import math
 import random
 import re
 import zlib
@@ -146,12 +145,3 @@ BOX = "Answer with \\boxed{%s}."
 YES_NO = "Answer with \\boxed{%s} or \\boxed{%s}."
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n (stays inside [0, 1] at 0 and n)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)

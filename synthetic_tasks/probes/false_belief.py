@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from synthetic_tasks.probes.common import BOX, ProbeItem, Suite
+from synthetic_tasks.probes.common import ProbeItem, Suite
 
 NAMES = ("Anna", "Ben", "Chloe", "David", "Emma", "Farid", "Grace", "Hugo", "Iris", "Jonas", "Kemal", "Lucia")
 OBJECTS = ("ball", "key", "coin", "marble", "ring", "letter", "apple", "toy car")

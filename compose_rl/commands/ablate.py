@@ -28,9 +28,8 @@ from compose_rl.pipeline import Pipeline, say
 from compose_rl.recipe import AblateCfg, recipe_from_dict
 from compose_rl.rollout.collectors import step_seed
 from compose_rl.rundir import RunDir
+from compose_rl.stats import mean_ci
 
-# two-sided 95% Student t quantiles by degrees of freedom
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 MATCHED = [
     "optimizer: Adam (torch defaults), the one rl/learner.py builds, fresh at the start of stage 2",
@@ -48,16 +47,6 @@ DIFFERENCES = [
     "Problems and replay examples seen are equal; sampled completions are RL's own cost.",
     "rl_only starts from the untrained model (no stage 1): that is the variant's point.",
 ]
-
-
-def mean_ci(xs: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% t-interval (0 for a single value)."""
-    n = len(xs)
-    m = sum(xs) / n
-    if n < 2:
-        return m, 0.0
-    sd = (sum((x - m) ** 2 for x in xs) / (n - 1)) ** 0.5
-    return m, _T95.get(n - 1, 1.96) * sd / n ** 0.5
 
 
 def fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
