@@ -220,3 +220,21 @@ def test_lr_schedule_linear_tail_by_hand():
     assert [lr_factor("linear_tail", s, 10) for s in range(10)] == pytest.approx(
         [1, 1, 1, 1, 1, 1.0, 0.775, 0.55, 0.325, 0.1])
     assert lr_factor("linear_tail", 0, 1) == 1.0
+
+
+def test_uniform_stage1_labels_carry_no_card_information():
+    from collections import Counter
+
+    from compose_rl.domains.games import GameDomain
+    from compose_rl.recipe import GamesCfg
+
+    def label_mix(kind):
+        cfg = GamesCfg(train=[{"name": "kuhn_poker"}], stage1_labels=kind)
+        counts = Counter((p.split("Your card: ")[-1], c) for p, c in GameDomain(cfg, seed=0).sft_pairs(3000))
+        return {card: counts[(card, "\\boxed{bet}")] / (counts[(card, "\\boxed{bet}")] + counts[(card, "\\boxed{pass}")])
+                for card in "JQK"}
+
+    uniform, code = label_mix("uniform"), label_mix("code")
+    assert all(abs(v - 0.5) < 0.05 for v in uniform.values()), uniform
+    # the code maps each card to one action 75% of the time: far from 1/2 for every card
+    assert all(abs(v - 0.5) > 0.3 for v in code.values()), code
