@@ -63,6 +63,13 @@ class Pipeline:
         from compose_rl.models import LoraSpec, TinySpec, load_policy
 
         r = self.recipe
+        # precision and threads, resolved from the recipe before any model exists (never a library default)
+        from compose_rl.precision import apply_threads, resolve
+
+        self.precision = resolve(r)
+        apply_threads(self.precision.threads)
+        self.run.write_json("precision.json", self.precision.as_dict())
+        say(self.precision.line())
         torch.manual_seed(r.seed)
         random.seed(r.seed)
         m = r.model
@@ -196,7 +203,7 @@ class Pipeline:
             out = looped_sft(self.loop, self.policy, pairs, r.sft, self.run, label, r.seed)
         else:
             out = run_sft(self.policy, pairs, r.sft, self.run, label, r.seed,
-                          gradient_checkpointing=r.model.gradient_checkpointing)
+                          gradient_checkpointing=r.model.gradient_checkpointing, dtype=self.precision.dtype)
         self.engine.load_weights(self.sync(), self.engine.policy_version + 1)
         skills = self.skill_accuracy()
         passed, message = mastery_gate(skills, r.sft.mastery)
@@ -262,7 +269,8 @@ class Pipeline:
                                          steps=r.rl.steps)
             last = run_rl(policy, self.engine, collector, r.rl, self.run, label, r.seed, self.max_new_tokens,
                           hooks=hooks, resume=partial, sync=self.sync, max_lag=r.rollout.max_lag,
-                          temperature=r.rollout.temperature, rollouts=rollouts, is_trunc=r.rollout.is_trunc)
+                          temperature=r.rollout.temperature, rollouts=rollouts, is_trunc=r.rollout.is_trunc,
+                          dtype=self.precision.dtype)
         self._final_checkpoint(label, r.rl.steps - 1)
         self.results[label] = last
 

@@ -72,6 +72,12 @@ class ModelCfg(Section):
     """Recompute activations in the backward pass instead of storing them (less memory, ~30% more
     compute), applied identically in SFT and RL. Off by default: the models that fit do not need it
     (TRL's SFTConfig would otherwise turn it on and leave it on for RL); on for models near memory."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Compute precision of every stage (SFT, RL learner, vLLM). `bfloat16` = autocast: bf16 matmuls,
+    float32 weights, gradients and Adam state. `auto`: bfloat16 on a CUDA GPU that supports it; on a
+    CPU, float32 for `tiny` (bf16 changes the shipped results and is not faster at that size: see
+    compose_rl/precision.py) and, for other models, bfloat16 only where the CPU has bf16 instructions
+    (avx512_bf16 / amx_bf16 in /proc/cpuinfo), float32 elsewhere. The resolved value is in the report."""
 
 
 # ------------------------------------------------------------------------------------- envs
@@ -275,6 +281,10 @@ class RlCfg(Section):
     """Steps between in-RL evaluations (0 = only the eval stages; at most 1e6)."""
     samples_logged: int = Field(4, ge=0, le=1000)
     """Readable samples written to samples/ each step (0..1000)."""
+    micro_batch_size: int | None = Field(None, gt=0, le=65536)
+    """Samples per forward/backward pass inside a minibatch (gradient accumulation; null = the whole
+    minibatch in one pass). Changes memory, not the update: each minibatch is still one loss, one
+    clipped Adam step, with its token/sequence normaliser taken over the whole minibatch (1..65536)."""
 
 
 class EvalCfg(Section):
@@ -383,6 +393,13 @@ class PrimitivesCfg(Section):
     """Items per probe suite per evaluation (eval seeds, disjoint from the train seeds)."""
 
 
+class RuntimeCfg(Section):
+    threads: int | None = Field(None, gt=0, le=1024)
+    """Intra-op threads of the learner's process, set at pipeline start (torch.set_num_threads).
+    null = auto: 1 for `tiny` (two threads stall when another process holds a core), else the CPUs
+    this process may use (1..1024)."""
+
+
 class LoggingCfg(Section):
     tensorboard: bool = False
     """Also write every metrics.jsonl row to a TensorBoard event file in `<run dir>/tensorboard`
@@ -431,6 +448,8 @@ class Recipe(Section):
     """Primitive tracking (probe suites, in-game probes, trace detectors); null = off."""
     logging: LoggingCfg = LoggingCfg()
     """Metric sinks besides metrics.jsonl (always written)."""
+    runtime: RuntimeCfg = RuntimeCfg()
+    """Process settings: intra-op threads."""
 
     @field_validator("name")
     @classmethod
