@@ -531,6 +531,9 @@ class Recipe(Section):
                 if bad:
                     raise ValueError(f"{key}: not supported by the latent-loop trainer (one on-policy update per batch, "
                                      "group or batch-mean advantages, no KL/entropy terms); use the default")
+        if (self.latent is not None or self.recurrent is not None) and self.model.dtype == "bfloat16":
+            raise ValueError("model.dtype: the experimental latent/recurrent trainers run in float32 only; "
+                             "set model.dtype: auto or float32")
         if self.recurrent is not None:
             self._check_recurrent()
         if self.rollout.workers == 0 and self.rollout.weight_sync == "collective":
@@ -807,6 +810,12 @@ def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
     out = Path(recipe.output).expanduser()
     if out.exists() and not out.is_dir():
         raise RecipeError(f"{origin}: output: {recipe.output} exists and is not a folder; point it at a folder")
+    from compose_rl.precision import device_kind, resolve_dtype
+
+    try:  # a dtype this machine's learner device cannot run (bf16 on a GPU without it)
+        resolve_dtype(recipe.model.dtype, recipe.model.name, device_kind())
+    except ValueError as e:
+        raise RecipeError(f"{origin}: {e}") from None
     if recipe.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise RecipeError(f"{origin}: logging.tensorboard: the tensorboard package is not installed; "
                           "pip install tensorboard, or set logging.tensorboard: false")

@@ -376,36 +376,10 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             rng.shuffle(order)
             for i in range(0, len(order), cfg.minibatch):
                 batch = [samples[j] for j in order[i: i + cfg.minibatch]]
-                # rl.micro_batch_size: the minibatch in slices, gradients accumulated; every term scaled
-                # by its slice's share of the minibatch's normaliser, so the step is the unsplit one's
-                micro = cfg.micro_batch_size or len(batch)
-                chunks = [batch[c: c + micro] for c in range(0, len(batch), micro)]
-                n_tok = max(sum(len(s.completion_ids) for s in batch), 1)
-                n_legal = max(_legal_count(batch), 1)
-                opt.zero_grad(set_to_none=True)
-                stats, total = {}, 0.0
-                for c, chunk in enumerate(chunks):
-                    shares = None
-                    if len(chunks) > 1:
-                        shares = (sum(len(s.completion_ids) for s in chunk) / n_tok, len(chunk) / len(batch))
-                    with amp():
-                        loss, part = policy_loss(model, ref_model, chunk, cfg, pad, max_new_tokens,
-                                                 old_is_current=single_pass, temperature=temperature,
-                                                 is_trunc=is_trunc, logprobs=hooks.logprobs, shares=shares)
-                        if cfg.entropy_coef > 0:
-                            h = legal_action_entropy(model, policy.tokenizer, chunk, pad)
-                            if h is not None:
-                                loss = loss - cfg.entropy_coef * h * (_legal_count(chunk) / n_legal if shares else 1.0)
-                                part["loss/legal_entropy"] = float(h.detach())
-                        if hooks.replay is not None and c == len(chunks) - 1:  # once per minibatch, unsplit
-                            replay = _replay_loss(model, hooks.replay(step), pad)
-                            loss = loss + replay
-                            stats["loss/replay"] = float(replay.detach())
-                    mismatch_rows += [{k: part.pop(k) for k in list(part) if k.startswith("rollout/logprob_mismatch")}]
-                    _merge_stats(stats, part, shares, _legal_count(chunk) / n_legal,
-                                 pg_by_tokens=cfg.token_aggregation == "token_mean")
-                    total += float(loss.detach())
-                    _backward_checked(loss, run, stage, step)
+                stats, total, rows = accumulate_gradients(
+                    model, ref_model, batch, cfg, pad, max_new_tokens, policy.tokenizer, amp, run, stage, step,
+                    old_is_current=single_pass, temperature=temperature, is_trunc=is_trunc, hooks=hooks)
+                mismatch_rows += rows
                 stats["loss/total"] = total
                 stats["loss/grad_norm"] = _clip_and_step(opt, params, cfg.max_grad_norm, run, stage, step)
                 for k, v in stats.items():
@@ -475,6 +449,46 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         rollouts.close()
         engine.load_weights(sync() if sync else None, cfg.steps)  # the evaluations use the final policy
     return last
+
+
+def accumulate_gradients(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: int, tokenizer, amp, run,
+                         stage: str, step: int, old_is_current: bool = False, temperature: float = 1.0,
+                         is_trunc: float = 2.0, hooks: LearnerHooks | None = None):
+    """Zero the gradients, then backward the minibatch's loss in micro-batches of rl.micro_batch_size
+    (None: one pass). Every term is scaled by its micro-batch's share of the minibatch's normaliser
+    (policy_loss's `shares`; the legal-action entropy by its share of the scored turns), so the
+    accumulated gradient is the unsplit minibatch's; the replay NLL is added once, unsplit. Returns
+    (diagnostics, total loss, log-prob mismatch rows). `amp`: the learner's autocast context factory."""
+    hooks = hooks or LearnerHooks()
+    micro = cfg.micro_batch_size or len(batch)
+    chunks = [batch[c: c + micro] for c in range(0, len(batch), micro)]
+    n_tok = max(sum(len(s.completion_ids) for s in batch), 1)
+    n_legal = max(_legal_count(batch), 1)
+    model.zero_grad(set_to_none=True)
+    stats, total, rows = {}, 0.0, []
+    for c, chunk in enumerate(chunks):
+        shares = None
+        if len(chunks) > 1:
+            shares = (sum(len(s.completion_ids) for s in chunk) / n_tok, len(chunk) / len(batch))
+        with amp():
+            loss, part = policy_loss(model, ref_model, chunk, cfg, pad, max_len, old_is_current=old_is_current,
+                                     temperature=temperature, is_trunc=is_trunc, logprobs=hooks.logprobs,
+                                     shares=shares)
+            if cfg.entropy_coef > 0:
+                h = legal_action_entropy(model, tokenizer, chunk, pad)
+                if h is not None:
+                    loss = loss - cfg.entropy_coef * h * (_legal_count(chunk) / n_legal if shares else 1.0)
+                    part["loss/legal_entropy"] = float(h.detach())
+            if hooks.replay is not None and c == len(chunks) - 1:  # once per minibatch, unsplit
+                replay = _replay_loss(model, hooks.replay(step), pad)
+                loss = loss + replay
+                stats["loss/replay"] = float(replay.detach())
+        rows.append({k: part.pop(k) for k in list(part) if k.startswith("rollout/logprob_mismatch")})
+        _merge_stats(stats, part, shares, _legal_count(chunk) / n_legal,
+                     pg_by_tokens=cfg.token_aggregation == "token_mean")
+        total += float(loss.detach())
+        _backward_checked(loss, run, stage, step)
+    return stats, total, rows
 
 
 def hms(seconds: float) -> str:

@@ -20,7 +20,7 @@ def encode_pair(policy, prompt: str, completion: str) -> tuple[list[int], list[i
 
 
 def run_sft(policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: int,
-            gradient_checkpointing: bool = False, dtype: str = "float32") -> dict:
+            gradient_checkpointing: bool = False, dtype: str = "float32", callbacks: tuple = ()) -> dict:
     """Train on (prompt, completion) pairs; every logged loss goes to metrics.jsonl as `sft/...`.
 
     `gradient_checkpointing` (recipe `model.gradient_checkpointing`) is passed to TRL, whose default is
@@ -28,7 +28,8 @@ def run_sft(policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: in
     `dtype` (the resolved `model.dtype`, compose_rl/precision.py): `bfloat16` = bf16 autocast over
     float32 weights, `float32` = no autocast. Every SFTConfig option that changes numerics or speed is
     set here, none inherited: TRL defaults to bf16=True (emulated and ~7x slower on a CPU without bf16
-    instructions), max_length=1024 (truncation), gradient checkpointing on, tf32 left to torch."""
+    instructions), max_length=1024 (truncation), gradient checkpointing on, tf32 left to torch.
+    `callbacks`: extra TrainerCallbacks (bench/bench_threads.py times the steps with one)."""
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"model.dtype: resolved to {dtype!r}; expected float32 or bfloat16")
     from datasets import Dataset
@@ -74,7 +75,7 @@ def run_sft(policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: in
         gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
     )
     trainer = SFTTrainer(model=policy.model, args=args, train_dataset=dataset, processing_class=policy.tokenizer,
-                         callbacks=[_Log()])
+                         callbacks=[_Log(), *callbacks])
     out = trainer.train()
     policy.set_gradient_checkpointing(gradient_checkpointing)
     policy.model.eval()

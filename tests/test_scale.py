@@ -1,0 +1,210 @@
+"""Scale readiness (issue 19): precision resolved from the recipe, threads, micro-batched gradients,
+bf16 learner on CPU, sampler/learner log-prob mismatch."""
+import contextlib
+
+import pytest
+import torch
+
+from compose_rl.precision import cpu_flags, cpu_native_bf16, resolve_dtype, resolve_threads
+from compose_rl.recipe import RecipeError, recipe_from_dict
+from compose_rl.types import Sample
+
+from tests.test_learner import PAIRS, FixedCollector, StubEngine, _rl_cfg, _run
+
+
+# ------------------------------------------------------------------ precision rules
+def test_cpu_flags_read_from_cpuinfo(tmp_path):
+    f = tmp_path / "cpuinfo"
+    f.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n\nprocessor\t: 1\nflags\t: fpu\n")
+    flags = cpu_flags(f)
+    assert {"avx2", "avx512_bf16"} <= flags and cpu_native_bf16(flags)
+    assert not cpu_native_bf16({"avx2", "fma", "avx512f"})  # AVX-512 without BF16: emulated
+    assert cpu_native_bf16({"amx_bf16"})
+    assert cpu_flags(tmp_path / "missing") == set()
+
+
+@pytest.mark.parametrize("requested, model, device, flags, cuda_bf16, want", [
+    ("auto", "tiny", "cpu", {"avx512_bf16"}, None, "float32"),       # tiny keeps float32 on every CPU
+    ("auto", "tiny", "cpu", {"avx2"}, None, "float32"),
+    ("auto", "/models/Qwen3-4B", "cpu", {"avx512_bf16"}, None, "bfloat16"),  # native bf16 CPU
+    ("auto", "/models/Qwen3-4B", "cpu", {"avx2", "avx512f"}, None, "float32"),  # emulated: float32
+    ("auto", "tiny", "cuda", set(), True, "bfloat16"),
+    ("auto", "/models/Qwen3-4B", "cuda", set(), False, "float32"),   # a GPU without bf16 (pre-Ampere)
+    ("float32", "/models/Qwen3-4B", "cuda", set(), True, "float32"),
+    ("bfloat16", "tiny", "cpu", {"avx2"}, None, "bfloat16"),          # asked for: allowed, emulated
+])
+def test_resolve_dtype(requested, model, device, flags, cuda_bf16, want):
+    assert resolve_dtype(requested, model, device, flags=flags, cuda_bf16=cuda_bf16) == want
+
+
+def test_bf16_on_a_gpu_without_it_is_refused():
+    with pytest.raises(ValueError, match="model.dtype: this GPU does not support bfloat16"):
+        resolve_dtype("bfloat16", "tiny", "cuda", cuda_bf16=False)
+
+
+def test_resolve_threads():
+    assert resolve_threads(None, "tiny") == 1
+    assert resolve_threads(3, "tiny") == 3
+    assert resolve_threads(None, "smollm2-135m-instruct") >= 1
+
+
+def _recipe(**extra):
+    base = {"name": "t", "stages": ["sft"], "games": {"train": [{"name": "kuhn_poker"}]}}
+    for k, v in extra.items():
+        base[k] = v
+    return recipe_from_dict(base)
+
+
+@pytest.mark.parametrize("extra, key", [
+    ({"model": {"dtype": "float16"}}, "model.dtype"),
+    ({"runtime": {"threads": 0}}, "runtime.threads"),
+    ({"rl": {"micro_batch_size": 0}}, "rl.micro_batch_size"),
+    ({"runtime": {"cores": 2}}, "runtime.cores"),
+])
+def test_bad_precision_keys_are_one_line_errors(extra, key):
+    with pytest.raises(RecipeError) as e:
+        _recipe(**extra)
+    assert key in str(e.value) and "\n" not in str(e.value)
+
+
+def test_sft_sets_every_numerics_option_explicitly(tmp_path, tiny_policy, monkeypatch):
+    """run_sft hands TRL the resolved dtype and never TRL's defaults (bf16=True, max_length=1024,
+    gradient checkpointing on)."""
+    import trl
+
+    from compose_rl.recipe import SftCfg
+    from compose_rl.rundir import RunDir
+    from compose_rl.sft.stage import run_sft
+
+    seen = []
+
+    class Spy(trl.SFTTrainer):
+        def __init__(self, *a, args=None, **kw):
+            seen.append(args)
+            super().__init__(*a, args=args, **kw)
+
+    monkeypatch.setattr(trl, "SFTTrainer", Spy)
+    run = RunDir.create(tmp_path, "t", "")
+    cfg = SftCfg(max_steps=1, batch_size=2)
+    for dtype in ("float32", "bfloat16"):
+        run_sft(tiny_policy, [("K", "bet"), ("Q", "pass")], cfg, run, "sft", 0, dtype=dtype)
+    fp32, bf16 = seen
+    assert (fp32.bf16, bf16.bf16) == (False, True)
+    for a in seen:
+        assert a.fp16 is False and a.tf32 is False and a.packing is False and a.padding_free is False
+        assert a.max_length is None and a.gradient_checkpointing is False
+    with pytest.raises(ValueError, match="model.dtype"):
+        run_sft(tiny_policy, [("K", "bet")], cfg, run, "sft", 0, dtype="float16")
+
+
+# ------------------------------------------------------------------ micro-batches
+def _samples(tok, legal=False):
+    enc = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    pairs = PAIRS + [("abc(", "zz"), ("K", "pass"), ("func_2(", "abcdef")]  # completion lengths 1..6 differ
+    advs = [0.5, -1.0, 1.5, -2.0, 2.0, 0.25, -0.75, 1.0]
+    out = []
+    for (p, c), a in zip(pairs, advs):
+        info = {"legal_answers": ["bet", "pass"]} if legal else {}
+        s = Sample(enc(p), enc(c), [-1.0] * len(enc(c)), 0.0, info=info)
+        s.advantage = a
+        out.append(s)
+    return out
+
+
+def _grads(policy, ref, samples, cfg, old_is_current):
+    from compose_rl.rl.learner import accumulate_gradients
+
+    stats, total, _ = accumulate_gradients(policy.model, ref, samples, cfg, policy.tokenizer.pad_token_id, 8,
+                                           policy.tokenizer, contextlib.nullcontext, None, "rl", 0,
+                                           old_is_current=old_is_current, temperature=0.9)
+    return [p.grad.detach().clone() for p in policy.model.parameters()], stats, total
+
+
+@pytest.mark.parametrize("how", ["token_mean", "seq_mean", "constant"])
+@pytest.mark.parametrize("micro", [1, 3])
+def test_micro_batches_accumulate_the_unsplit_gradient(tiny_policy, how, micro):
+    """PPO (old log-probs off the current policy by a fixed amount, so ratios != 1), a k2 KL to a
+    perturbed reference and the legal-action entropy bonus: the gradient accumulated over micro-batches
+    of 1 or 3 (uneven: 3+3+2) equals the one-pass minibatch's, and so do the logged loss terms."""
+    import copy
+
+    tok = tiny_policy.tokenizer
+    samples = _samples(tok, legal=True)
+    with torch.no_grad():
+        from compose_rl.rl.logprobs import completion_logprobs
+
+        cur, _ = completion_logprobs(tiny_policy.model, [s.prompt_ids for s in samples],
+                                     [s.completion_ids for s in samples], pad=tok.pad_token_id, temperature=0.9)
+    for i, s in enumerate(samples):
+        s.old_logprobs = (cur[i, : len(s.completion_ids)] + 0.1 * (i % 3 - 1)).tolist()
+    ref = copy.deepcopy(tiny_policy.model).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # a reference away from the policy: the KL term has a gradient
+        for p in ref.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    base = dict(token_aggregation=how, kl_coef=0.3, entropy_coef=0.05, algorithm="ppo", clip=0.2)
+    g_full, st_full, tot_full = _grads(tiny_policy, ref, samples, _rl_cfg(**base), False)
+    g_micro, st_micro, tot_micro = _grads(tiny_policy, ref, samples, _rl_cfg(micro_batch_size=micro, **base), False)
+    assert any(g.abs().sum() > 0 for g in g_full)
+    for a, b in zip(g_full, g_micro):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert tot_micro == pytest.approx(tot_full, rel=1e-5, abs=1e-7)
+    for k in ("loss/policy", "loss/kl_term", "loss/kl_ref", "loss/entropy", "loss/legal_entropy",
+              "loss/clip_frac", "loss/approx_kl_old"):
+        assert st_micro[k] == pytest.approx(st_full[k], rel=1e-4, abs=1e-6), k
+
+
+def test_micro_batches_in_run_rl_give_the_same_update(tmp_path, tiny_policy):
+    """One RL step through run_rl with rl.micro_batch_size=2 feeds Adam the same clipped gradient as
+    without (its first moment after one step is (1 - beta1) g; the parameters themselves are compared
+    loosely: Adam's first step is ~lr * sign(g), which a 1e-9 gradient can flip)."""
+    import copy
+
+    other = copy.deepcopy(tiny_policy)
+    rewards = [1.0, 0.0, 2.0, -1.0, 3.0]
+    run_a, last_a = _run(tmp_path / "a", tiny_policy, FixedCollector(tiny_policy.tokenizer, PAIRS, rewards),
+                         _rl_cfg(lr=1e-3, entropy_coef=0.01))
+    run_b, last_b = _run(tmp_path / "b", other, FixedCollector(other.tokenizer, PAIRS, rewards),
+                         _rl_cfg(lr=1e-3, entropy_coef=0.01, micro_batch_size=2))
+    opt_a, opt_b = (r.latest_checkpoint()[0]["optimizer"]["state"] for r in (run_a, run_b))
+    assert opt_a.keys() == opt_b.keys() and len(opt_a) > 0
+    for k in opt_a:
+        assert torch.allclose(opt_a[k]["exp_avg"], opt_b[k]["exp_avg"], rtol=1e-4, atol=1e-9)
+    assert last_b["loss/total"] == pytest.approx(last_a["loss/total"], rel=1e-5)
+    assert last_b["loss/grad_norm"] == pytest.approx(last_a["loss/grad_norm"], rel=1e-4)
+
+
+# ------------------------------------------------------------------ bf16 learner on CPU
+def test_bf16_learner_trains_on_cpu_and_logs_the_logprob_mismatch(tmp_path, tiny_policy):
+    """model.dtype bfloat16 = autocast: finite loss, parameters change and stay float32 (master weights,
+    Adam state float32); the engine's float32 log-probs against the learner's bf16 ones are logged."""
+    from compose_rl.rollout.hf import HFEngine
+    from compose_rl.types import SamplingParams
+
+    tok = tiny_policy.tokenizer
+    engine = HFEngine(tiny_policy.model, tok)
+
+    class EngineCollector:  # real sampled completions with the engine's own (float32) log-probs
+        def collect(self, engine, step):
+            outs = engine.generate(["K\n", "Q\n", "J\n"], SamplingParams(temperature=1.0, max_new_tokens=6, n=3, seed=step))
+            samples = [Sample(c.prompt_ids, c.token_ids, list(c.logprobs), float(c.token_ids[0] % 2), group=0,
+                              policy_version=engine.policy_version) for o in outs for c in o]
+            return samples, {}, []
+
+    from compose_rl.rl.learner import run_rl
+    from compose_rl.rundir import RunDir
+
+    for dtype, mb in (("bfloat16", 8), ("float32", 8), ("bfloat16", 4)):  # 4: old log-probs recomputed
+        run = RunDir.create(tmp_path / f"{dtype}{mb}", "t", "")
+        before = [p.detach().clone() for p in tiny_policy.model.parameters()]
+        last = run_rl(tiny_policy, engine, EngineCollector(), _rl_cfg(lr=1e-3, minibatch=mb, steps=2), run, "rl",
+                      seed=0, max_new_tokens=6, dtype=dtype)
+        assert torch.isfinite(torch.tensor(last["loss/total"]))
+        assert "rollout/logprob_mismatch" in last, dtype
+        after = list(tiny_policy.model.parameters())
+        assert all(p.dtype == torch.float32 for p in after)  # master weights stay float32
+        assert any(not torch.equal(a, b) for a, b in zip(before, after)), dtype
+        if dtype == "float32":  # same module, same precision: the engine and the learner agree
+            assert last["rollout/logprob_mismatch"] < 1e-4
+        else:  # bf16 matmuls against the engine's float32: a visible, bounded gap
+            assert 1e-4 < last["rollout/logprob_mismatch"] < 0.5
