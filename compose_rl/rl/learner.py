@@ -346,6 +346,8 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             samples = [s for s in samples if s.advantage != 0.0]
         samples = [s for s in samples if s.completion_ids]
 
+        if rollouts is None and hasattr(engine, "sleep"):  # vLLM on the learner's GPU: free it (rollout.vllm.sleep)
+            engine.sleep()  # load_weights (step 6) wakes it
         # 4. old log-probs recomputed on the learner (the engine's may differ numerically). With one
         #    epoch and one minibatch pi_old is the policy of the loss's own forward pass: no extra pass.
         t1 = time.perf_counter()
