@@ -135,9 +135,7 @@ def cmd_plan(args) -> int:
         top = "; ".join(f"{k} {v:.1f}" for k, v in sorted(plan.lines, key=lambda kv: -kv[1])[:3])
         return _err(f"plan: {recipe.name} needs {plan.peak_gib:.1f} GiB at peak on one {device} device of "
                     f"{mem:.0f} GiB ({USABLE:.0%} usable; largest parts in GiB: {top}); it fits a device of >= "
-                    f"{need:.0f} GiB, or lower "
-                    f"rl.micro_batch_size / rollout.vllm.gpu_memory_utilization, set model.gradient_checkpointing: "
-                    f"true, model.lora")
+                    f"{need:.0f} GiB, or change {', '.join(plan.fixes)}")
     print(f"plan for {args.recipe} ({recipe.name}); model {recipe.model.name} from {source}: "
           f"{plan.params / 1e6:,.1f}M params, {plan.trainable / 1e6:,.2f}M trainable")
     print(plan.render())

@@ -128,6 +128,7 @@ class Plan:
     settings: dict
     params: int
     trainable: int
+    fixes: list[str]  # recipe keys that lower the peak, for the one-line refusal
 
     def render(self) -> str:
         out = [f"device: {self.device}, {self.device_gib:.1f} GiB ({USABLE:.0%} usable)"]
@@ -169,7 +170,9 @@ def estimate(recipe, config: dict, device: str, device_gib: float, prompt_tokens
     # stage 1: the prompt + a short labelled answer; TRL's loss takes logits at every position
     sft_seq = prompt_tokens + sft_completion_tokens
     sft_act, sft_head = activations(recipe.sft.batch_size, sft_seq, seq=sft_seq)
-    learner = persistent + step_extra + max(rl_act + rl_head, sft_act + sft_head)
+    # only the training stages the recipe runs (an eval-only or RL-only recipe has no SFT step)
+    phases = ([rl_act + rl_head] if "rl" in recipe.stages else []) + ([sft_act + sft_head] if "sft" in recipe.stages else [])
+    learner = persistent + step_extra + max(phases, default=0.0)
     vllm = recipe.rollout.vllm
     if engine == "vllm":
         eng_weights = (2 if bf16 else 4) * P
@@ -200,21 +203,26 @@ def estimate(recipe, config: dict, device: str, device_gib: float, prompt_tokens
         lines.append(("reference model, float32 (rl.kl_coef > 0)", 4 * P / GIB))
     if bf16:
         lines.append(("bf16 weight casts (autocast)", 2 * P / GIB))
-    lines += [(f"RL activations, micro-batch {micro} x {seq} tokens{' (checkpointed)' if gc else ''}", rl_act / GIB),
-              (f"RL log-prob head, {micro} x {ro.max_new_tokens} x vocab {shape.vocab}", rl_head / GIB),
-              (f"SFT activations + logits, batch {recipe.sft.batch_size} x {sft_seq} tokens", (sft_act + sft_head) / GIB)]
+    if "rl" in recipe.stages:
+        lines += [(f"RL activations, micro-batch {micro} x {seq} tokens{' (checkpointed)' if gc else ''}", rl_act / GIB),
+                  (f"RL log-prob head, {micro} x {ro.max_new_tokens} x vocab {shape.vocab}", rl_head / GIB)]
+    if "sft" in recipe.stages:
+        lines.append((f"SFT activations + logits, batch {recipe.sft.batch_size} x {sft_seq} tokens", (sft_act + sft_head) / GIB))
     if engine == "vllm":
         lines += [(f"vLLM weights ({'bf16' if bf16 else 'float32'})", eng_weights / GIB),
                   ("vLLM KV cache", max(kv, 0.0) / GIB)]
     else:
         lines.append((f"hf rollout KV cache + logits, batch {ro.batch_size}", kv / GIB))
     lines.append(("runtime (process / CUDA context)", runtime / GIB))
+    fixes = (["rl.micro_batch_size"] + (["sft.batch_size"] if "sft" in recipe.stages else [])
+             + (["rollout.vllm.gpu_memory_utilization"] if engine == "vllm" and device == "cuda" else [])
+             + ([] if gc else ["model.gradient_checkpointing: true"]) + ([] if lora else ["model.lora"]))
     settings = {"engine": engine, "dtype": dtype + (" (autocast)" if bf16 else ""), "sleep": "on" if sleep else "off",
                 "gradient_checkpointing": "on" if gc else "off", "micro_batch": micro,
                 "placement": ("learner + engine on device 0" if ro.workers == 0 else
                               f"learner on device 0, {ro.workers} worker(s) on devices 1..{ro.workers}")}
     return Plan(lines=lines, peak_gib=peak / GIB, device_gib=device_gib, device=device,
-                fits=peak <= USABLE * device_gib * GIB, settings=settings, params=P, trainable=T)
+                fits=peak <= USABLE * device_gib * GIB, settings=settings, params=P, trainable=T, fixes=fixes)
 
 
 def host_memory_gib() -> float:
