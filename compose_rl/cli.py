@@ -1,4 +1,4 @@
-"""`compose-rl`: recipe | validate | plan | eval | ablate | report | seeds | transfer | list.
+"""`compose-rl`: recipe | validate | plan | doctor | eval | ablate | report | seeds | transfer | list.
 
 Errors a user can fix (bad recipe, unknown model, failed gate) print one line and exit non-zero
 (2 for bad input, 3 for a failed mastery gate); nothing is written for an invalid recipe.
@@ -139,6 +139,14 @@ def cmd_plan(args) -> int:
     print(f"plan for {args.recipe} ({recipe.name}); model {recipe.model.name} from {source}: "
           f"{plan.params / 1e6:,.1f}M params, {plan.trainable / 1e6:,.2f}M trainable")
     print(plan.render())
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from compose_rl.doctor import report
+
+    lines, _ = report()
+    print("\n".join(lines))
     return 0
 
 
@@ -333,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--config", metavar="CONFIG_JSON", help="the model's config.json when model.name is not here")
     pl.add_argument("--prompt-tokens", type=int, default=256, help="prompt length assumed per sequence (default 256)")
     pl.set_defaults(fn=cmd_plan)
+    dr = sub.add_parser("doctor", help="torch, CUDA, driver, vLLM and Ray versions; whether CUDA is usable")
+    dr.set_defaults(fn=cmd_doctor)
     a = sub.add_parser("ablate", help="SFT-only vs SFT->RL vs RL-only on matched compute")
     a.add_argument("recipe")
     a.add_argument("overrides", nargs="*")

@@ -80,7 +80,10 @@ class Pipeline:
             from games.base import INSTRUCTION, REASON_INSTRUCTION
 
             self.policy.rewrites = ((INSTRUCTION, REASON_INSTRUCTION),)
-        if torch.cuda.is_available():  # the learner (and the in-process engine) on the GPU
+        if self.precision.device == "cpu" and torch.version.cuda and not torch.cuda.is_available():
+            say(f"note: torch {torch.__version__} is a CUDA {torch.version.cuda} build but no GPU is usable "
+                "(driver too old?): training on the CPU; `compose-rl doctor` says more")
+        if self.precision.device == "cuda":  # the learner (and the in-process engine) on the GPU
             self.policy.model.to("cuda")
         if r.latent is not None:  # experimental (Gap C): the policy thinks in a latent loop
             from compose_rl.experimental.latent_loop import LatentLoop, LatentLoopEngine

@@ -58,8 +58,10 @@ def cuda_usable() -> bool:
         return False
 
 
-def device_kind() -> str:
-    """`cuda` when the learner will run on a GPU (the pipeline moves it there when CUDA is available), else `cpu`."""
+def device_kind(requested: str = "auto") -> str:
+    """The learner's device for runtime.device: `cuda` when asked or (auto) when CUDA is available, else `cpu`."""
+    if requested in ("cpu", "cuda"):
+        return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -141,7 +143,7 @@ class Precision:
 
 def resolve(recipe, device: str | None = None) -> Precision:
     """The Precision of `recipe` on this machine (device: the learner's; default: CUDA when available)."""
-    device = device or device_kind()
+    device = device or device_kind(recipe.runtime.device)
     dtype = resolve_dtype(recipe.model.dtype, recipe.model.name, device)
     return Precision(
         device=device, dtype=dtype, requested_dtype=recipe.model.dtype,

@@ -415,6 +415,10 @@ class PrimitivesCfg(Section):
 
 
 class RuntimeCfg(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the learner (and an in-process engine) runs: `auto` = the first GPU when CUDA is usable,
+    else the CPU (one line says so when torch is a CUDA build that cannot reach a GPU); `cuda` is
+    refused before anything is written when CUDA is not usable (see `compose-rl doctor`)."""
     threads: int | None = Field(None, gt=0, le=1024)
     """Intra-op threads of the learner's process, set at pipeline start (torch.set_num_threads).
     null = auto: 1 for `tiny` (two threads stall when another process holds a core), else the CPUs
@@ -833,10 +837,16 @@ def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
     out = Path(recipe.output).expanduser()
     if out.exists() and not out.is_dir():
         raise RecipeError(f"{origin}: output: {recipe.output} exists and is not a folder; point it at a folder")
-    from compose_rl.precision import device_kind, resolve_dtype
+    from compose_rl.precision import cuda_usable, device_kind, resolve_dtype
 
+    if recipe.runtime.device == "cuda" and not cuda_usable():
+        import torch
+
+        raise RecipeError(f"{origin}: runtime.device: cuda requested but CUDA is not usable here (torch "
+                          f"{torch.__version__}, built for CUDA {torch.version.cuda or 'none'}); run `compose-rl "
+                          "doctor`, install a torch build for this driver, or use runtime.device: auto")
     try:  # a dtype this machine's learner device cannot run (bf16 on a GPU without it)
-        resolve_dtype(recipe.model.dtype, recipe.model.name, device_kind())
+        resolve_dtype(recipe.model.dtype, recipe.model.name, device_kind(recipe.runtime.device))
     except ValueError as e:
         raise RecipeError(f"{origin}: {e}") from None
     if recipe.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:

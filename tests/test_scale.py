@@ -357,3 +357,26 @@ def test_plan_tiny_on_this_machine_and_bad_input(capsys, tmp_path):
         code, out, err = _plan_cli(capsys, os.path.join(ROOT, "recipes/spiral-kuhn.yaml"), *args)
         assert code == 2 and key in err and err.count("\n") == 1 and out == "", args
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ doctor, runtime.device
+def test_doctor_prints_versions_and_cuda_state(capsys):
+    from compose_rl.cli import main
+
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert f"torch: {torch.__version__}" in out
+    assert ("CUDA usable: yes" in out) == torch.cuda.is_available()
+    for what in ("NVIDIA driver:", "vLLM:", "Ray:", "bf16 instructions:"):
+        assert what in out
+
+
+def test_cuda_request_is_refused_when_cuda_is_not_usable(monkeypatch, capsys):
+    import compose_rl.precision as precision
+    from compose_rl.cli import main
+
+    monkeypatch.setattr(precision, "cuda_usable", lambda: False)
+    code = main(["validate", os.path.join(ROOT, "recipes/spiral-kuhn.yaml"), "--set", "runtime.device=cuda"])
+    err = capsys.readouterr().err
+    assert code == 2 and "runtime.device: cuda requested but CUDA is not usable" in err and err.count("\n") == 1
+    assert main(["validate", os.path.join(ROOT, "recipes/spiral-kuhn.yaml"), "--set", "runtime.device=cpu"]) == 0

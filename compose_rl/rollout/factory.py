@@ -122,10 +122,10 @@ def vllm_settings(recipe, policy) -> dict:
     from compose_rl.precision import device_kind, resolve_dtype
 
     v, ro = recipe.rollout.vllm, recipe.rollout
-    cuda = device_kind() == "cuda"
+    cuda = device_kind(recipe.runtime.device) == "cuda"
     return {"max_model_len": v.max_model_len or _max_model_len(policy, ro.max_new_tokens),
             "kv_cache_gb": v.kv_cache_gib, "gpu_memory_utilization": v.gpu_memory_utilization,
-            "dtype": resolve_dtype(recipe.model.dtype, recipe.model.name, device_kind()),
+            "dtype": resolve_dtype(recipe.model.dtype, recipe.model.name, device_kind(recipe.runtime.device)),
             "max_num_seqs": v.max_num_seqs, "enforce_eager": v.enforce_eager,
             # auto: sleep where the engine shares the learner's GPU (in process, on CUDA)
             "sleep": v.sleep == "on" or (v.sleep == "auto" and cuda and ro.workers == 0)}
