@@ -137,7 +137,7 @@ def cmd_plan(args) -> int:
                     f"{mem:.0f} GiB ({USABLE:.0%} usable; largest parts in GiB: {top}); it fits a device of >= "
                     f"{need:.0f} GiB, or change {', '.join(plan.fixes)}")
     print(f"plan for {args.recipe} ({recipe.name}); model {recipe.model.name} from {source}: "
-          f"{plan.params / 1e6:,.1f}M params, {plan.trainable / 1e6:,.2f}M trainable")
+          f"{plan.params / 1e6:,.2f}M params, {plan.trainable / 1e6:,.2f}M trainable")
     print(plan.render())
     return 0
 

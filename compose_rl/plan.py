@@ -195,7 +195,7 @@ def estimate(recipe, config: dict, device: str, device_gib: float, prompt_tokens
     else:
         peak = max(learner, persistent + rollout) + runtime
     lines = [
-        (f"weights, float32 master ({P / 1e6:,.1f}M params)", 4 * P / GIB),
+        (f"weights, float32 master ({P / 1e6:,.2f}M params)", 4 * P / GIB),
         (f"gradients, float32 ({T / 1e6:,.2f}M trainable)", 4 * T / GIB),
         ("Adam moments, float32", 8 * T / GIB),
     ]
