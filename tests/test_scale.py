@@ -397,3 +397,26 @@ def test_gpu_check_memory_mode_dry_runs_on_cpu(capsys):
     assert mod.memory_check(args) == 0
     out = capsys.readouterr().out
     assert "gpu_check DRY RUN" in out and "micro-batches of 2" in out and "vs plan" in out
+
+
+def test_pipeline_resolves_precision_and_threads_and_the_report_prints_them(tmp_path):
+    from compose_rl.pipeline import start_run
+    from compose_rl.report import write_report
+
+    r = recipe_from_dict({"name": "p", "output": str(tmp_path), "stages": ["sft"],
+                          "games": {"train": [{"name": "kuhn_poker"}]}, "runtime": {"threads": 1}})
+    pipe = start_run(r)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        pipe.build()
+        assert torch.get_num_threads() == 1  # runtime.threads applied at pipeline start
+    finally:
+        torch.set_num_threads(before)
+    prec = json.loads((pipe.run.path / "precision.json").read_text())
+    assert prec["dtype"] == "float32" and prec["requested_dtype"] == "auto" and prec["threads"] == 1
+    assert prec["tf32"] is False and prec["sft_max_length"] is None and prec["device"] in ("cpu", "cuda")
+    write_report(pipe.run)
+    text = (pipe.run.path / "report.md").read_text()
+    assert "Precision (model.dtype auto on " in text and "SFT, RL learner and vLLM float32" in text
+    assert "1 intra-op thread(s) (runtime.threads 1)" in text
