@@ -11,12 +11,14 @@ so stage 1 and the RL learner share one precision. Pure bf16 weights were not ch
 update of 1e-6 x a weight of order 1 is below bf16's resolution (8 bits of mantissa) and would be
 lost, and SPIRAL's RL learning rate is 1e-6.
 
-Why `auto` keeps float32 on CPU for the tiny model (measured, docs/results/scale.md): bf16 autocast
-on a CPU without bf16 instructions runs in an emulated path (4.5-5 s/step against 0.7 s/step for
-stage 1 of the main job on a 2-core AVX2 EPYC), and on a CPU with `avx512_bf16` it was not faster
-for matmuls this small; the same recipe must give the same numbers on both kinds of machine, so
-`auto` = float32 for `tiny` everywhere except CUDA. Other models: bfloat16 where the device runs it
-natively (CUDA with bf16 support; a CPU whose flags list `avx512_bf16` or `amx_bf16`), else float32.
+Why `auto` keeps float32 on CPU for the tiny model (measured, docs/results/scale.md): a recipe must give
+the same numbers on every CPU of the kind we run on, and bf16 on a CPU without bf16 instructions runs in
+an emulated path (stage 1 of the main job at 4.5-5 s/step against 0.7 s/step in float32 on a 2-core
+AVX2 EPYC). On a CPU *with* avx512_bf16 bf16 autocast may be faster (4.7 vs 7.3 s/step in one
+non-interleaved measurement on a heavily loaded machine: not conclusive), but taking it there would
+make the shipped tiny results depend on the machine. So `auto` = float32 for `tiny` everywhere except
+CUDA. Other models: bfloat16 where the device runs it natively (CUDA with bf16 support; a CPU whose
+flags list `avx512_bf16` or `amx_bf16`), else float32; `model.dtype: bfloat16` forces it anywhere.
 """
 from __future__ import annotations
 

@@ -75,8 +75,8 @@ class ModelCfg(Section):
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Compute precision of every stage (SFT, RL learner, vLLM). `bfloat16` = autocast: bf16 matmuls,
     float32 weights, gradients and Adam state. `auto`: bfloat16 on a CUDA GPU that supports it; on a
-    CPU, float32 for `tiny` (bf16 changes the shipped results and is not faster at that size: see
-    compose_rl/precision.py) and, for other models, bfloat16 only where the CPU has bf16 instructions
+    CPU, float32 for `tiny` (the same numbers on CPUs with and without bf16 instructions, where bf16
+    is emulated and ~7x slower: see compose_rl/precision.py) and, for other models, bfloat16 only where the CPU has bf16 instructions
     (avx512_bf16 / amx_bf16 in /proc/cpuinfo), float32 elsewhere. The resolved value is in the report."""
 
 
