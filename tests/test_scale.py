@@ -420,3 +420,18 @@ def test_pipeline_resolves_precision_and_threads_and_the_report_prints_them(tmp_
     text = (pipe.run.path / "report.md").read_text()
     assert "Precision (model.dtype auto on " in text and "SFT, RL learner and vLLM float32" in text
     assert "1 intra-op thread(s) (runtime.threads 1)" in text
+
+
+def test_micro_batches_of_a_mixed_minibatch_keep_its_entropy_rule(tiny_policy):
+    """A minibatch mixing turns with legal answers (games) and without (strings): the token-entropy bonus
+    is off for the whole minibatch, so a micro-batch of string samples alone must not switch it on."""
+    tok = tiny_policy.tokenizer
+    samples = _samples(tok, legal=False)
+    for s in samples[:3]:
+        s.info = {"legal_answers": ["bet", "pass"]}
+    base = dict(token_aggregation="token_mean", entropy_coef=0.5)
+    g_full, st_full, tot_full = _grads(tiny_policy, None, samples, _rl_cfg(**base), True)
+    g_micro, st_micro, tot_micro = _grads(tiny_policy, None, samples, _rl_cfg(micro_batch_size=3, **base), True)
+    for a, b in zip(g_full, g_micro):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert tot_micro == pytest.approx(tot_full, rel=1e-5, abs=1e-7)

@@ -184,7 +184,7 @@ def _unique_pairs(samples: list[Sample]):
 
 def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: int, old_is_current: bool = False,
                 temperature: float = 1.0, is_trunc: float = 2.0, logprobs: Callable | None = None,
-                shares: tuple[float, float] | None = None):
+                shares: tuple[float, float] | None = None, token_entropy: bool | None = None):
     """Loss of one minibatch (its own mean) and its diagnostics; `loss/policy` is the policy-gradient term
     alone, the KL and entropy terms are logged separately. Old log-probs come from `s.old_logprobs` (learner-recomputed),
     or, when `old_is_current` (one epoch, one minibatch: pi_old is the current policy), from this forward pass.
@@ -193,7 +193,9 @@ def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: i
     completion tokens and samples (rl.micro_batch_size). Each term is then its micro-batch mean times the
     share of its own normaliser (tokens for token means, samples for sequence means, the KL and the
     `constant` aggregation), so the micro-batches' losses sum to the unsplit minibatch's loss. The
-    returned diagnostics stay micro-batch means (the caller weights them)."""
+    returned diagnostics stay micro-batch means (the caller weights them). `token_entropy`: whether the
+    token-entropy bonus applies, decided on the whole minibatch (None: on `batch`, i.e. when no sample
+    carries its legal answers)."""
     s_tok, s_seq = shares if shares is not None else (1.0, 1.0)
     s_pg = s_tok if cfg.token_aggregation == "token_mean" else s_seq
     prompts, comps, owner = _unique_pairs(batch)
@@ -247,7 +249,9 @@ def policy_loss(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: i
         kl_term = kl_k2_seq(logp, ref, mask, old).mean()  # gradient: grad KL(pi || ref) per completion
         loss = loss + cfg.kl_coef * kl_term * s_seq
         kl = ((logp.detach() - ref) * mask).sum(-1).mean()  # value: log pi(y)/ref(y), unbiased on-policy
-    if cfg.entropy_coef > 0 and not any(s.info.get("legal_answers") for s in batch):
+    if token_entropy is None:
+        token_entropy = not any(s.info.get("legal_answers") for s in batch)
+    if cfg.entropy_coef > 0 and token_entropy:
         loss = loss - cfg.entropy_coef * entropy * s_tok  # token entropy when the legal actions are not known
     approx_kl_old = aggregate(kl_k3(logp.detach(), old), mask, "token_mean")
     return loss, {**is_stats, **mismatch, "loss/policy": float(pg.detach()), "loss/clip_frac": float(clip_frac),
@@ -466,6 +470,7 @@ def accumulate_gradients(model, ref_model, batch: list[Sample], cfg, pad: int, m
     chunks = [batch[c: c + micro] for c in range(0, len(batch), micro)]
     n_tok = max(sum(len(s.completion_ids) for s in batch), 1)
     n_legal = max(_legal_count(batch), 1)
+    token_entropy = not any(s.info.get("legal_answers") for s in batch)  # as for the unsplit minibatch
     model.zero_grad(set_to_none=True)
     stats, total, rows = {}, 0.0, []
     for c, chunk in enumerate(chunks):
@@ -475,7 +480,7 @@ def accumulate_gradients(model, ref_model, batch: list[Sample], cfg, pad: int, m
         with amp():
             loss, part = policy_loss(model, ref_model, chunk, cfg, pad, max_len, old_is_current=old_is_current,
                                      temperature=temperature, is_trunc=is_trunc, logprobs=hooks.logprobs,
-                                     shares=shares)
+                                     shares=shares, token_entropy=token_entropy)
             if cfg.entropy_coef > 0:
                 h = legal_action_entropy(model, tokenizer, chunk, pad)
                 if h is not None:
