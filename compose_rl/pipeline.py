@@ -388,8 +388,12 @@ def make_engine(recipe: Recipe, policy):
     if ro.engine == "hf" and ro.workers == 0:
         from compose_rl.rollout.hf import HFEngine
 
-        # in process the engine shares the learner's module: sync hands over nothing
-        return HFEngine(policy.model, policy.tokenizer, ro.batch_size), (lambda: None)
+        from compose_rl.precision import device_kind, resolve_dtype
+
+        # in process the engine shares the learner's module: sync hands over nothing; it samples in
+        # the learner's precision (model.dtype)
+        dtype = resolve_dtype(recipe.model.dtype, recipe.model.name, device_kind(recipe.runtime.device))
+        return HFEngine(policy.model, policy.tokenizer, ro.batch_size, dtype=dtype), (lambda: None)
     from compose_rl.rollout.factory import make_distributed_engine  # vLLM / Ray workers
 
     return make_distributed_engine(recipe, policy)
