@@ -14,9 +14,9 @@ lost, and SPIRAL's RL learning rate is 1e-6.
 Why `auto` keeps float32 on CPU for the tiny model (measured, docs/results/scale.md): a recipe must give
 the same numbers on every CPU of the kind we run on, and bf16 on a CPU without bf16 instructions runs in
 an emulated path (stage 1 of the main job at 4.5-5 s/step against 0.7 s/step in float32 on a 2-core
-AVX2 EPYC). On a CPU *with* avx512_bf16 bf16 autocast may be faster (4.7 vs 7.3 s/step in one
-non-interleaved measurement on a heavily loaded machine: not conclusive), but taking it there would
-make the shipped tiny results depend on the machine. So `auto` = float32 for `tiny` everywhere except
+AVX2 EPYC). On a CPU *with* avx512_bf16 bf16 autocast was at least as fast (interleaved medians
+1.6-2.0 vs 2.1-2.4 s/step on a loaded machine), but taking it there would make the shipped tiny
+results depend on the machine. So `auto` = float32 for `tiny` everywhere except
 CUDA. Other models: bfloat16 where the device runs it natively (CUDA with bf16 support; a CPU whose
 flags list `avx512_bf16` or `amx_bf16`), else float32; `model.dtype: bfloat16` forces it anywhere.
 """
