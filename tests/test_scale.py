@@ -456,3 +456,18 @@ def test_hf_engine_samples_in_the_learners_precision(tiny_policy):
         d = [abs(a - b) for i, c in enumerate(flat) for a, b in zip(c.logprobs, lp[i, : len(c.token_ids)].tolist())]
         gaps[engine_dtype] = sum(d) / len(d)
     assert gaps["bfloat16"] < gaps["float32"], gaps  # measured over 759 tokens: 5.1e-4 vs 9.9e-4
+
+
+def test_sft_stays_on_one_device_when_several_gpus_are_visible(tmp_path):
+    """What the HF Trainer reads to wrap DataParallel (args.n_gpu) is pinned to 1 (simulated: no GPU here)."""
+    from trl import SFTConfig
+
+    from compose_rl.sft.stage import single_device
+
+    args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    assert args.n_gpu == 0
+    single_device(args)
+    assert args.n_gpu == 0  # a CPU run is left alone
+    args._n_gpu = 2  # what device_count() gives on a 2-GPU node
+    single_device(args)
+    assert args.n_gpu == 1

@@ -74,12 +74,23 @@ def run_sft(policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: in
         gradient_checkpointing=gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
     )
+    single_device(args)
     trainer = SFTTrainer(model=policy.model, args=args, train_dataset=dataset, processing_class=policy.tokenizer,
                          callbacks=[_Log(), *callbacks])
     out = trainer.train()
     policy.set_gradient_checkpointing(gradient_checkpointing)
     policy.model.eval()
     return {"sft/train_loss": float(out.training_loss), "sft/steps": total, "sft/examples": len(rows)}
+
+
+def single_device(args) -> None:
+    """Stage 1 on the learner's one device. With several visible GPUs and no torch.distributed launch,
+    the HF Trainer wraps the model in DataParallel over all of them (TrainingArguments.n_gpu =
+    device_count), onto the GPUs the rollout workers use (issue 19, item 6). TrainingArguments has no
+    public switch for it: its device set-up runs first (cached), then its GPU count is pinned to 1.
+    Not run on a multi-GPU machine yet."""
+    if args.n_gpu > 1:
+        args._n_gpu = 1
 
 
 def mastery_gate(skill_accuracy: dict[str, float], threshold: float) -> tuple[bool, str]:
