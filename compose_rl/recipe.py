@@ -834,6 +834,7 @@ def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
     if recipe.model.chat_template and not info.has_chat_template:
         raise RecipeError(f"{origin}: model.chat_template: {recipe.model.name!r} has no chat template in its tokenizer "
                           "files; set it to null (use one when present) or false")
+    _check_plan(recipe, origin)
     out = Path(recipe.output).expanduser()
     if out.exists() and not out.is_dir():
         raise RecipeError(f"{origin}: output: {recipe.output} exists and is not a folder; point it at a folder")
@@ -852,6 +853,24 @@ def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
     if recipe.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise RecipeError(f"{origin}: logging.tensorboard: the tensorboard package is not installed; "
                           "pip install tensorboard, or set logging.tensorboard: false")
+
+
+def _check_plan(recipe: Recipe, origin: str) -> None:
+    """A training recipe whose `compose-rl plan` estimate does not fit this machine's learner device
+    (the first GPU, or RAM) stops here, before weights are loaded. Configs plan cannot read are let through."""
+    if not ({"sft", "rl"} & set(recipe.stages)):
+        return
+    from compose_rl.plan import USABLE, default_device, estimate, host_memory_gib, model_config
+
+    try:
+        config, _ = model_config(recipe)
+        device, mem = ("cpu", host_memory_gib()) if recipe.runtime.device == "cpu" else default_device()
+        plan = estimate(recipe, config, device, mem)
+    except ValueError:
+        return
+    if not plan.fits:
+        raise RecipeError(f"{origin}: plan: needs {plan.peak_gib:.1f} GiB at peak on this {device} ({mem:.0f} GiB, "
+                          f"{USABLE:.0%} usable); change {', '.join(plan.fixes)} (compose-rl plan {origin} shows the parts)")
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -471,3 +471,15 @@ def test_sft_stays_on_one_device_when_several_gpus_are_visible(tmp_path):
     args._n_gpu = 2  # what device_count() gives on a 2-GPU node
     single_device(args)
     assert args.n_gpu == 1
+
+
+def test_a_recipe_that_does_not_fit_this_machine_stops_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    import compose_rl.plan as plan
+    from compose_rl.cli import main
+
+    monkeypatch.setattr(plan, "host_memory_gib", lambda: 1.0)  # a 1 GiB machine
+    monkeypatch.setattr(plan, "default_device", lambda: ("cpu", 1.0))
+    code = main(["recipe", os.path.join(ROOT, "recipes/spiral-kuhn.yaml"), f"output={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "plan: needs" in err and "rl.micro_batch_size" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
