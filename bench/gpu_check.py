@@ -1,4 +1,24 @@
-"""GPU check (issue 4, part 7): a few learner steps of spiral-kuhn on a CUDA GPU, with the
+"""GPU check (issue 4, part 7; issue 19, item 10): two modes.
+
+`--memory` (issue 19): the scale check for a lent GPU (torch with CUDA, no vLLM, no model hub).
+Asserts CUDA, builds a randomly initialised model of the GPU recipe's shape from its config.json
+(default: recipes/gpu/spiral-kuhn-qwen3-4b.yaml with tests/fixtures/qwen3-4b-base/config.json), and
+takes one SFT step (sft.batch_size sequences of prompt + 64 tokens, cross-entropy on every position,
+AdamW) and one RL learner step (compose_rl.rl.learner.accumulate_gradients: micro-batches of
+rl.micro_batch_size sequences of prompt + rollout.max_new_tokens tokens) in the resolved precision
+(bf16 autocast on a bf16 GPU), with the recipe's gradient checkpointing. It prints one summary line:
+peak torch memory beside `compose-rl plan`'s learner-phase estimate for the same shape (vLLM's share
+left out: it is not installed there) and exits non-zero when CUDA is not usable or the ratio leaves
+[0.8, 1.2]. NEVER RUN ON A GPU YET (no GPU was lent while it was written); `--device cpu --shape
+small` dry-runs the same code on a CPU with a scaled-down config (what the tests do). It needs
+pydantic and open-spiel on the lent machine (the recipe's validation imports them): carry their
+wheels in the working tree and `pip install --no-index --find-links <dir> pydantic open-spiel`.
+
+    python bench/gpu_check.py --memory                                 # Qwen3-4B shape, 8 RL samples
+    python bench/gpu_check.py --memory --rl-samples 128                # the recipe's whole minibatch
+    python bench/gpu_check.py --memory --device cpu --shape small      # dry run here
+
+Default mode: a few learner steps of spiral-kuhn on a CUDA GPU, with the
 transformers engine and, where vLLM is installed, the vLLM engine; prints step time and memory.
 
     python bench/gpu_check.py                                  # 5 RL steps, tiny model, every engine available
@@ -89,7 +109,108 @@ def run_one(engine: str, args, device: str) -> dict:
     return out
 
 
+def memory_check(args) -> int:
+    """--memory: one SFT step and one RL learner step at the GPU recipe's shape; peak memory vs plan."""
+    import json
+    import random
+
+    import torch
+
+    from compose_rl.precision import autocast, cuda_usable, resolve_dtype
+
+    device = args.device if args.device != "auto" else "cuda"
+    if device == "cuda" and not cuda_usable():
+        print(f"gpu_check: CUDA is not usable (torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
+              "nothing checked")
+        return 1
+    from compose_rl.plan import GIB, Shape, estimate
+    from compose_rl.recipe import load_recipe
+    from compose_rl.rl.learner import _clip_and_step, accumulate_gradients
+    from compose_rl.types import Sample
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    recipe = load_recipe(args.recipe, ["stages=[sft,rl]", "rollout.engine=hf", "rollout.batch_size=1"])
+    cfg = json.loads(Path(args.config).read_text())
+    prompt = args.prompt_tokens
+    if args.shape == "small":  # the dry run: same code, a model a CPU can step through
+        cfg.update(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=64, vocab_size=4096, bos_token_id=1, eos_token_id=2)
+        prompt = 32
+        recipe = load_recipe(args.recipe, ["stages=[sft,rl]", "rollout.engine=hf", "rollout.batch_size=1",
+                                           "rollout.max_new_tokens=64"])
+    dtype = resolve_dtype(recipe.model.dtype, "gpu-check", device)
+    plan = estimate(recipe, cfg, device, 1e6, prompt_tokens=prompt, dtype=dtype, engine="hf")
+    runtime = next(v for k, v in plan.lines if k.startswith("runtime"))
+    plan_gib = plan.peak_gib - runtime  # torch's own allocations: no CUDA context, no interpreter
+    config = AutoConfig.for_model(**{k: v for k, v in cfg.items() if k not in ("architectures", "torch_dtype")})
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if recipe.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    model.train()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    amp = lambda: autocast(device, dtype)  # noqa: E731
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-6)
+    rng = random.Random(0)
+    vocab = cfg["vocab_size"]
+    # SFT step (what TRL's SFTTrainer computes: logits at every position, cross-entropy, AdamW)
+    ids = torch.randint(3, vocab, (recipe.sft.batch_size, prompt + 64), device=device)
+    with amp():
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    sft_loss = float(loss.detach())
+    del ids, loss
+    # RL learner step at the recipe's micro-batch (rl.minibatch samples, or --rl-samples of them)
+    n = args.rl_samples or recipe.rl.minibatch
+    new = recipe.rollout.max_new_tokens
+    samples = []
+    for i in range(n):
+        s = Sample([rng.randrange(3, vocab) for _ in range(prompt)], [rng.randrange(3, vocab) for _ in range(new)],
+                   [-1.0] * new, 0.0)
+        s.advantage = 1.0 if i % 2 else -1.0
+        samples.append(s)
+    stats, total, _ = accumulate_gradients(model, None, samples, recipe.rl, 0, new, None, amp, None, "rl", 0,
+                                           old_is_current=True, temperature=recipe.rollout.temperature)
+    _clip_and_step(opt, params, recipe.rl.max_grad_norm, None, "rl", 0)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() / GIB
+        where = torch.cuda.get_device_name(0)
+    else:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20 - runtime  # RSS less the interpreter
+        where = "cpu"
+    ratio = peak / plan_gib
+    finite = all(map(lambda x: x == x and abs(x) != float("inf"), [sft_loss, total]))
+    # on a CPU the peak is RSS less a fixed interpreter share: the ratio is printed, not judged (dry run)
+    ok = finite and (device == "cpu" or 0.8 <= ratio <= 1.2)
+    verdict = ("DRY RUN" if device == "cpu" else "PASS") if ok else "FAIL"
+    print(f"gpu_check {verdict}: {where}, {Shape.from_config(cfg).params() / 1e6:,.1f}M params "
+          f"({args.shape}), {dtype}, gradient checkpointing {'on' if recipe.model.gradient_checkpointing else 'off'}, "
+          f"SFT batch {recipe.sft.batch_size} (loss {sft_loss:.3f}) + RL {n} samples in micro-batches of "
+          f"{recipe.rl.micro_batch_size or n} x {prompt + new} tokens (loss {total:.4f}): peak {peak:.2f} GiB vs "
+          f"plan {plan_gib:.2f} GiB (ratio {ratio:.2f}, goal 0.8-1.2)")
+    return 0 if ok else 1
+
+
 def main() -> int:
+    if "--memory" in sys.argv:
+        mp = argparse.ArgumentParser(description="issue 19: one SFT + one RL learner step at a GPU recipe's shape")
+        mp.add_argument("--memory", action="store_true")
+        mp.add_argument("--recipe", default=str(ROOT / "recipes" / "gpu" / "spiral-kuhn-qwen3-4b.yaml"))
+        mp.add_argument("--config", default=str(ROOT / "tests" / "fixtures" / "qwen3-4b-base" / "config.json"))
+        mp.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+        mp.add_argument("--shape", choices=["full", "small"], default="full")
+        mp.add_argument("--rl-samples", type=int, default=8, help="RL samples in the step (0 = rl.minibatch)")
+        mp.add_argument("--prompt-tokens", type=int, default=256)
+        return memory_check(mp.parse_args())
     ap = argparse.ArgumentParser(description="a few spiral-kuhn learner steps on a GPU: step time and memory")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--games-per-step", type=int, default=64)

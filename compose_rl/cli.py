@@ -1,4 +1,4 @@
-"""`compose-rl`: recipe | validate | eval | ablate | report | seeds | transfer | list.
+"""`compose-rl`: recipe | validate | plan | doctor | eval | ablate | report | seeds | transfer | list.
 
 Errors a user can fix (bad recipe, unknown model, failed gate) print one line and exit non-zero
 (2 for bad input, 3 for a failed mastery gate); nothing is written for an invalid recipe.
@@ -100,6 +100,51 @@ def cmd_validate(args) -> int:
             _err(str(e))
             bad += 1
     return 2 if bad else 0
+
+
+def cmd_plan(args) -> int:
+    """Memory per device from the model's config (no weights loaded): a table, or one line and exit 2."""
+    from compose_rl.plan import USABLE, default_device, estimate, model_config
+    from compose_rl.recipe import RecipeError
+
+    try:
+        recipe = _load(args.recipe, args.overrides)
+        config, source = model_config(recipe, args.config)
+    except (RecipeError, ValueError) as e:
+        return _err(str(e))
+    device, mem = default_device()
+    if args.device:
+        device = args.device
+    if args.device_memory_gib is not None:
+        if not args.device_memory_gib > 0:
+            return _err(f"--device-memory-gib: a size in GiB > 0 (got {args.device_memory_gib})")
+        mem = args.device_memory_gib
+    elif args.device == "cuda" and device != "cuda":
+        return _err("--device cuda: no GPU here; give its size with --device-memory-gib (e.g. 80 or 141)")
+    if args.prompt_tokens < 1:
+        return _err(f"--prompt-tokens: at least 1 (got {args.prompt_tokens})")
+    try:
+        plan = estimate(recipe, config, device, mem, prompt_tokens=args.prompt_tokens)
+    except ValueError as e:
+        return _err(str(e))
+    if not plan.fits:
+        need = plan.peak_gib / USABLE
+        top = "; ".join(f"{k} {v:.1f}" for k, v in sorted(plan.lines, key=lambda kv: -kv[1])[:3])
+        return _err(f"plan: {recipe.name} needs {plan.peak_gib:.1f} GiB at peak on one {device} device of "
+                    f"{mem:.0f} GiB ({USABLE:.0%} usable; largest parts in GiB: {top}); it fits a device of >= "
+                    f"{need:.0f} GiB, or change {', '.join(plan.fixes)}")
+    print(f"plan for {args.recipe} ({recipe.name}); model {recipe.model.name} from {source}: "
+          f"{plan.params / 1e6:,.2f}M params, {plan.trainable / 1e6:,.2f}M trainable")
+    print(plan.render())
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from compose_rl.doctor import report
+
+    lines, _ = report()
+    print("\n".join(lines))
+    return 0
 
 
 def cmd_ablate(args) -> int:
@@ -257,7 +302,8 @@ def _flags_first(argv: list[str]) -> list[str]:
     while i < len(argv):
         a = argv[i]
         if a in ("--resume", "--set", "--merge", "--judge", "--judge-engine", "--primitive", "--detector",
-                 "--suite", "--items", "--out") and i + 1 < len(argv):
+                 "--suite", "--items", "--out", "--config", "--device", "--device-memory-gib",
+                 "--prompt-tokens") and i + 1 < len(argv):
             # joined as --set=VALUE: argparse would take a value starting with "-" for a flag
             flags.append(f"{a}={argv[i + 1]}")
             i += 1
@@ -284,6 +330,16 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("recipes", nargs="+")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     v.set_defaults(fn=cmd_validate)
+    pl = sub.add_parser("plan", help="memory per device for a recipe, from the model's config (no weights loaded)")
+    pl.add_argument("recipe")
+    pl.add_argument("overrides", nargs="*")
+    pl.add_argument("--device", choices=["cpu", "cuda"], help="default: this machine's (a GPU when CUDA is available)")
+    pl.add_argument("--device-memory-gib", type=float, help="the device's memory (default: this machine's GPU or RAM), e.g. 141")
+    pl.add_argument("--config", metavar="CONFIG_JSON", help="the model's config.json when model.name is not here")
+    pl.add_argument("--prompt-tokens", type=int, default=256, help="prompt length assumed per sequence (default 256)")
+    pl.set_defaults(fn=cmd_plan)
+    dr = sub.add_parser("doctor", help="torch, CUDA, driver, vLLM and Ray versions; whether CUDA is usable")
+    dr.set_defaults(fn=cmd_doctor)
     a = sub.add_parser("ablate", help="SFT-only vs SFT->RL vs RL-only on matched compute")
     a.add_argument("recipe")
     a.add_argument("overrides", nargs="*")

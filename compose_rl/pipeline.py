@@ -64,6 +64,13 @@ class Pipeline:
         from compose_rl.models import LoraSpec, TinySpec, load_policy
 
         r = self.recipe
+        # precision and threads, resolved from the recipe before any model exists (never a library default)
+        from compose_rl.precision import apply_threads, resolve
+
+        self.precision = resolve(r)
+        apply_threads(self.precision.threads)
+        self.run.write_json("precision.json", self.precision.as_dict())
+        say(self.precision.line())
         torch.manual_seed(r.seed)
         random.seed(r.seed)
         m = r.model
@@ -75,7 +82,10 @@ class Pipeline:
             from games.base import prompt_rewrites
 
             self.policy.rewrites = prompt_rewrites(r.games.answer, r.games.prompt, GAMES.values())
-        if torch.cuda.is_available():  # the learner (and the in-process engine) on the GPU
+        if self.precision.device == "cpu" and torch.version.cuda and not torch.cuda.is_available():
+            say(f"note: torch {torch.__version__} is a CUDA {torch.version.cuda} build but no GPU is usable "
+                "(driver too old?): training on the CPU; `compose-rl doctor` says more")
+        if self.precision.device == "cuda":  # the learner (and the in-process engine) on the GPU
             self.policy.model.to("cuda")
         if r.latent is not None:  # experimental (Gap C): the policy thinks in a latent loop
             from compose_rl.experimental.latent_loop import LatentLoop, LatentLoopEngine
@@ -198,7 +208,7 @@ class Pipeline:
             out = looped_sft(self.loop, self.policy, pairs, r.sft, self.run, label, r.seed)
         else:
             out = run_sft(self.policy, pairs, r.sft, self.run, label, r.seed,
-                          gradient_checkpointing=r.model.gradient_checkpointing)
+                          gradient_checkpointing=r.model.gradient_checkpointing, dtype=self.precision.dtype)
         self.engine.load_weights(self.sync(), self.engine.policy_version + 1)
         skills = self.skill_accuracy()
         passed, message = mastery_gate(skills, r.sft.mastery)
@@ -265,7 +275,8 @@ class Pipeline:
             last = run_rl(policy, self.engine, collector, r.rl, self.run, label, r.seed, self.max_new_tokens,
                           hooks=hooks, resume=partial, sync=self.sync, max_lag=r.rollout.max_lag,
                           temperature=r.rollout.temperature, rollouts=rollouts, is_trunc=r.rollout.is_trunc,
-                          legal_exact=r.games is None or r.games.answer == "boxed")
+                          legal_exact=r.games is None or r.games.answer == "boxed",
+                          dtype=self.precision.dtype)
         self._final_checkpoint(label, r.rl.steps - 1)
         self.results[label] = last
 

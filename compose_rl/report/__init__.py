@@ -353,6 +353,16 @@ def write_report(run) -> Path:
     gc = _resolved(run).get("model", {}).get("gradient_checkpointing")
     if gc is not None:
         parts += [f"Gradient checkpointing (model.gradient_checkpointing, SFT and RL alike): {'on' if gc else 'off'}.", ""]
+    prec = run.read_json("precision.json", None)  # written by Pipeline.build (compose_rl/precision.py)
+    if prec:
+        mode = ("bf16 autocast (float32 weights, gradients and Adam state)" if prec["dtype"] == "bfloat16"
+                else "float32")
+        parts += [f"Precision (model.dtype {prec['requested_dtype']} on {prec['device']}; CPU bf16 instructions: "
+                  f"{'yes' if prec['cpu_native_bf16'] else 'no'}): SFT, RL learner and vLLM {mode}; tf32 "
+                  f"{'on' if prec['tf32'] else 'off'}; SFT max_length {prec['sft_max_length'] or 'none (no truncation)'}, "
+                  f"packing {'on' if prec['sft_packing'] else 'off'}, padding-free {'on' if prec['sft_padding_free'] else 'off'}; "
+                  f"RL micro-batch {prec['rl_micro_batch_size'] or 'the whole minibatch'}; "
+                  f"{prec['threads']} intra-op thread(s) (runtime.threads {prec['requested_threads'] or 'auto'}).", ""]
     from compose_rl.report.reference import learner_line, reference_plot
 
     parts += learner_line(_resolved(run), rows)

@@ -90,19 +90,38 @@ class VLLMWorkerEngine:
     kv_cache_gb: float = 1.0
     gpu_memory_utilization: float = 0.3
     folder_blob: Any = None
+    dtype: str = "float32"
+    max_num_seqs: int | None = None
+    enforce_eager: bool = True
 
     def __call__(self, rank: int = 0):
         from compose_rl.rollout.vllm_engine import VLLMEngine
 
         return VLLMEngine(_materialize(self.folder, self.folder_blob), seed=self.seed + rank,
                           max_model_len=self.max_model_len, kv_cache_gb=self.kv_cache_gb,
-                          gpu_memory_utilization=self.gpu_memory_utilization)
+                          gpu_memory_utilization=self.gpu_memory_utilization, dtype=self.dtype,
+                          max_num_seqs=self.max_num_seqs, enforce_eager=self.enforce_eager)
 
 
-def _max_model_len(policy) -> int | None:
+def _max_model_len(policy, max_new_tokens: int = 0) -> int | None:
+    """The model's limit capped at 4096, raised to max_new_tokens + 256 (a prompt) where the model allows."""
     cfg = getattr(policy.model, "config", None)
     n = getattr(cfg, "max_position_embeddings", None)
-    return min(int(n), 4096) if n else None
+    return max(min(int(n), 4096), min(int(n), max_new_tokens + 256)) if n else None
+
+
+def vllm_settings(recipe, policy) -> dict:
+    """VLLMEngine keyword arguments from rollout.vllm, with the dtype of model.dtype (compose_rl/precision.py)."""
+    from compose_rl.precision import device_kind, resolve_dtype
+
+    v, ro = recipe.rollout.vllm, recipe.rollout
+    cuda = device_kind(recipe.runtime.device) == "cuda"
+    return {"max_model_len": v.max_model_len or _max_model_len(policy, ro.max_new_tokens),
+            "kv_cache_gb": v.kv_cache_gib, "gpu_memory_utilization": v.gpu_memory_utilization,
+            "dtype": resolve_dtype(recipe.model.dtype, recipe.model.name, device_kind(recipe.runtime.device)),
+            "max_num_seqs": v.max_num_seqs, "enforce_eager": v.enforce_eager,
+            # auto: sleep where the engine shares the learner's GPU (in process, on CUDA)
+            "sleep": v.sleep == "on" or (v.sleep == "auto" and cuda and ro.workers == 0)}
 
 
 def weight_sync_plan(choice: str, learner_on_gpu: bool, gpus_per_worker: float, workers: int,
@@ -134,24 +153,28 @@ def make_engine(recipe, policy):
         return policy.state_dict_for_inference()
 
     if ro.workers == 0 and ro.engine == "hf":
+        from compose_rl.precision import device_kind, resolve_dtype
         from compose_rl.rollout.hf import HFEngine
 
-        # in process the engine shares the learner's module: sync hands over nothing
-        return HFEngine(policy.model, policy.tokenizer, ro.batch_size), (lambda: None)
+        # in process the engine shares the learner's module: sync hands over nothing; it samples in
+        # the learner's precision (model.dtype)
+        dtype = resolve_dtype(recipe.model.dtype, recipe.model.name, device_kind(recipe.runtime.device))
+        return HFEngine(policy.model, policy.tokenizer, ro.batch_size, dtype=dtype), (lambda: None)
 
     if ro.workers > 0:
         from compose_rl.rollout.ray_connect import connect_ray
 
         connect_ray(recipe.ray.address, recipe.ray.num_cpus)  # fail fast on a bad address, before saving anything
     folder = policy_folder(policy)
-    max_len = _max_model_len(policy)
+    settings = vllm_settings(recipe, policy)
+    max_len = settings["max_model_len"]
     import torch
 
     cuda = torch.cuda.is_available()
     if ro.workers == 0:
         from compose_rl.rollout.vllm_engine import VLLMEngine
 
-        engine = VLLMEngine(folder, seed=recipe.seed, max_model_len=max_len)
+        engine = VLLMEngine(folder, seed=recipe.seed, **settings)
     else:
         from compose_rl.rollout.ray_workers import RayRolloutPool
 
@@ -162,7 +185,11 @@ def make_engine(recipe, policy):
 
             blob = ray.put(pack_folder(folder))
         if ro.engine == "vllm":
-            factory: Any = VLLMWorkerEngine(str(folder), seed=recipe.seed, max_model_len=max_len, folder_blob=blob)
+            factory: Any = VLLMWorkerEngine(str(folder), seed=recipe.seed, max_model_len=max_len, folder_blob=blob,
+                                            kv_cache_gb=settings["kv_cache_gb"], dtype=settings["dtype"],
+                                            gpu_memory_utilization=settings["gpu_memory_utilization"],
+                                            max_num_seqs=settings["max_num_seqs"],
+                                            enforce_eager=settings["enforce_eager"])
         else:
             factory = HFWorkerEngine(str(folder), batch_size=ro.batch_size, folder_blob=blob)
         gpus = 0.0

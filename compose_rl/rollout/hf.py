@@ -21,10 +21,14 @@ from compose_rl.types import Completion, SamplingParams
 
 
 class HFEngine:
-    def __init__(self, model, tokenizer, batch_size: int = 64):
+    """`dtype` (the resolved model.dtype): `bfloat16` samples under bf16 autocast, the learner's precision,
+    so that its reported log-probs are of the distribution the learner scores; `float32` none."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 64, dtype: str = "float32"):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.dtype = dtype
         self.policy_version = 0
 
     def load_weights(self, state: Mapping[str, torch.Tensor], version: int) -> None:
@@ -46,17 +50,20 @@ class HFEngine:
         produced: dict[str, list[Completion]] = {}
         was_training = self.model.training
         self.model.eval()
+        from compose_rl.precision import autocast
+
         try:
-            batch: list[tuple[str, int]] = []
-            size = 0
-            for job in jobs:
-                batch.append(job)
-                size += job[1]
-                if size >= self.batch_size:
+            with autocast(next(self.model.parameters()).device.type, self.dtype):
+                batch: list[tuple[str, int]] = []
+                size = 0
+                for job in jobs:
+                    batch.append(job)
+                    size += job[1]
+                    if size >= self.batch_size:
+                        self._run(batch, sampling, produced)
+                        batch, size = [], 0
+                if batch:
                     self._run(batch, sampling, produced)
-                    batch, size = [], 0
-            if batch:
-                self._run(batch, sampling, produced)
         finally:
             self.model.train(was_training)
         out: list[list[Completion]] = [[] for _ in prompts]

