@@ -231,6 +231,13 @@ class SftCfg(Section):
     """Held-out items per skill for the gate (1..1e6)."""
 
 
+class RlPhaseCfg(Section):
+    max_depth: int = Field(ge=1, le=32)
+    """String task: RL problems of this phase have depth 1..max_depth (1..32; the deepest is 75% of them)."""
+    steps: int = Field(gt=0, le=1_000_000)
+    """Learner steps of this phase (1..1e6)."""
+
+
 class RlCfg(Section):
     steps: int = Field(100, gt=0, le=1_000_000)
     """Learner steps (1..1e6)."""
@@ -275,6 +282,40 @@ class RlCfg(Section):
     """Steps between in-RL evaluations (0 = only the eval stages; at most 1e6)."""
     samples_logged: int = Field(4, ge=0, le=1000)
     """Readable samples written to samples/ each step (0..1000)."""
+    phases: list[RlPhaseCfg] | None = None
+    """String task, depth curriculum: RL phases run in order, each with its depth cap and step count,
+    e.g. [{max_depth: 2, steps: 100}, {max_depth: 3, steps: 100}]; caps strictly increasing, at least
+    one phase; rl.steps then becomes their sum (leave it out or give that sum). null = one phase at
+    task.train_max_depth for rl.steps."""
+    log_grad_parts: bool = False
+    """Diagnostics: also log the gradient norms of the policy-gradient term and of the replay NLL
+    separately (`loss/grad_norm_policy`, `loss/grad_norm_replay`; two extra backward passes per minibatch)."""
+
+    @model_validator(mode="after")
+    def _phases(self) -> "RlCfg":
+        if self.phases is None:
+            return self
+        if not self.phases:
+            raise ValueError("rl.phases: give at least one phase ({max_depth, steps}) or null for a single phase")
+        caps = [p.max_depth for p in self.phases]
+        if any(b <= a for a, b in zip(caps, caps[1:])):
+            raise ValueError(f"rl.phases: max_depth must strictly increase from phase to phase (got {caps})")
+        total = sum(p.steps for p in self.phases)
+        if "steps" in self.model_fields_set and self.steps != total:
+            raise ValueError(f"rl.steps: {self.steps} but rl.phases sum to {total} steps; leave rl.steps out or set it to {total}")
+        self.steps = total
+        return self
+
+    def max_depth_at(self, step: int, default: int) -> int:
+        """The depth cap of RL step `step` (0-based): its phase's max_depth, or `default` without phases."""
+        if self.phases is None:
+            return default
+        end = 0
+        for p in self.phases:
+            end += p.steps
+            if step < end:
+                return p.max_depth
+        return self.phases[-1].max_depth
 
 
 class EvalCfg(Section):
@@ -476,6 +517,8 @@ class Recipe(Section):
                                  f"(got {self.task.n_functions})")
             if self.rl.advantage == "rae" and self.games is None:
                 raise ValueError("rl.advantage: `rae` needs games (one baseline per game and role); use group, group_unscaled or batch_mean")
+        if self.rl.phases is not None and (self.task is None or self.games is not None):
+            raise ValueError("rl.phases: depth caps apply to the string task alone; remove rl.phases or use `task` without `games`")
         if self.games is not None:
             from games import GAMES  # registry names only: building games is cheap, no models
             for g in [m.name for m in self.games.train] + list(self.games.held_out):

@@ -53,8 +53,9 @@ class StrCompDomain(DomainBase):
         from compose_rl.rollout.collectors import StringTaskCollector
 
         r = pipe.recipe
+        phases = (lambda step: r.rl.max_depth_at(step, self.task.train_max_depth)) if r.rl.phases else None
         return StringTaskCollector(self.task, pipe.policy.format_prompt, r.rl.prompts_per_step, r.rl.group_size,
-                                   pipe.sampling(), r.seed)
+                                   pipe.sampling(), r.seed, max_depth_at=phases)
 
     def replay(self, pipe, step: int) -> list:
         from compose_rl.sft.stage import encode_pair

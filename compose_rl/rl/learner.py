@@ -288,8 +288,12 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
                     if h is not None:
                         loss = loss - cfg.entropy_coef * h
                         stats["loss/legal_entropy"] = float(h.detach())
+                if getattr(cfg, "log_grad_parts", False):  # diagnostics: the policy term's own gradient norm
+                    stats["loss/grad_norm_policy"] = _grad_norm(loss, params)
                 if hooks.replay is not None:
                     replay = _replay_loss(model, hooks.replay(step), pad)
+                    if getattr(cfg, "log_grad_parts", False):
+                        stats["loss/grad_norm_replay"] = _grad_norm(replay, params)
                     loss = loss + replay
                     stats["loss/replay"] = float(replay.detach())
                 stats["loss/total"] = float(loss.detach())
@@ -398,6 +402,12 @@ def legal_action_entropy(model, tokenizer, batch: list[Sample], pad: int, max_ac
         total = total + weight[key] * -(lp.exp() * lp).sum()
         norm += weight[key]
     return total / norm
+
+
+def _grad_norm(loss: torch.Tensor, params) -> float:
+    """L2 norm of d loss / d params before clipping, the graph kept for the real backward (rl.log_grad_parts)."""
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None) + 0.0))
 
 
 def _replay_loss(model, pairs, pad: int) -> torch.Tensor:
