@@ -74,7 +74,7 @@ def floors(task, depths, items: int) -> dict[str, tuple[float, str]]:
 
 
 def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, overrides: list[str], depths: list[int],
-                 items: int, log=print) -> dict:
+                 items: int, log=print, track_items: int = 200) -> dict:
     from compose_rl.recipe import load_recipe
 
     out.mkdir(parents=True, exist_ok=True)
@@ -84,17 +84,21 @@ def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, ove
         recipe = load_recipe(recipe_path, list(overrides) + [f"seed={seed}", "stages=[rl]"])
         t0 = time.perf_counter()
         pipe = _pipe(recipe, out, f"{recipe.name}-s{seed}")
-        _load_state(pipe, stage1)
+        _load_state(pipe, None if stage1 == "init" else stage1)
         pipe.policy.model.eval()
         # stage 1 is the same tensors for every seed and greedy decoding ignores the seed: evaluate once
         start = start_cache or heldout_accuracy(pipe, depths, items)
         start_cache = start
+        if recipe.rl.eval_every:  # the in-RL curve: held-out accuracy on the first track_items of the same sets
+            pipe.track = lambda step, label: {f"eval/strcomp/{k}": v for k, v in
+                                              heldout_accuracy(pipe, depths, track_items).items()}
         t1 = time.perf_counter()
         pipe.stage_rl(0, "rl", None)
         t_rl = time.perf_counter() - t1
         pipe.policy.model.eval()
         end = heldout_accuracy(pipe, depths, items)
         curve = [x for x in pipe.run.read_metrics() if x.get("stage") == "rl" and "reward/mean" in x]
+        (out / f"curve-s{seed}.md").write_text(curve_table(curve))
         row = {"seed": seed, "run": str(pipe.run.path), "start": start, "end": end, "rl_s": t_rl,
                "wall_s": time.perf_counter() - t0, "steps": recipe.rl.steps,
                "signal_mean": sum(x["rollout/groups_with_signal"] for x in curve) / max(len(curve), 1)}
@@ -108,6 +112,27 @@ def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, ove
     (out / "control.json").write_text(json.dumps(summary, indent=1))
     (out / "control.md").write_text(control_table(summary, depths))
     return summary
+
+
+CURVE_KEYS = ["reward/depth1/correct", "reward/depth2/correct", "rollout/depth1/groups_with_signal",
+              "rollout/depth2/groups_with_signal", "loss/grad_norm", "loss/grad_norm_policy", "loss/grad_norm_replay",
+              "eval/strcomp/acc_d1", "eval/strcomp/acc_d2", "eval/strcomp/acc_d3"]
+
+
+def curve_table(rows: list[dict], window: int = 25) -> str:
+    """The training curve in windows of `window` steps: mean of each logged key (blank where never logged)."""
+    keys = [k for k in CURVE_KEYS if any(k in r for r in rows)]
+    short = [k.split("/", 1)[1].replace("/groups_with_signal", " signal").replace("/correct", " train acc")
+             for k in keys]
+    lines = ["| steps | " + " | ".join(short) + " |", "|---|" + "---|" * len(keys)]
+    for lo in range(0, len(rows), window):
+        chunk = rows[lo: lo + window]
+        cells = []
+        for k in keys:
+            v = [r[k] for r in chunk if k in r]
+            cells.append(f"{sum(v) / len(v):.3f}" if v else "")
+        lines.append(f"| {chunk[0]['step']}-{chunk[-1]['step']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def control_table(summary: dict, depths) -> str:
@@ -218,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--out", required=True)
     a.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3])
     a.add_argument("--items", type=int, default=400)
+    a.add_argument("--track-items", type=int, default=200, help="items per depth of the in-RL curve (rl.eval_every)")
     a.add_argument("overrides", nargs="*")
     b = sub.add_parser("passk")
     b.add_argument("recipe")
@@ -228,14 +254,18 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--n", type=int, default=32)
     b.add_argument("--k", type=int, nargs="+", default=[1, 4, 16, 32])
     b.add_argument("overrides", nargs="*")
-    args = p.parse_args(argv)
+    args, extra = p.parse_known_args(argv)  # key=value overrides may come after the options too
+    bad = [x for x in extra if "=" not in x or x.startswith("-")]
+    if bad:
+        p.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.overrides = list(args.overrides) + extra
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     from compose_rl.recipe import RecipeError
 
     try:
         if args.cmd == "rl":
             s = run_rl_seeds(args.recipe, args.stage1, args.seeds, Path(args.out), args.overrides, args.depths,
-                             args.items, log)
+                             args.items, log, args.track_items)
             print(control_table(s, args.depths))
         else:
             ckpts = []
