@@ -74,7 +74,7 @@ def floors(task, depths, items: int) -> dict[str, tuple[float, str]]:
 
 
 def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, overrides: list[str], depths: list[int],
-                 items: int, log=print, track_items: int = 200) -> dict:
+                 items: int, log=print, track_items: int = 200, track_depths=(2,)) -> dict:
     from compose_rl.recipe import load_recipe
 
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,7 @@ def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, ove
         start_cache = start
         if recipe.rl.eval_every:  # the in-RL curve: held-out accuracy on the first track_items of the same sets
             pipe.track = lambda step, label: {f"eval/strcomp/{k}": v for k, v in
-                                              heldout_accuracy(pipe, depths, track_items).items()}
+                                              heldout_accuracy(pipe, track_depths, track_items).items()}
         t1 = time.perf_counter()
         pipe.stage_rl(0, "rl", None)
         t_rl = time.perf_counter() - t1
@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3])
     a.add_argument("--items", type=int, default=400)
     a.add_argument("--track-items", type=int, default=200, help="items per depth of the in-RL curve (rl.eval_every)")
+    a.add_argument("--track-depths", type=int, nargs="+", default=[2])
     a.add_argument("overrides", nargs="*")
     b = sub.add_parser("passk")
     b.add_argument("recipe")
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "rl":
             s = run_rl_seeds(args.recipe, args.stage1, args.seeds, Path(args.out), args.overrides, args.depths,
-                             args.items, log, args.track_items)
+                             args.items, log, args.track_items, args.track_depths)
             print(control_table(s, args.depths))
         else:
             ckpts = []
