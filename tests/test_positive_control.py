@@ -145,13 +145,18 @@ def _control(tmp_path, tiny_policy, lr: float, steps: int = 30):
     from compose_rl.types import SamplingParams
 
     torch.manual_seed(0)
-    cfg = RlCfg(steps=steps, prompts_per_step=8, group_size=8, lr=1e-3, checkpoint_every=1000, samples_logged=0)
+    cfg = RlCfg(steps=steps, prompts_per_step=8, group_size=8, lr=1e-3, checkpoint_every=1000, samples_logged=0,
+                log_grad_parts=True)
     cfg = cfg.model_copy(update={"lr": lr})  # lr 0 is below the schema's range on purpose: the broken learner
     engine = HFEngine(tiny_policy.model, tiny_policy.tokenizer)
     col = StringTaskCollector(_PickTask(), lambda p: p, 8, 8, SamplingParams(temperature=1.0, max_new_tokens=1), seed=0)
     run = RunDir.create(tmp_path, f"pc-{lr}", "")
     run_rl(tiny_policy, engine, col, cfg, run, "rl", seed=0, max_new_tokens=1)
-    return [r["reward/depth2/mean"] for r in run.read_metrics() if r["stage"] == "rl"]
+    rows = [r for r in run.read_metrics() if r["stage"] == "rl"]
+    for r in rows:  # the diagnostic is the policy term's own norm: the clipped total equals it without replay
+        if r["loss/minibatches"]:
+            assert r["loss/grad_norm_policy"] == pytest.approx(r["loss/grad_norm"], rel=1e-4)
+    return [r["reward/depth2/mean"] for r in rows]
 
 
 @pytest.mark.parametrize("lr, learns", [(1e-3, True), (0.0, False)])
