@@ -159,6 +159,27 @@ def control_table(summary: dict, depths) -> str:
     return "\n".join(lines) + "\n"
 
 
+def continue_sft(recipe_path: str, state: str, out: Path, overrides: list[str], depths, items: int, log=print) -> Path:
+    """More stage-1 SFT from a saved state (sft.* from the recipe and overrides; `seed` picks fresh
+    examples): writes its own run directory with stages/sft/state.pt and prints held-out accuracy."""
+    from compose_rl.pipeline import GateFailed
+    from compose_rl.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, list(overrides) + ["stages=[sft]"])
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = _pipe(recipe, out, f"{recipe.name}-sft-more")
+    _load_state(pipe, state)
+    try:
+        pipe.stage_sft(0, "sft")
+    except GateFailed as e:
+        log(f"(continues) {e}")
+    pipe.policy.model.eval()
+    acc = heldout_accuracy(pipe, depths, items)
+    log("after more SFT: " + "  ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+    (pipe.run.path / "heldout.json").write_text(json.dumps(acc))
+    return pipe.run.path / "stages" / "sft" / "state.pt"
+
+
 # ------------------------------------------------------------------------------------------ pass@k
 def passk_rows(pipe, depths, items: int, n: int, ks: list[int], temperature: float, seed: int) -> dict:
     """{depth: {"correct": per-problem counts, "pass@k": (mean, half-width over problems)}}."""
@@ -246,6 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--track-items", type=int, default=200, help="items per depth of the in-RL curve (rl.eval_every)")
     a.add_argument("--track-depths", type=int, nargs="+", default=[2])
     a.add_argument("overrides", nargs="*")
+    c = sub.add_parser("sft")
+    c.add_argument("recipe")
+    c.add_argument("--stage1", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--depths", type=int, nargs="+", default=[1, 2])
+    c.add_argument("--items", type=int, default=400)
+    c.add_argument("overrides", nargs="*")
     b = sub.add_parser("passk")
     b.add_argument("recipe")
     b.add_argument("--ckpt", action="append", required=True, help="LABEL=STATE.pt, or LABEL=init (fresh weights)")
@@ -268,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             s = run_rl_seeds(args.recipe, args.stage1, args.seeds, Path(args.out), args.overrides, args.depths,
                              args.items, log, args.track_items, args.track_depths)
             print(control_table(s, args.depths))
+        elif args.cmd == "sft":
+            print(continue_sft(args.recipe, args.stage1, Path(args.out), args.overrides, args.depths, args.items, log))
         else:
             ckpts = []
             for c in args.ckpt:
