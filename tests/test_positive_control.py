@@ -168,3 +168,18 @@ def test_rl_raises_the_trained_depths_reward_and_lr_zero_does_not(tmp_path, tiny
         assert last > first + 0.4, curve
     else:
         assert abs(last - first) < 0.15, curve
+
+
+def test_split_seed_fixes_the_held_out_set_while_the_seed_varies():
+    from compose_rl.domains import training_domains
+
+    def task_of(seed, split):
+        r = recipe_from_dict({"name": "x", "stages": ["rl"], "seed": seed,
+                              "task": {"n_functions": 6, "split_seed": split}})
+        return training_domains(r)[0]
+
+    a, b, c = task_of(0, None), task_of(5, 0), task_of(5, None)
+    assert b.task.heldout_pairs == a.task.heldout_pairs and b.task.eval_problems(2, 20) == a.task.eval_problems(2, 20)
+    assert c.task.heldout_pairs != a.task.heldout_pairs  # without it the seed moves the held-out set
+    # the recipe seed still draws fresh stage-1 examples on the fixed split
+    assert b.sft_pairs(20) != a.sft_pairs(20)

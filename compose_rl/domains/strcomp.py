@@ -22,7 +22,7 @@ class StrCompDomain(DomainBase):
         if t is None:  # evaluation only: the default task of this seed
             self.task = StrCompTask(seed=seed, test_depths=tuple(depths or (1, 2, 3)))
         else:
-            self.task = StrCompTask(seed=seed, n_functions=t.n_functions, train_max_depth=t.train_max_depth,
+            self.task = StrCompTask(seed=seed if t.split_seed is None else t.split_seed, n_functions=t.n_functions, train_max_depth=t.train_max_depth,
                                     test_depths=tuple(depths or t.test_depths), cot=t.cot,
                                     train_pair_fraction=t.train_pair_fraction,
                                     only=tuple(t.functions) if t.functions else None)
