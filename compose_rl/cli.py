@@ -80,6 +80,10 @@ def smoke(recipe):
     d["rl"].update(steps=2, prompts_per_step=4, group_size=4, games_per_step=8, checkpoint_every=1,
                    eval_every=min(d["rl"]["eval_every"], 1))
     d["eval"].update(items_per_depth=4, pass_k=2, pass_k_items=2, games=4)
+    if d["rl"].get("phases"):  # a depth curriculum: one step per phase, rl.steps their sum
+        for p in d["rl"]["phases"]:
+            p["steps"] = 1
+        d["rl"]["steps"] = len(d["rl"]["phases"])
     if d.get("ablate"):
         d["ablate"]["seeds"] = d["ablate"]["seeds"][:1]
     if d.get("primitives"):

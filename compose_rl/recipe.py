@@ -96,6 +96,9 @@ class TaskCfg(Section):
     """`none`: answer only. `steps`: list the functions innermost-first, apply one per line, then answer."""
     train_pair_fraction: float = Field(0.7, gt=0.0, lt=1.0)
     """Fraction of ordered function pairs allowed in training compositions; the rest are held out."""
+    split_seed: Seed | None = None
+    """Seed of the train/held-out split (which function pairs and inputs are held out); null = the
+    recipe's `seed`. Fix it to vary the RL seed from one shared stage 1 without moving the held-out set."""
 
 
 class GameMixCfg(Section):
@@ -293,6 +296,13 @@ class MmdCfg(Section):
     answers renormalised to the legal ones, which alone can be met by making every legal answer unlikely."""
 
 
+class RlPhaseCfg(Section):
+    max_depth: int = Field(ge=1, le=32)
+    """String task: RL problems of this phase have depth 1..max_depth (1..32; the deepest is 75% of them)."""
+    steps: int = Field(gt=0, le=1_000_000)
+    """Learner steps of this phase (1..1e6)."""
+
+
 class RlCfg(Section):
     steps: int = Field(100, gt=0, le=1_000_000)
     """Learner steps (1..1e6)."""
@@ -353,6 +363,40 @@ class RlCfg(Section):
     """Samples per forward/backward pass inside a minibatch (gradient accumulation; null = the whole
     minibatch in one pass). Changes memory, not the update: each minibatch is still one loss, one
     clipped Adam step, with its token/sequence normaliser taken over the whole minibatch (1..65536)."""
+    phases: list[RlPhaseCfg] | None = None
+    """String task, depth curriculum: RL phases run in order, each with its depth cap and step count,
+    e.g. [{max_depth: 2, steps: 100}, {max_depth: 3, steps: 100}]; caps strictly increasing, at least
+    one phase; rl.steps then becomes their sum (leave it out or give that sum). null = one phase at
+    task.train_max_depth for rl.steps."""
+    log_grad_parts: bool = False
+    """Diagnostics: also log the gradient norms of the policy-gradient term and of the replay NLL
+    separately (`loss/grad_norm_policy`, `loss/grad_norm_replay`; two extra backward passes per minibatch)."""
+
+    @model_validator(mode="after")
+    def _phases(self) -> "RlCfg":
+        if self.phases is None:
+            return self
+        if not self.phases:
+            raise ValueError("rl.phases: give at least one phase ({max_depth, steps}) or null for a single phase")
+        caps = [p.max_depth for p in self.phases]
+        if any(b <= a for a, b in zip(caps, caps[1:])):
+            raise ValueError(f"rl.phases: max_depth must strictly increase from phase to phase (got {caps})")
+        total = sum(p.steps for p in self.phases)
+        if "steps" in self.model_fields_set and self.steps != total:
+            raise ValueError(f"rl.steps: {self.steps} but rl.phases sum to {total} steps; leave rl.steps out or set it to {total}")
+        self.steps = total
+        return self
+
+    def max_depth_at(self, step: int, default: int) -> int:
+        """The depth cap of RL step `step` (0-based): its phase's max_depth, or `default` without phases."""
+        if self.phases is None:
+            return default
+        end = 0
+        for p in self.phases:
+            end += p.steps
+            if step < end:
+                return p.max_depth
+        return self.phases[-1].max_depth
 
 
 class EvalCfg(Section):
@@ -568,6 +612,8 @@ class Recipe(Section):
             if self.rl.advantage in ("rae", "state") and self.games is None:
                 raise ValueError(f"rl.advantage: `{self.rl.advantage}` needs games (baselines per game, role and state); "
                                  "use group, group_unscaled or batch_mean")
+        if self.rl.phases is not None and (self.task is None or self.games is not None):
+            raise ValueError("rl.phases: depth caps apply to the string task alone; remove rl.phases or use `task` without `games`")
         if self.games is not None:
             from games import GAMES  # registry names only: building games is cheap, no models
             for g in [m.name for m in self.games.train] + list(self.games.held_out):

@@ -549,9 +549,10 @@ class StrCompTask:
         return tuple(chain)
 
     def _train_item(self, rng: random.Random, depth: int, first: str | None = None,
-                    show_definition: bool = False) -> Problem:
-        if depth > self.train_max_depth:
-            raise ValueError(f"training depth {depth} > train_max_depth={self.train_max_depth}")
+                    show_definition: bool = False, max_depth: int | None = None) -> Problem:
+        cap = self.train_max_depth if max_depth is None else max_depth
+        if depth > cap:
+            raise ValueError(f"training depth {depth} > train_max_depth={cap}")
         if depth < 1:
             raise ValueError("depth must be >= 1")
         while True:
@@ -596,15 +597,20 @@ class StrCompTask:
             plan.extend(block)
         return [self._train_item(rng, d) for d in plan[:n]]
 
-    def rl_problems(self, n: int, seed: int) -> list[Problem]:
-        """Name-only train-split problems: round(n*rl_shallow_fraction) at depths 1..train_max_depth-1
-        (uniform), the rest at depth train_max_depth, shuffled."""
-        rng = self._rng("rl", seed)
-        top = self.train_max_depth
+    def rl_problems(self, n: int, seed: int, max_depth: int | None = None) -> list[Problem]:
+        """Name-only train-split problems: round(n*rl_shallow_fraction) at depths 1..top-1 (uniform),
+        the rest at depth top, shuffled; top = max_depth (an RL phase's cap, rl.phases) or train_max_depth.
+        Chains deeper than train_max_depth are still built from train pairs only, so every held-out
+        pair stays unseen."""
+        top = self.train_max_depth if max_depth is None else max_depth
+        if top < 1:
+            raise ValueError("max_depth must be >= 1")
+        # the default cap keeps its historical stream (runs before rl.phases reproduce exactly)
+        rng = self._rng("rl", seed) if top == self.train_max_depth else self._rng("rl", seed, "cap", top)
         n_shallow = round(n * self.rl_shallow_fraction) if top > 1 else 0
         depths = [rng.randint(1, top - 1) for _ in range(n_shallow)] + [top] * (n - n_shallow)
         rng.shuffle(depths)
-        return [self._train_item(rng, d) for d in depths]
+        return [self._train_item(rng, d, max_depth=top) for d in depths]
 
     def eval_problems(self, depth: int, n: int) -> list[Problem]:
         """Held-out name-only problems, deterministic; a shorter list is a prefix of a longer one.

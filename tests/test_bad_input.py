@@ -236,6 +236,15 @@ def corpus() -> list[tuple]:
         ("ablate-variants-empty", {**STR_BASE, "ablate": {"variants": []}}, "ablate.variants"),
         ("ablate-seeds-empty", {**STR_BASE, "ablate": {"seeds": []}}, "ablate.seeds"),
         ("lora-targets-empty", {**STR_BASE, "model": {"lora": {"target_modules": []}}}, "model.lora.target_modules"),
+        # --- RL phases (issue 20): empty, non-increasing depth caps, a step count that disagrees, games
+        ("rl-phases-empty", {**STR_BASE, "rl": {"phases": []}}, "rl.phases: give at least one phase"),
+        ("rl-phases-not-increasing", {**STR_BASE, "rl": {"phases": [{"max_depth": 3, "steps": 2}, {"max_depth": 2, "steps": 2}]}},
+         "rl.phases: max_depth must strictly increase"),
+        ("rl-phases-equal-caps", {**STR_BASE, "rl": {"phases": [{"max_depth": 2, "steps": 2}, {"max_depth": 2, "steps": 2}]}},
+         "rl.phases: max_depth must strictly increase"),
+        ("rl-phases-steps-disagree", {**STR_BASE, "rl": {"steps": 9, "phases": [{"max_depth": 2, "steps": 2}]}},
+         "rl.steps: 9 but rl.phases sum to 2"),
+        ("rl-phases-with-games", {**GAME_BASE, "rl": {"phases": [{"max_depth": 2, "steps": 2}]}}, "rl.phases"),
         # --- unknown game / opponent
         ("unknown-train-game", {**GAME_BASE, "games": {"train": [{"name": "chess9"}]}}, "unknown game 'chess9'"),
         ("unknown-held-out-game", {**GAME_BASE, "games": {**GAME_BASE["games"], "held_out": ["go"]}}, "unknown game 'go'"),

@@ -22,7 +22,7 @@ class StrCompDomain(DomainBase):
         if t is None:  # evaluation only: the default task of this seed
             self.task = StrCompTask(seed=seed, test_depths=tuple(depths or (1, 2, 3)))
         else:
-            self.task = StrCompTask(seed=seed, n_functions=t.n_functions, train_max_depth=t.train_max_depth,
+            self.task = StrCompTask(seed=seed if t.split_seed is None else t.split_seed, n_functions=t.n_functions, train_max_depth=t.train_max_depth,
                                     test_depths=tuple(depths or t.test_depths), cot=t.cot,
                                     train_pair_fraction=t.train_pair_fraction,
                                     only=tuple(t.functions) if t.functions else None)
@@ -53,8 +53,9 @@ class StrCompDomain(DomainBase):
         from compose_rl.rollout.collectors import StringTaskCollector
 
         r = pipe.recipe
+        phases = (lambda step: r.rl.max_depth_at(step, self.task.train_max_depth)) if r.rl.phases else None
         return StringTaskCollector(self.task, pipe.policy.format_prompt, r.rl.prompts_per_step, r.rl.group_size,
-                                   pipe.sampling(), r.seed)
+                                   pipe.sampling(), r.seed, max_depth_at=phases)
 
     def replay(self, pipe, step: int) -> list:
         from compose_rl.sft.stage import encode_pair

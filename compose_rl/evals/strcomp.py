@@ -9,16 +9,24 @@ samples here, i.e. "any of k samples correct".
 """
 from __future__ import annotations
 
-from math import comb
-
 from compose_rl.types import SamplingParams
 from synthetic_tasks.strcomp import floor_of, shortcut_accuracies
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021, eq. 1):
+    1 - C(n-c, k) / C(n, k), computed as 1 - prod_{i=n-c+1}^{n} (1 - k/i), which never forms the
+    binomials (C(128, 64) ~ 2e37 would lose every digit in floating point)."""
+    if not (0 <= c <= n and 1 <= k):
+        raise ValueError(f"pass@k needs 0 <= c <= n and k >= 1 (got n={n}, c={c}, k={k})")
+    if k > n:
+        raise ValueError(f"pass@k: k={k} is larger than the n={n} samples drawn; draw at least k samples")
     if n - c < k:
         return 1.0
-    return 1.0 - comb(n - c, k) / comb(n, k)
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
 
 
 def accuracy(engine, format_prompt, task, problems, max_new_tokens: int, temperature: float = 0.0,

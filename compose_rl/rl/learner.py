@@ -606,8 +606,14 @@ def accumulate_gradients(model, ref_model, batch: list[Sample], cfg, pad: int, m
                 loss = loss + term * (len(table[0]) / n_states if shares else 1.0)
             if mmd is not None:
                 part["loss/mmd_alpha"] = mmd.alpha
+            grad_parts = getattr(cfg, "log_grad_parts", False) and len(chunks) == 1
+            params = [p for p in model.parameters() if p.requires_grad] if grad_parts else []
+            if grad_parts:  # diagnostics: the policy term's own gradient norm (one pass only)
+                part["loss/grad_norm_policy"] = _grad_norm(loss, params)
             if hooks.replay is not None and c == len(chunks) - 1:  # once per minibatch, unsplit
                 replay = _replay_loss(model, hooks.replay(step), pad)
+                if grad_parts:
+                    stats["loss/grad_norm_replay"] = _grad_norm(replay, params)
                 loss = loss + replay
                 stats["loss/replay"] = float(replay.detach())
         rows.append({k: part.pop(k) for k in list(part) if k.startswith("rollout/logprob_mismatch")})
@@ -676,6 +682,12 @@ def legal_action_entropy(model, tokenizer, batch: list[Sample], pad: int, max_ac
     h = -(lp.exp() * lp * legal.to(lp.dtype)).sum(-1)
     w = torch.tensor(visits, dtype=h.dtype, device=h.device)
     return (w * h).sum() / w.sum()
+
+
+def _grad_norm(loss: torch.Tensor, params) -> float:
+    """L2 norm of d loss / d params before clipping, the graph kept for the real backward (rl.log_grad_parts)."""
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None) + 0.0))
 
 
 def _replay_loss(model, pairs, pad: int) -> torch.Tensor:

@@ -18,14 +18,16 @@ def step_seed(seed: int, step: int) -> int:
 
 class StringTaskCollector:
     def __init__(self, task, format_prompt: Callable[[str], str], prompts_per_step: int, group_size: int,
-                 sampling: SamplingParams, seed: int):
+                 sampling: SamplingParams, seed: int, max_depth_at: Callable[[int], int] | None = None):
         self.task, self.format_prompt = task, format_prompt
         self.prompts_per_step, self.group_size = prompts_per_step, group_size
         self.sampling, self.seed = sampling, seed
+        self.max_depth_at = max_depth_at  # step -> depth cap (rl.phases, a depth curriculum); None = the task's
 
     def collect(self, engine, step: int):
         s = step_seed(self.seed, step)
-        problems = self.task.rl_problems(self.prompts_per_step, seed=s)
+        cap = self.max_depth_at(step) if self.max_depth_at is not None else None
+        problems = self.task.rl_problems(self.prompts_per_step, seed=s, max_depth=cap)
         sampling = SamplingParams(temperature=self.sampling.temperature, top_p=self.sampling.top_p,
                                   max_new_tokens=self.sampling.max_new_tokens, n=self.group_size, seed=s)
         outs = engine.generate([self.format_prompt(p.prompt) for p in problems], sampling)
@@ -43,6 +45,11 @@ class StringTaskCollector:
         for d, rs in sorted(by_depth.items()):
             metrics[f"reward/depth{d}/mean"] = sum(rs) / len(rs)
             metrics[f"reward/depth{d}/correct"] = sum(r == 1.0 for r in rs) / len(rs)
+            # a group carries signal iff its rewards differ (GRPO's advantage is 0 otherwise)
+            groups = [rs[i: i + self.group_size] for i in range(0, len(rs), self.group_size)]
+            metrics[f"rollout/depth{d}/groups_with_signal"] = sum(len(set(g)) > 1 for g in groups) / len(groups)
+        if cap is not None:
+            metrics["rollout/max_depth"] = cap
         n = max(len(samples), 1)
         metrics["rollout/truncation_rate"] = sum(s.truncated for s in samples) / n
         metrics["rollout/unparseable_rate"] = sum(s.reward < 0 for s in samples) / n

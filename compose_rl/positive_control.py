@@ -1,0 +1,320 @@
+"""String-task RL positive control and pass@k by depth (issue 20).
+
+    python -m compose_rl.positive_control rl RECIPE --stage1 STATE.pt --seeds 0 1 2 --out DIR [key=value ...]
+        RL from one saved stage-1 checkpoint (stages/<label>/state.pt of a run with stages [sft]), once per
+        seed, each in its own run directory under DIR; held-out accuracy on one fixed item set per depth
+        (task.eval_problems: unseen function pairs, unseen inputs) before and after; the training curve
+        (reward and groups with signal per depth, gradient norms) is each run's metrics.jsonl.
+        Writes DIR/control.json and DIR/control.md (mean and 95% t-interval over seeds, the shortcut floor).
+    python -m compose_rl.positive_control passk RECIPE --ckpt base=init --ckpt sft=STATE.pt --ckpt rl=STATE.pt
+        --n 32 --k 1 4 16 32 --items 50 --depths 1 2 3 --out DIR
+        pass@k per depth (the unbiased estimator, evals/strcomp.pass_at_k) for each checkpoint, mean and
+        95% interval over problems; DIR/passk.md, passk.json, passk.png.
+
+Stage 1 is trained once and read back from disk, so every RL seed starts from the same tensors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def mean_ci(xs: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the two-sided 95% t-interval (normal quantile past 10 degrees of freedom)."""
+    n = len(xs)
+    m = sum(xs) / n
+    if n < 2:
+        return m, 0.0
+    sd = (sum((x - m) ** 2 for x in xs) / (n - 1)) ** 0.5
+    return m, T95.get(n - 1, 1.96) * sd / n ** 0.5
+
+
+def _pipe(recipe, run_dir: Path, name: str):
+    from compose_rl.pipeline import Pipeline
+    from compose_rl.recipe import dump_recipe
+    from compose_rl.rundir import RunDir
+
+    run = RunDir.create(run_dir, name, dump_recipe(recipe))
+    pipe = Pipeline(recipe, run)
+    pipe.build()
+    return pipe
+
+
+def _load_state(pipe, state: str | None) -> None:
+    """Stage-1 weights from a stages/<label>/state.pt (None: keep the recipe's fresh initialisation)."""
+    if state is None:
+        return
+    tensors = torch.load(state, map_location="cpu", weights_only=True)
+    pipe.trainable.load_state_dict(tensors["model"])
+    pipe.engine.load_weights(pipe.sync(), pipe.engine.policy_version + 1)
+
+
+def heldout_accuracy(pipe, depths, items: int) -> dict[str, float]:
+    """Greedy accuracy on task.eval_problems(d, items) (a fixed prefix: the same items at every call)."""
+    from compose_rl.evals.strcomp import accuracy
+
+    out = {}
+    for d in depths:
+        probs = pipe.task.eval_problems(d, items)
+        out[f"acc_d{d}"] = accuracy(pipe.engine, pipe.policy.format_prompt, pipe.task, probs, pipe.max_new_tokens)[0]
+    return out
+
+
+def floors(task, depths, items: int) -> dict[str, tuple[float, str]]:
+    from synthetic_tasks.strcomp import floor_of, shortcut_accuracies
+
+    return {f"acc_d{d}": floor_of(shortcut_accuracies(task.eval_problems(d, items))) for d in depths}
+
+
+def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, overrides: list[str], depths: list[int],
+                 items: int, log=print, track_items: int = 200, track_depths=(2,)) -> dict:
+    from compose_rl.recipe import load_recipe
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    start_cache: dict | None = None
+    for seed in seeds:
+        recipe = load_recipe(recipe_path, list(overrides) + [f"seed={seed}", "stages=[rl]"])
+        t0 = time.perf_counter()
+        pipe = _pipe(recipe, out, f"{recipe.name}-s{seed}")
+        _load_state(pipe, None if stage1 == "init" else stage1)
+        pipe.policy.model.eval()
+        # stage 1 is the same tensors for every seed and greedy decoding ignores the seed: evaluate once
+        start = start_cache or heldout_accuracy(pipe, depths, items)
+        start_cache = start
+        if recipe.rl.eval_every:  # the in-RL curve: held-out accuracy on the first track_items of the same sets
+            pipe.track = lambda step, label: {f"eval/strcomp/{k}": v for k, v in
+                                              heldout_accuracy(pipe, track_depths, track_items).items()}
+        t1 = time.perf_counter()
+        pipe.stage_rl(0, "rl", None)
+        t_rl = time.perf_counter() - t1
+        pipe.policy.model.eval()
+        end = heldout_accuracy(pipe, depths, items)
+        curve = [x for x in pipe.run.read_metrics() if x.get("stage") == "rl" and "reward/mean" in x]
+        (out / f"curve-s{seed}.md").write_text(curve_table(curve))
+        row = {"seed": seed, "run": str(pipe.run.path), "start": start, "end": end, "rl_s": t_rl,
+               "wall_s": time.perf_counter() - t0, "steps": recipe.rl.steps,
+               "signal_mean": sum(x["rollout/groups_with_signal"] for x in curve) / max(len(curve), 1)}
+        rows.append(row)
+        log(f"seed {seed}: " + "  ".join(f"{k} {start[k]:.3f}->{end[k]:.3f}" for k in end) + f"  ({t_rl:.0f} s RL)")
+        (out / "control.json").write_text(json.dumps({"recipe": recipe_path, "overrides": overrides, "stage1": stage1,
+                                                      "items": items, "rows": rows}, indent=1))
+    task = pipe.task
+    summary = {"recipe": recipe_path, "overrides": overrides, "stage1": stage1, "items": items, "rows": rows,
+               "floors": floors(task, depths, items)}
+    (out / "control.json").write_text(json.dumps(summary, indent=1))
+    (out / "control.md").write_text(control_table(summary, depths))
+    return summary
+
+
+CURVE_KEYS = ["reward/depth1/correct", "reward/depth2/correct", "rollout/depth1/groups_with_signal",
+              "rollout/depth2/groups_with_signal", "loss/grad_norm", "loss/grad_norm_policy", "loss/grad_norm_replay",
+              "eval/strcomp/acc_d1", "eval/strcomp/acc_d2", "eval/strcomp/acc_d3"]
+
+
+def curve_table(rows: list[dict], window: int = 25) -> str:
+    """The training curve in windows of `window` steps: mean of each logged key (blank where never logged)."""
+    keys = [k for k in CURVE_KEYS if any(k in r for r in rows)]
+    short = [k.split("/", 1)[1].replace("/groups_with_signal", " signal").replace("/correct", " train acc")
+             for k in keys]
+    lines = ["| steps | " + " | ".join(short) + " |", "|---|" + "---|" * len(keys)]
+    for lo in range(0, len(rows), window):
+        chunk = rows[lo: lo + window]
+        cells = []
+        for k in keys:
+            v = [r[k] for r in chunk if k in r]
+            cells.append(f"{sum(v) / len(v):.3f}" if v else "")
+        lines.append(f"| {chunk[0]['step']}-{chunk[-1]['step']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def control_table(summary: dict, depths) -> str:
+    rows = summary["rows"]
+    lines = [f"seeds {[r['seed'] for r in rows]}, {summary['items']} held-out items per depth (unseen pairs), greedy; "
+             f"mean ± 95% t-interval over seeds", "",
+             "| | " + " | ".join(f"d{d}" for d in depths) + " |", "|---|" + "---|" * len(depths)]
+    start = rows[0]["start"]
+    lines.append("| stage 1 (start) | " + " | ".join(f"{start[f'acc_d{d}']:.3f}" for d in depths) + " |")
+    cells = []
+    for d in depths:
+        m, h = mean_ci([r["end"][f"acc_d{d}"] for r in rows])
+        cells.append(f"{m:.3f} ± {h:.3f}")
+    lines.append("| after RL | " + " | ".join(cells) + " |")
+    cells = []
+    for d in depths:
+        m, h = mean_ci([r["end"][f"acc_d{d}"] - r["start"][f"acc_d{d}"] for r in rows])
+        cells.append(f"{m:+.3f} ± {h:.3f}")
+    lines.append("| RL − start | " + " | ".join(cells) + " |")
+    fl = summary["floors"]
+    lines.append("| shortcut floor | " + " | ".join(f"{fl[f'acc_d{d}'][0]:.3f} ({fl[f'acc_d{d}'][1]})" for d in depths) + " |")
+    lines += ["", "per seed: " + "; ".join(f"s{r['seed']} " + " ".join(f"d{d} {r['end'][f'acc_d{d}']:.3f}" for d in depths)
+                                           + f" ({r['rl_s']:.0f} s RL, signal {r['signal_mean']:.2f})" for r in rows)]
+    return "\n".join(lines) + "\n"
+
+
+def continue_sft(recipe_path: str, state: str, out: Path, overrides: list[str], depths, items: int, log=print) -> Path:
+    """More stage-1 SFT from a saved state (sft.* from the recipe and overrides; `seed` picks fresh
+    examples): writes its own run directory with stages/sft/state.pt and prints held-out accuracy."""
+    from compose_rl.pipeline import GateFailed
+    from compose_rl.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, list(overrides) + ["stages=[sft]"])
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = _pipe(recipe, out, f"{recipe.name}-sft-more")
+    _load_state(pipe, state)
+    try:
+        pipe.stage_sft(0, "sft")
+    except GateFailed as e:
+        log(f"(continues) {e}")
+    pipe.policy.model.eval()
+    acc = heldout_accuracy(pipe, depths, items)
+    log("after more SFT: " + "  ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+    (pipe.run.path / "heldout.json").write_text(json.dumps(acc))
+    return pipe.run.path / "stages" / "sft" / "state.pt"
+
+
+# ------------------------------------------------------------------------------------------ pass@k
+def passk_rows(pipe, depths, items: int, n: int, ks: list[int], temperature: float, seed: int) -> dict:
+    """{depth: {"correct": per-problem counts, "pass@k": (mean, half-width over problems)}}."""
+    from compose_rl.evals.strcomp import accuracy, pass_at_k
+
+    out = {}
+    for d in depths:
+        probs = pipe.task.eval_problems(d, items)
+        _, _, correct, _ = accuracy(pipe.engine, pipe.policy.format_prompt, pipe.task, probs, pipe.max_new_tokens,
+                                    temperature=temperature, n=n, seed=seed + d)
+        out[d] = {"correct": correct, **{f"pass@{k}": mean_ci([pass_at_k(n, c, k) for c in correct]) for k in ks}}
+    return out
+
+
+def run_passk(recipe_path: str, ckpts: list[tuple[str, str | None]], out: Path, overrides: list[str], depths: list[int],
+              items: int, n: int, ks: list[int], log=print) -> dict:
+    from compose_rl.recipe import load_recipe
+
+    bad = [k for k in ks if k > n or k < 1]
+    if bad:
+        raise ValueError(f"--k {bad[0]}: each k must be in 1..n (n = --n = {n} samples drawn per problem)")
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = load_recipe(recipe_path, list(overrides) + ["stages=[eval]"])
+    results = {}
+    for label, state in ckpts:
+        t0 = time.perf_counter()
+        pipe = _pipe(recipe, out, f"passk-{label}")
+        _load_state(pipe, state)
+        pipe.policy.model.eval()
+        results[label] = passk_rows(pipe, depths, items, n, ks, recipe.rollout.temperature, recipe.seed)
+        log(f"{label}: " + "  ".join(f"d{d} " + " ".join(f"p@{k} {results[label][d][f'pass@{k}'][0]:.3f}" for k in ks)
+                                     for d in depths) + f"  ({time.perf_counter() - t0:.0f} s)")
+    fl = floors(pipe.task, depths, items)
+    summary = {"recipe": recipe_path, "overrides": overrides, "n": n, "ks": ks, "items": items,
+               "temperature": recipe.rollout.temperature, "checkpoints": dict(ckpts),
+               "results": {lab: {str(d): v for d, v in r.items()} for lab, r in results.items()}, "floors": fl}
+    (out / "passk.json").write_text(json.dumps(summary, indent=1))
+    lines = [f"pass@k (unbiased, n = {n} samples per problem at temperature {recipe.rollout.temperature}), "
+             f"{items} held-out problems per depth, mean ± 95% interval over problems", "",
+             "| checkpoint | depth | " + " | ".join(f"pass@{k}" for k in ks) + " | shortcut floor |",
+             "|---|---|" + "---|" * len(ks) + "---|"]
+    for lab, r in results.items():
+        for d in depths:
+            lines.append(f"| {lab} | {d} | " + " | ".join(f"{r[d][f'pass@{k}'][0]:.3f} ± {r[d][f'pass@{k}'][1]:.3f}"
+                                                         for k in ks) + f" | {fl[f'acc_d{d}'][0]:.3f} |")
+    (out / "passk.md").write_text("\n".join(lines) + "\n")
+    _plot_passk(results, depths, ks, fl, out / "passk.png")
+    return summary
+
+
+def _plot_passk(results, depths, ks, fl, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(depths), figsize=(4 * len(depths), 3.4), squeeze=False)
+    for ax, d in zip(axes[0], depths):
+        for lab, r in results.items():
+            m = [r[d][f"pass@{k}"][0] for k in ks]
+            h = [r[d][f"pass@{k}"][1] for k in ks]
+            ax.errorbar(ks, m, yerr=h, marker="o", capsize=3, label=lab)
+        ax.axhline(fl[f"acc_d{d}"][0], color="grey", ls="--", lw=1, label="shortcut floor (greedy rule)")
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"depth {d}")
+        ax.set_xlabel("k")
+    axes[0][0].set_ylabel("pass@k")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m compose_rl.positive_control")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("rl")
+    a.add_argument("recipe")
+    a.add_argument("--stage1", required=True, help="stages/<label>/state.pt of a finished stage 1")
+    a.add_argument("--seeds", type=int, nargs="+", default=[0])
+    a.add_argument("--out", required=True)
+    a.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3])
+    a.add_argument("--items", type=int, default=400)
+    a.add_argument("--track-items", type=int, default=200, help="items per depth of the in-RL curve (rl.eval_every)")
+    a.add_argument("--track-depths", type=int, nargs="+", default=[2])
+    a.add_argument("overrides", nargs="*")
+    c = sub.add_parser("sft")
+    c.add_argument("recipe")
+    c.add_argument("--stage1", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--depths", type=int, nargs="+", default=[1, 2])
+    c.add_argument("--items", type=int, default=400)
+    c.add_argument("overrides", nargs="*")
+    b = sub.add_parser("passk")
+    b.add_argument("recipe")
+    b.add_argument("--ckpt", action="append", required=True, help="LABEL=STATE.pt, or LABEL=init (fresh weights)")
+    b.add_argument("--out", required=True)
+    b.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3])
+    b.add_argument("--items", type=int, default=50)
+    b.add_argument("--n", type=int, default=32)
+    b.add_argument("--k", type=int, nargs="+", default=[1, 4, 16, 32])
+    b.add_argument("overrides", nargs="*")
+    args, extra = p.parse_known_args(argv)  # key=value overrides may come after the options too
+    bad = [x for x in extra if "=" not in x or x.startswith("-")]
+    if bad:
+        p.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.overrides = list(args.overrides) + extra
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    from compose_rl.recipe import RecipeError
+
+    try:
+        if args.cmd == "rl":
+            s = run_rl_seeds(args.recipe, args.stage1, args.seeds, Path(args.out), args.overrides, args.depths,
+                             args.items, log, args.track_items, args.track_depths)
+            print(control_table(s, args.depths))
+        elif args.cmd == "sft":
+            print(continue_sft(args.recipe, args.stage1, Path(args.out), args.overrides, args.depths, args.items, log))
+        else:
+            ckpts = []
+            for c in args.ckpt:
+                label, _, state = c.partition("=")
+                if not label or not state:
+                    raise ValueError(f"--ckpt {c!r}: give LABEL=STATE.pt or LABEL=init")
+                ckpts.append((label, None if state == "init" else state))
+            bad = [k for k in args.k if not 1 <= k <= args.n]
+            if bad:
+                raise ValueError(f"--k {bad[0]}: each k must be in 1..n (n = --n = {args.n} samples drawn per problem)")
+            run_passk(args.recipe, ckpts, Path(args.out), args.overrides, args.depths, args.items, args.n, args.k, log)
+            print((Path(args.out) / "passk.md").read_text())
+    except (RecipeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Issue 20: the learner's positive control (RL raises the trained depth's reward; lr 0 does not),
+the depth curriculum (rl.phases) and the unbiased pass@k estimator."""
+import math
+
+import pytest
+import torch
+
+from compose_rl.evals.strcomp import pass_at_k
+from compose_rl.recipe import RecipeError, RlCfg, recipe_from_dict
+from synthetic_tasks.strcomp import Problem, StrCompTask
+
+
+# ------------------------------------------------------------------------------ pass@k
+def test_pass_at_k_hand_computed():
+    # 1 - C(n-c, k) / C(n, k)
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)          # C(3,2)/C(4,2) = 3/6
+    assert pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)         # C(3,2)/C(5,2)
+    assert pass_at_k(10, 3, 4) == pytest.approx(1 - 35 / 210)      # C(7,4)/C(10,4)
+    assert pass_at_k(8, 0, 8) == 0.0 and pass_at_k(8, 8, 1) == 1.0
+    assert pass_at_k(8, 5, 4) == 1.0                                # n - c = 3 < k: some correct in any 4
+    # pass@1 is the plain success rate, and the estimate rises with k
+    assert pass_at_k(64, 7, 1) == pytest.approx(7 / 64)
+    assert pass_at_k(64, 7, 8) < pass_at_k(64, 7, 16) < pass_at_k(64, 7, 64) == 1.0
+
+
+def test_pass_at_k_is_stable_where_binomials_overflow_floats():
+    # C(256, 128) ~ 5.8e75: the product form must agree with exact integer arithmetic
+    exact = 1 - math.comb(255, 128) / math.comb(256, 128)  # = 1 - 127/256 + ... exactly 128/256 here
+    assert pass_at_k(256, 1, 128) == pytest.approx(exact) == pytest.approx(0.5)
+    n, c, k = 1000, 3, 500
+    ref = 1 - math.comb(n - c, k) / math.comb(n, k)
+    assert pass_at_k(n, c, k) == pytest.approx(ref, rel=1e-12)
+
+
+def test_pass_at_k_rejects_k_above_n_and_bad_counts():
+    with pytest.raises(ValueError, match="larger than the n=4 samples"):
+        pass_at_k(4, 1, 5)
+    for n, c, k in ((4, 5, 1), (4, -1, 1), (4, 1, 0)):
+        with pytest.raises(ValueError):
+            pass_at_k(n, c, k)
+
+
+def test_passk_cli_k_above_n_exits_2_one_line_nothing_written(tmp_path, capsys):
+    from compose_rl.positive_control import main
+
+    out = tmp_path / "o"
+    rc = main(["passk", "recipes/strcomp-positive-control.yaml", "--ckpt", "base=init", "--n", "4", "--k", "1", "8",
+               "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--k 8" in err[0] and "n = --n = 4" in err[0]
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ rl.phases
+def _rl_recipe(**rl):
+    return {"name": "x", "stages": ["rl"], "task": {"n_functions": 4, "train_max_depth": 2}, "rl": rl}
+
+
+def test_phases_set_the_step_count_and_the_cap_per_step():
+    r = recipe_from_dict(_rl_recipe(phases=[{"max_depth": 2, "steps": 3}, {"max_depth": 4, "steps": 2}]))
+    assert r.rl.steps == 5
+    assert [r.rl.max_depth_at(s, 9) for s in range(6)] == [2, 2, 2, 4, 4, 4]
+    assert RlCfg().max_depth_at(7, 3) == 3  # no phases: the task's train_max_depth
+    # the resolved recipe (steps written out) loads again unchanged
+    again = recipe_from_dict(r.model_dump(mode="json"))
+    assert again.rl.steps == 5 and again.rl.phases == r.rl.phases
+
+
+@pytest.mark.parametrize("phases, steps, msg", [
+    ([], None, "rl.phases: give at least one phase"),
+    ([{"max_depth": 3, "steps": 2}, {"max_depth": 2, "steps": 2}], None, "max_depth must strictly increase"),
+    ([{"max_depth": 2, "steps": 2}, {"max_depth": 2, "steps": 2}], None, "max_depth must strictly increase"),
+    ([{"max_depth": 2, "steps": 2}], 5, "rl.steps: 5 but rl.phases sum to 2"),
+    ([{"max_depth": 0, "steps": 2}], None, "rl.phases.0.max_depth"),
+    ([{"max_depth": 2}], None, "rl.phases.0.steps"),
+])
+def test_bad_phases_are_one_line_errors(phases, steps, msg):
+    rl = {"phases": phases} if steps is None else {"phases": phases, "steps": steps}
+    with pytest.raises(RecipeError, match=msg.replace(".", r"\.")) as e:
+        recipe_from_dict(_rl_recipe(**rl))
+    assert "\n" not in str(e.value)
+
+
+def test_bad_phases_exit_2_one_line_nothing_written(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    from compose_rl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for phases in ([], [{"max_depth": 3, "steps": 1}, {"max_depth": 3, "steps": 1}]):
+        path = tmp_path / "r.yaml"
+        path.write_text(yaml.safe_dump({**_rl_recipe(phases=phases), "output": str(tmp_path / "runs")}))
+        for cmd in (["validate", str(path)], ["recipe", str(path)]):
+            assert main(cmd) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "rl.phases" in err[0]
+        assert not (tmp_path / "runs").exists()
+
+
+def test_rl_problems_follow_the_phase_cap_on_train_pairs_only():
+    task = StrCompTask(seed=0, n_functions=6, train_max_depth=2)
+    probs = task.rl_problems(40, seed=1, max_depth=3)
+    assert {p.depth for p in probs} <= {1, 2, 3} and sum(p.depth == 3 for p in probs) == 30
+    for p in probs:  # deeper than stage 1's data, still only train pairs: held-out pairs stay unseen
+        assert all(pair in task.train_pairs for pair in task.pairs_of(p.functions))
+    # the default cap keeps the stream of runs made before rl.phases existed
+    assert task.rl_problems(8, seed=1) == task.rl_problems(8, seed=1, max_depth=2)
+
+
+def test_collector_logs_cap_and_signal_per_depth(tiny_policy):
+    from compose_rl.rollout.collectors import StringTaskCollector
+    from compose_rl.rollout.hf import HFEngine
+    from compose_rl.types import SamplingParams
+
+    task = StrCompTask(seed=0, n_functions=4, train_max_depth=2)
+    col = StringTaskCollector(task, tiny_policy.format_prompt, 4, 2, SamplingParams(temperature=1.0, max_new_tokens=4),
+                              seed=0, max_depth_at=lambda step: 3)
+    samples, metrics, _ = col.collect(HFEngine(tiny_policy.model, tiny_policy.tokenizer), 0)
+    assert metrics["rollout/max_depth"] == 3 and max(s.info["depth"] for s in samples) == 3
+    assert all(0.0 <= metrics[k] <= 1.0 for k in metrics if k.endswith("groups_with_signal"))
+
+
+# ------------------------------------------------------------------------------ the positive control
+class _PickTask:
+    """A unit-scale stand-in for the string task: every prompt is 'depth 2', the answer is one token,
+    and a sample is correct iff it is one of a few letters. The untrained tiny model hits them now and
+    then (some groups carry signal), so a working learner must raise the rate within a few dozen steps."""
+
+    letters = set("abcd")
+
+    def rl_problems(self, n, seed, max_depth=None):
+        return [Problem(functions=("f", "g"), input=str(i), answer="a", depth=2, prompt=f"q{(seed + i) % 5}:",
+                        target="a", skill="depth2") for i in range(n)]
+
+    def reward(self, problem, completion, truncated=False):
+        return 1.0 if completion[:1] in self.letters else 0.0
+
+
+def _control(tmp_path, tiny_policy, lr: float, steps: int = 30):
+    from compose_rl.rl.learner import run_rl
+    from compose_rl.rollout.collectors import StringTaskCollector
+    from compose_rl.rollout.hf import HFEngine
+    from compose_rl.rundir import RunDir
+    from compose_rl.types import SamplingParams
+
+    torch.manual_seed(0)
+    cfg = RlCfg(steps=steps, prompts_per_step=8, group_size=8, lr=1e-3, checkpoint_every=1000, samples_logged=0,
+                log_grad_parts=True)
+    cfg = cfg.model_copy(update={"lr": lr})  # lr 0 is below the schema's range on purpose: the broken learner
+    engine = HFEngine(tiny_policy.model, tiny_policy.tokenizer)
+    col = StringTaskCollector(_PickTask(), lambda p: p, 8, 8, SamplingParams(temperature=1.0, max_new_tokens=1), seed=0)
+    run = RunDir.create(tmp_path, f"pc-{lr}", "")
+    run_rl(tiny_policy, engine, col, cfg, run, "rl", seed=0, max_new_tokens=1)
+    rows = [r for r in run.read_metrics() if r["stage"] == "rl"]
+    for r in rows:  # the diagnostic is the policy term's own norm: the clipped total equals it without replay
+        if r["loss/minibatches"]:
+            assert r["loss/grad_norm_policy"] == pytest.approx(r["loss/grad_norm"], rel=1e-4)
+    return [r["reward/depth2/mean"] for r in rows]
+
+
+@pytest.mark.parametrize("lr, learns", [(1e-3, True), (0.0, False)])
+def test_rl_raises_the_trained_depths_reward_and_lr_zero_does_not(tmp_path, tiny_policy, lr, learns):
+    curve = _control(tmp_path, tiny_policy, lr)
+    first, last = sum(curve[:5]) / 5, sum(curve[-5:]) / 5
+    assert 0.0 < first < 0.5  # the start has signal but is far from solved
+    if learns:
+        assert last > first + 0.4, curve
+    else:
+        assert abs(last - first) < 0.15, curve
+
+
+def test_split_seed_fixes_the_held_out_set_while_the_seed_varies():
+    from compose_rl.domains import training_domains
+
+    def task_of(seed, split):
+        r = recipe_from_dict({"name": "x", "stages": ["rl"], "seed": seed,
+                              "task": {"n_functions": 6, "split_seed": split}})
+        return training_domains(r)[0]
+
+    a, b, c = task_of(0, None), task_of(5, 0), task_of(5, None)
+    assert b.task.heldout_pairs == a.task.heldout_pairs and b.task.eval_problems(2, 20) == a.task.eval_problems(2, 20)
+    assert c.task.heldout_pairs != a.task.heldout_pairs  # without it the seed moves the held-out set
+    # the recipe seed still draws fresh stage-1 examples on the fixed split
+    assert b.sft_pairs(20) != a.sft_pairs(20)
