@@ -773,7 +773,8 @@ def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
     """Checks that need this machine's files but no model weights, run by `validate` and before
     `recipe` creates a run directory: the model exists (a built-in name, or a folder with
     config.json, tokenizer files and weights), `model.chat_template: true` only where the tokenizer
-    has a template, and optional packages the recipe asks for are installed. RecipeError (one line)."""
+    has a template, optional packages the recipe asks for are installed, and the longest prompt +
+    rollout.max_new_tokens fits the model's context window (compose_rl/fit.py). RecipeError (one line)."""
     import importlib.util
 
     from compose_rl.models import ModelNotFound, inspect_model
@@ -791,6 +792,9 @@ def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
     if recipe.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise RecipeError(f"{origin}: logging.tensorboard: the tensorboard package is not installed; "
                           "pip install tensorboard, or set logging.tensorboard: false")
+    from compose_rl.fit import check_context  # the longest prompt + max_new_tokens fits the context window
+
+    check_context(recipe, info, origin)
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -60,15 +60,41 @@ def run_sft(policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: in
         dataloader_num_workers=0,
         disable_tqdm=False,
         padding_free=False,
+        # the policy's own dtype, as in RL: TRL's default bf16=True makes accelerate wrap
+        # model.forward in a bf16 autocast that outlives the trainer (release_trainer undoes it)
+        bf16=False,
+        fp16=False,
         gradient_checkpointing=gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
     )
+    use_cache = getattr(policy.model.config, "use_cache", None)  # the Trainer sets it to args.use_cache
     trainer = SFTTrainer(model=policy.model, args=args, train_dataset=dataset, processing_class=policy.tokenizer,
                          callbacks=[_Log()])
     out = trainer.train()
+    release_trainer(trainer, policy.model)
+    del trainer
+    if use_cache is not None:
+        policy.model.config.use_cache = use_cache
     policy.set_gradient_checkpointing(gradient_checkpointing)
     policy.model.eval()
     return {"sft/train_loss": float(out.training_loss), "sft/steps": total, "sft/examples": len(rows)}
+
+
+def release_trainer(trainer, model) -> None:
+    """Leave `model` as it was before TRL's trainer: nothing of the trainer may outlive stage 1.
+
+    accelerate's `prepare` sets instance attributes on the model (`forward`, a mixed-precision
+    wrapper whose closure holds the autocast state, and `_original_forward`); removing them restores
+    the class's own forward. The trainer's optimizer, scheduler, callbacks and accelerator are then
+    dropped, so that the model's only owners are the pipeline's (RL in the same process then sees
+    exactly the model a resumed process builds: same numerics, same memory)."""
+    for m in {id(model): model, id(trainer.model): trainer.model}.values():
+        for attr in ("forward", "_original_forward"):
+            m.__dict__.pop(attr, None)
+    trainer.optimizer = trainer.lr_scheduler = None
+    trainer.callback_handler.callbacks.clear()
+    trainer.model = trainer.model_wrapped = None
+    trainer.accelerator.free_memory()
 
 
 def mastery_gate(skill_accuracy: dict[str, float], threshold: float) -> tuple[bool, str]:
