@@ -274,7 +274,7 @@ class RlCfg(Section):
     eval_every: int = Field(0, ge=0, le=1_000_000)
     """Steps between in-RL evaluations (0 = only the eval stages; at most 1e6)."""
     samples_logged: int = Field(4, ge=0, le=1000)
-    """Readable samples written to samples/ each step (0..1000)."""
+    """Readable samples written to samples/ each step (0..1000); samples/ is bounded by logging.samples_max_mb."""
 
 
 class EvalCfg(Section):
@@ -387,6 +387,18 @@ class LoggingCfg(Section):
     tensorboard: bool = False
     """Also write every metrics.jsonl row to a TensorBoard event file in `<run dir>/tensorboard`
     (tag `<stage>/<key>`, same step); needs the `tensorboard` package."""
+    samples_max_mb: float = Field(16.0, gt=0.0, le=1e6)
+    """Bound on samples/: each stage's readable-samples file samples/<stage>.txt is rotated when it
+    passes this many MB (the full file becomes samples/<stage>.previous.txt, replacing the one
+    before), so a stage keeps at most about twice this on disk and always its newest steps (> 0)."""
+
+
+class CheckpointCfg(Section):
+    keep: int = Field(2, gt=0, le=1_000_000)
+    """RL step checkpoints kept in checkpoints/ (the newest `keep`; 1..1e6). Kept besides them, always:
+    every finished stage's checkpoint (`<stage>-final`, also linked into stages/<stage>/), and the best
+    policy per game (best/<game>/, written outside checkpoints/). Each step checkpoint holds the weights,
+    the optimizer state (Adam: 2 more copies of the weights) and the reference model when rl.kl_coef > 0."""
 
 
 STAGES = ("sft", "rl", "eval")
@@ -431,6 +443,8 @@ class Recipe(Section):
     """Primitive tracking (probe suites, in-game probes, trace detectors); null = off."""
     logging: LoggingCfg = LoggingCfg()
     """Metric sinks besides metrics.jsonl (always written)."""
+    checkpoint: CheckpointCfg = CheckpointCfg()
+    """What checkpoints/ keeps over a long run (rl.checkpoint_every sets how often one is written)."""
 
     @field_validator("name")
     @classmethod
