@@ -67,3 +67,33 @@ def test_samples_are_rotated_at_the_cap_and_still_readable_across_it(tmp_path):
     first = int(prev.split("===== rl step ")[-1].split(" ")[0]) - 2
     got = logged_texts(run.path / "samples" / "rl.txt", first, 199)
     assert [t[:3] for t in got] == [f"{s:03d}" for s in range(first, 200) for _ in range(2)]
+
+
+def test_stage_1_leaves_no_trainer_and_the_numerics_of_a_fresh_process(tmp_path):
+    """After run_sft nothing of TRL's trainer is alive (no Trainer, Accelerator, optimizer or
+    DataLoader object), the model's forward is its class's again (accelerate had set a bf16-autocast
+    wrapper on the instance, which kept RL in the same process in mixed precision), and its logits
+    equal, bit for bit, those of a fresh model loaded with the same weights (a resumed process)."""
+    import gc
+
+    from compose_rl.recipe import SftCfg
+    from compose_rl.sft.stage import run_sft
+
+    policy = load_policy("tiny", seed=0)
+    cfg = SftCfg(examples=8, max_steps=2, batch_size=4, gate="off")
+    pairs = [("func_1(\"ab\")", "ba"), ("func_2(\"xy\")", "yx")] * 4
+    before = {k: v.clone() for k, v in policy.model.state_dict().items()}
+    run_sft(policy, pairs, cfg, RunDir.create(tmp_path, "t", ""), "sft", seed=0)
+    gc.collect()
+    names = {"SFTTrainer", "Trainer", "Accelerator", "AcceleratorState", "AdamW", "DataLoader", "LambdaLR"}
+    alive = sorted({type(o).__name__ for o in gc.get_objects() if type(o).__name__ in names})
+    assert alive == [] or alive == ["AcceleratorState"], alive  # accelerate's state is a process singleton, holds no model
+    assert "forward" not in vars(policy.model) and "_original_forward" not in vars(policy.model)
+    assert policy.model.config.use_cache is True  # as built; the Trainer had set it to False
+    after = policy.model.state_dict()
+    assert not all(torch.equal(before[k], after[k]) for k in after)  # SFT did train
+    fresh = load_policy("tiny", seed=1)
+    fresh.model.load_state_dict(after)
+    ids = torch.randint(4, 100, (3, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(policy.model(ids).logits, fresh.model(ids).logits)
