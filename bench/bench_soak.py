@@ -33,10 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPES = {"kuhn_poker": "recipes/spiral-kuhn.yaml", "tic_tac_toe": "recipes/transfer-ttt.yaml"}
 
 
-def rss_mb() -> float:
+def rss_mb(key: str = "VmRSS") -> float:
+    """This process's resident set (VmRSS) or its high-water mark so far (VmHWM), in MB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
 
@@ -54,10 +55,10 @@ def worker(args) -> None:
         log(self, stage, step, metrics)
         if stage == "rl" and "perf/step_s" in metrics and step % args.every == 0:
             rows.append((step, rss_mb()))
-            Path(args.rss_out).write_text(json.dumps({"rows": rows, "sft_end_mb": sft_end[0]}))
+            Path(args.rss_out).write_text(json.dumps({"rows": rows, "sft_end_mb": sft_end[0], "hwm_mb": rss_mb("VmHWM")}))
 
     sft_end = [None]
-    import compose_rl.pipeline as pipeline
+    from compose_rl import pipeline
 
     stage_sft = pipeline.Pipeline.stage_sft
 
@@ -77,7 +78,7 @@ def worker(args) -> None:
 def _spawn(code_dir: Path, *argv: str) -> None:
     env = dict(os.environ, PYTHONPATH=str(code_dir), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     r = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], env=env, cwd=str(code_dir),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
     if r.returncode != 0:
         raise SystemExit(f"worker {' '.join(argv[:4])} failed ({r.returncode}): {r.stderr[-2000:]}")
 
@@ -112,6 +113,7 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=0.1, help="fraction of RL steps left out of the slope")
     p.add_argument("--out", help="folder for the run directories (default: a temporary one)")
     p.add_argument("--code", default=str(ROOT), help="checkout whose compose_rl is imported")
+    p.add_argument("--sides", default="in-process,resumed", help="which sides to run (e.g. in-process only for --code)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
@@ -129,37 +131,49 @@ def main() -> None:
                   f"rl.checkpoint_every={max(args.rl_steps // 4, 1)}", *args.overrides]
         res = {}
         t0 = time.time()
-        f = out / f"{game}-inprocess.json"
-        _spawn(code_dir, "--worker", "--recipe", recipe, "--rss-out", str(f), "--every", str(args.every),
-               "stages=[sft,rl]", f"output={out / 'inprocess'}", f"name=soak-{game}", *common)
-        res["in-process"] = json.loads(f.read_text())
+        sides = args.sides.split(",")
+        if "in-process" in sides:
+            f = out / f"{game}-inprocess.json"
+            _spawn(code_dir, "--worker", "--recipe", recipe, "--rss-out", str(f), "--every", str(args.every),
+                   "stages=[sft,rl]", f"output={out / 'inprocess'}", f"name=soak-{game}", *common)
+            res["in-process"] = json.loads(f.read_text())
         t1 = time.time()
-        _spawn(code_dir, "--worker", "--recipe", recipe, "--rss-out", str(out / f"{game}-stage1.json"),
-               "--every", str(args.every), "stages=[sft]", f"output={out / 'resumed'}", f"name=soak-{game}", *common)
-        run = max((out / "resumed").glob(f"soak-{game}-*"), key=lambda q: q.stat().st_mtime)
-        f = out / f"{game}-resumed.json"
-        _spawn(code_dir, "--worker", "--resume", str(run), "--rss-out", str(f), "--every", str(args.every),
-               "stages=[sft,rl]", *common)
-        res["resumed"] = json.loads(f.read_text())
+        if "resumed" in sides:
+            _resumed(args, code_dir, out, game, recipe, common, res)
         res["seconds"] = {"in-process": round(t1 - t0), "resumed (both processes)": round(time.time() - t1)}
         results[game] = res
-        print(f"\n## {game}  ({RECIPES[game]}, wall: {res['seconds']})")
-        print(f"{'side':<12} {'MB/100 steps':>14} {'95% +-':>8} {'points':>7} {'after SFT MB':>13} {'first MB':>9} "
-              f"{'last MB':>8} {'peak MB':>8}")
-        peaks = {}
-        for side in ("in-process", "resumed"):
-            rows = [tuple(r) for r in res[side]["rows"]]
-            b, hw, n = slope(rows, args.warmup, args.rl_steps)
-            peaks[side] = max(m for _, m in rows)
-            after = res[side].get("sft_end_mb")
-            print(f"{side:<12} {b:>14.1f} {hw:>8.1f} {n:>7d} {after if after else float('nan'):>13.0f} "
-                  f"{rows[0][1]:>9.0f} {rows[-1][1]:>8.0f} {peaks[side]:>8.0f}")
-            res[side]["slope_mb_per_100"], res[side]["slope_hw95"], res[side]["peak_mb"] = b, hw, peaks[side]
-        ratio = peaks["in-process"] / peaks["resumed"]
-        res["peak_ratio"] = ratio
-        print(f"peak in-process / resumed: {ratio:.2f} (goal <= 1.25)", flush=True)
+        _table(args, game, res, sides)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+def _resumed(args, code_dir, out, game, recipe, common, res) -> None:
+    _spawn(code_dir, "--worker", "--recipe", recipe, "--rss-out", str(out / f"{game}-stage1.json"),
+           "--every", str(args.every), "stages=[sft]", f"output={out / 'resumed'}", f"name=soak-{game}", *common)
+    run = max((out / "resumed").glob(f"soak-{game}-*"), key=lambda q: q.stat().st_mtime)
+    f = out / f"{game}-resumed.json"
+    _spawn(code_dir, "--worker", "--resume", str(run), "--rss-out", str(f), "--every", str(args.every),
+           "stages=[sft,rl]", *common)
+    res["resumed"] = json.loads(f.read_text())
+
+
+def _table(args, game, res, sides) -> None:
+    print(f"\n## {game}  ({RECIPES[game]}, wall: {res['seconds']})")
+    print(f"{'side':<12} {'MB/100 steps':>14} {'95% +-':>8} {'points':>7} {'after SFT MB':>13} {'first MB':>9} "
+          f"{'last MB':>8} {'peak MB':>8}")
+    peaks = {}
+    for side in sides:
+        rows = [tuple(r) for r in res[side]["rows"]]
+        b, hw, n = slope(rows, args.warmup, args.rl_steps)
+        peaks[side] = max(m for _, m in rows)
+        after = res[side].get("sft_end_mb")
+        print(f"{side:<12} {b:>14.1f} {hw:>8.1f} {n:>7d} {after if after else float('nan'):>13.0f} "
+              f"{rows[0][1]:>9.0f} {rows[-1][1]:>8.0f} {peaks[side]:>10.0f} {res[side].get('hwm_mb', float('nan')):>12.0f}")
+        res[side]["slope_mb_per_100"], res[side]["slope_hw95"], res[side]["peak_mb"] = b, hw, peaks[side]
+    if len(peaks) == 2:
+        ratio = peaks["in-process"] / peaks["resumed"]
+        res["peak_ratio"] = ratio
+        print(f"RL peak in-process / resumed: {ratio:.2f} (goal <= 1.25)", flush=True)
 
 
 if __name__ == "__main__":

@@ -806,7 +806,8 @@ def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
     if recipe.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise RecipeError(f"{origin}: logging.tensorboard: the tensorboard package is not installed; "
                           "pip install tensorboard, or set logging.tensorboard: false")
-    from compose_rl.fit import check_context  # the longest prompt + max_new_tokens fits the context window
+    # the longest prompt + rollout.max_new_tokens must fit the context window
+    from compose_rl.fit import check_context
 
     check_context(recipe, info, origin)
 
