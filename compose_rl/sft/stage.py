@@ -74,6 +74,9 @@ def run_sft(policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: in
     release_trainer(trainer, policy.model)
     n_rows = len(rows)
     del trainer, dataset, rows
+    # SFT's freed activations would otherwise stay resident through RL (compose_rl/memory.py)
+    from compose_rl.memory import return_freed_heap
+
     return_freed_heap()
     if use_cache is not None:
         policy.model.config.use_cache = use_cache
@@ -97,25 +100,6 @@ def release_trainer(trainer, model) -> None:
     trainer.callback_handler.callbacks.clear()
     trainer.model = trainer.model_wrapped = None
     trainer.accelerator.free_memory()
-
-
-def return_freed_heap() -> None:
-    """Hand the heap pages that stage 1 freed back to the OS (glibc's malloc_trim; elsewhere nothing).
-
-    SFT's activations (batch x sequence x width, hundreds of MB for the games' long prompts) are freed
-    after training, but glibc keeps the pages of its main heap, so an RL stage in the same process
-    started from SFT's high-water mark (tic-tac-toe: 1.8 GB resident after 5 SFT steps, 0.7 GB after
-    the trim, which is where a resumed process starts). Called once per stage, so it costs nothing."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): the allocator returns memory itself
-        return
-    trim(0)
 
 
 def mastery_gate(skill_accuracy: dict[str, float], threshold: float) -> tuple[bool, str]:
