@@ -91,13 +91,27 @@ def smoke(recipe):
     return recipe_from_dict(d, "smoke")
 
 
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
 def cmd_validate(args) -> int:
     from compose_rl.recipe import RecipeError, check_environment
 
+    # as `recipe` reads them: `key=value` is an override (for every file), anything else a recipe file
+    # (a file whose name has "=" in it still counts as a file)
+    files = [a for a in args.recipes if "=" not in a or _is_file(a)]
+    overrides = list(args.overrides) + [a for a in args.recipes if a not in files]
+    if not files:
+        return _err("give a recipe file before the key=value overrides, e.g. compose-rl validate "
+                    "recipes/spiral-kuhn.yaml rl.steps=5")
     bad = 0
-    for path in args.recipes:
+    for path in files:
         try:
-            r = _load(path, args.overrides)
+            r = _load(path, overrides)
             check_environment(r, path)
             print(f"ok  {_one_line(path)}: {r.name} stages={','.join(r.stages)}")
         except RecipeError as e:
@@ -330,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last complete checkpoint")
     r.add_argument("--smoke", action="store_true", help="every stage with minimal budgets")
     r.set_defaults(fn=cmd_recipe)
-    v = sub.add_parser("validate", help="validate recipes without building models")
-    v.add_argument("recipes", nargs="+")
+    v = sub.add_parser("validate", help="validate recipes without building models (overrides: key.sub=value)")
+    v.add_argument("recipes", nargs="+", metavar="RECIPE_OR_OVERRIDE")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     v.set_defaults(fn=cmd_validate)
     pl = sub.add_parser("plan", help="memory per device for a recipe, from the model's config (no weights loaded)")

@@ -59,6 +59,11 @@ class Pipeline:
     run: RunDir
     results: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # what the run directory keeps over a long run: checkpoint.keep, logging.samples_max_mb
+        self.run.keep = self.recipe.checkpoint.keep
+        self.run.samples_max_bytes = int(self.recipe.logging.samples_max_mb * (1 << 20))
+
     # ---------------------------------------------------------------- building blocks
     def build(self) -> None:
         from compose_rl.models import LoraSpec, TinySpec, load_policy
@@ -327,8 +332,8 @@ class Pipeline:
 
 def keep_stage_weights(checkpoint, folder, meta: dict) -> None:
     """stages/<label>/: the weights at the end of a training stage, for `compose-rl transfer`.
-    checkpoints/ keeps only the newest two (RL step checkpoints evict the SFT one); a hard link
-    shares the checkpoint's file at no extra space and outlives its pruning (copy where links fail)."""
+    checkpoints/ keeps every stage's `-final` checkpoint too (rundir.save_checkpoint); a hard link
+    shares the checkpoint's file at no extra space and survives the checkpoint's removal (copy where links fail)."""
     import os
     import shutil
     from pathlib import Path

@@ -358,7 +358,7 @@ class RlCfg(Section):
     eval_every: int = Field(0, ge=0, le=1_000_000)
     """Steps between in-RL evaluations (0 = only the eval stages; at most 1e6)."""
     samples_logged: int = Field(4, ge=0, le=1000)
-    """Readable samples written to samples/ each step (0..1000)."""
+    """Readable samples written to samples/ each step (0..1000); samples/ is bounded by logging.samples_max_mb."""
     micro_batch_size: int | None = Field(None, gt=0, le=65536)
     """Samples per forward/backward pass inside a minibatch (gradient accumulation; null = the whole
     minibatch in one pass). Changes memory, not the update: each minibatch is still one loss, one
@@ -520,6 +520,18 @@ class LoggingCfg(Section):
     tensorboard: bool = False
     """Also write every metrics.jsonl row to a TensorBoard event file in `<run dir>/tensorboard`
     (tag `<stage>/<key>`, same step); needs the `tensorboard` package."""
+    samples_max_mb: float = Field(16.0, gt=0.0, le=1e6)
+    """Bound on samples/: each stage's readable-samples file samples/<stage>.txt is rotated when it
+    passes this many MB (the full file becomes samples/<stage>.previous.txt, replacing the one
+    before), so a stage keeps at most about twice this on disk and always its newest steps (> 0)."""
+
+
+class CheckpointCfg(Section):
+    keep: int = Field(2, gt=0, le=1_000_000)
+    """RL step checkpoints kept in checkpoints/ (the newest `keep`; 1..1e6). Kept besides them, always:
+    every finished stage's checkpoint (`<stage>-final`, also linked into stages/<stage>/), and the best
+    policy per game (best/<game>/, written outside checkpoints/). Each step checkpoint holds the weights,
+    the optimizer state (Adam: 2 more copies of the weights) and the reference model when rl.kl_coef > 0."""
 
 
 STAGES = ("sft", "rl", "eval")
@@ -566,6 +578,8 @@ class Recipe(Section):
     """Metric sinks besides metrics.jsonl (always written)."""
     runtime: RuntimeCfg = RuntimeCfg()
     """Process settings: intra-op threads."""
+    checkpoint: CheckpointCfg = CheckpointCfg()
+    """What checkpoints/ keeps over a long run (rl.checkpoint_every sets how often one is written)."""
 
     @field_validator("name")
     @classmethod
@@ -917,7 +931,8 @@ def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
     """Checks that need this machine's files but no model weights, run by `validate` and before
     `recipe` creates a run directory: the model exists (a built-in name, or a folder with
     config.json, tokenizer files and weights), `model.chat_template: true` only where the tokenizer
-    has a template, and optional packages the recipe asks for are installed. RecipeError (one line)."""
+    has a template, optional packages the recipe asks for are installed, and the longest prompt +
+    rollout.max_new_tokens fits the model's context window (compose_rl/fit.py). RecipeError (one line)."""
     import importlib.util
 
     from compose_rl.models import ModelNotFound, inspect_model
@@ -948,6 +963,10 @@ def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
     if recipe.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise RecipeError(f"{origin}: logging.tensorboard: the tensorboard package is not installed; "
                           "pip install tensorboard, or set logging.tensorboard: false")
+    # the longest prompt + rollout.max_new_tokens must fit the context window
+    from compose_rl.fit import check_context
+
+    check_context(recipe, info, origin)
 
 
 def _check_plan(recipe: Recipe, origin: str) -> None:

@@ -1,7 +1,8 @@
 """The run directory: resolved recipe, one metrics stream, readable samples, atomic checkpoints.
 
-Layout: recipe.resolved.yaml, metrics.jsonl, progress.json, checkpoints/<stage-index>-<step>/,
-samples/, eval/, report.md + PNGs, and tensorboard/ when `logging.tensorboard` is on. A checkpoint is written to a temporary folder and renamed into
+Layout: recipe.resolved.yaml, metrics.jsonl, progress.json, checkpoints/<stage>-<step>/ (the newest
+`checkpoint.keep`) and checkpoints/<stage>-final/ (every finished stage), samples/ (bounded by
+`logging.samples_max_mb`), eval/, report.md + PNGs, and tensorboard/ when `logging.tensorboard` is on. A checkpoint is written to a temporary folder and renamed into
 place, then `checkpoints/LATEST` is replaced atomically: a kill at any moment leaves either the old
 or the new checkpoint complete, never a half-written one.
 """
@@ -34,6 +35,10 @@ class RunDir:
     path: Path
     tensorboard: bool = False
     """Mirror every `log` row into a TensorBoard event file under `path / "tensorboard"`."""
+    keep: int = 2
+    """RL step checkpoints kept (recipe `checkpoint.keep`); stage checkpoints (`*-final`) are all kept."""
+    samples_max_bytes: int = 16 << 20
+    """samples/<stage>.txt is rotated to samples/<stage>.previous.txt past this size (logging.samples_max_mb)."""
     _tb: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -95,9 +100,15 @@ class RunDir:
         _atomic_write(self.metrics_file, "".join(json.dumps(r) + "\n" for r in rows))
 
     def write_samples(self, stage: str, step: int, texts: list[str]) -> None:
+        """Append one step's texts; past `samples_max_bytes` the file becomes <stage>.previous.txt (the
+        older one is dropped), so a long run keeps at most about twice the cap per stage."""
         if texts:
-            with open(self.path / "samples" / f"{stage}.txt", "a") as f:
+            path = self.path / "samples" / f"{stage}.txt"
+            with open(path, "a") as f:
                 f.write(f"===== {stage} step {step} =====\n" + "\n---\n".join(texts) + "\n")
+                size = f.tell()
+            if size > self.samples_max_bytes:
+                os.replace(path, path.with_name(f"{stage}.previous.txt"))
 
     def write_json(self, rel: str, obj: Any) -> None:
         p = self.path / rel
@@ -120,7 +131,9 @@ class RunDir:
         self.write_json("progress.json", prog)
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, tag: str, tensors: dict[str, Any], meta: dict[str, Any], keep: int = 2) -> Path:
+    def save_checkpoint(self, tag: str, tensors: dict[str, Any], meta: dict[str, Any], keep: int | None = None) -> Path:
+        """Write checkpoints/<tag> atomically and point LATEST at it, then prune: the newest `keep`
+        (default `self.keep`) step checkpoints stay, every stage checkpoint (`<stage>-final`) stays."""
         ckdir = self.path / "checkpoints"
         final = ckdir / tag
         tmp = Path(tempfile.mkdtemp(dir=ckdir, prefix=f".{tag}."))
@@ -130,10 +143,11 @@ class RunDir:
             shutil.rmtree(final)
         os.rename(tmp, final)
         _atomic_write(ckdir / "LATEST", tag)
-        # keep the newest `keep` checkpoints
-        done = sorted((p for p in ckdir.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                      key=lambda p: p.stat().st_mtime)
-        for old in done[:-keep]:
+        keep = self.keep if keep is None else keep
+        # step checkpoints by write time (ns; the name breaks a tie); the one just written is never pruned
+        steps = sorted((p for p in ckdir.iterdir() if p.is_dir() and not p.name.startswith(".")
+                        and not p.name.endswith("-final")), key=lambda p: (p.stat().st_mtime_ns, p.name))
+        for old in steps[:-keep]:
             if old.name != tag:
                 shutil.rmtree(old, ignore_errors=True)
         return final

@@ -291,6 +291,10 @@ def corpus() -> list[tuple]:
         ("rl.advantage=state", "rl.advantage: `state` needs games"),
     ):
         add((f"override {o[:40]!r}", "override", (STR_BASE, [o]), expected))
+    # the context window must hold the longest prompt + rollout.max_new_tokens (compose_rl/fit.py)
+    for base, o in ((STR_BASE, "model.tiny.max_position_embeddings=4"), (GAME_BASE, "model.tiny.max_position_embeddings=4"),
+                    (STR_BASE, "rollout.max_new_tokens=1020")):
+        add((f"context {base['name']} {o}", "override", (base, [o]), "shorter than the longest prompt"))
     for o, expected in (("games.train=[]", "games.train"), ("games.train.0.weight=.nan", "not a field name"),
                         ("games.invalid.penalty=.nan", "games.invalid.penalty"),
                         ("games.opponent=minimax", "games.opponent"), ("eval.opponents=[chess_bot]", "eval.opponents"),
@@ -373,15 +377,20 @@ def test_bad_input_is_rejected_in_one_line(case, tmp_path, monkeypatch, capsys):
     recipe.write_bytes(data)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
 
-    for argv in (["validate", str(recipe), *(x for o in overrides for x in ("--set", o))],
-                 ["recipe", str(recipe), *overrides]):
+    # validate takes overrides as --set KEY=VALUE and, like `recipe`, as key=value after the file
+    # (an argument without "=" is a recipe file there: its error is "no such recipe file")
+    runs = [(["validate", str(recipe), *(x for o in overrides for x in ("--set", o))], True),
+            (["recipe", str(recipe), *overrides], True)]
+    if overrides:
+        runs.append((["validate", str(recipe), *overrides], all("=" in o for o in overrides)))
+    for argv, check in runs:
         code, text = _run(argv, capsys)
         lines = text.strip().splitlines()
         assert code == 2, f"{argv[0]}: exit {code}: {text[:300]}"
         assert 1 <= len(lines) <= 2, f"{argv[0]}: {len(lines)} lines: {text[:300]}"
         assert "Traceback" not in text
-        if expected is not None:
-            assert expected in text, f"{argv[0]}: expected {expected!r} in: {text[:300]}"
+        if expected is not None and check:
+            assert expected in text, f"{argv[:3]}: expected {expected!r} in: {text[:300]}"
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before, "nothing may be written"
 
 

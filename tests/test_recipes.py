@@ -244,3 +244,73 @@ def test_start_run_passes_the_tensorboard_switch(tmp_path):
     r = recipe_from_dict({"name": "x", "stages": ["rl"], "task": {}, "output": str(tmp_path),
                           "logging": {"tensorboard": True}})
     assert start_run(r).run.tensorboard is True
+
+
+# ---------------------------------------------------------------- context window (compose_rl/fit.py)
+def test_tiny_prompt_count_is_the_char_tokenizers():
+    """validate counts a tiny model's prompt in characters without importing transformers: that is
+    exactly the character tokenizer's token count, on every prompt source (strcomp and a game)."""
+    from compose_rl.fit import _prompt_sources
+    from compose_rl.models import char_tokenizer
+
+    tok = char_tokenizer()
+    r = recipe_from_dict({"name": "x", "stages": ["sft", "rl"], "task": {"n_functions": 4},
+                          "games": {"train": [{"name": "tic_tac_toe"}], "held_out": ["bargaining"]},
+                          "eval": {"opponents": ["random"]}})
+    seen = set()
+    for where, prompt, target in _prompt_sources(r):
+        seen.add(where.split()[0])
+        for text in (prompt, target or ""):
+            assert len(tok(text, add_special_tokens=False)["input_ids"]) == len(text), where
+    assert {"strcomp", "tic_tac_toe", "bargaining"} <= seen
+
+
+def test_context_window_boundary_is_exact(tmp_path, capsys):
+    """The window must hold the longest prompt + max_new_tokens: that many positions pass, one fewer
+    fails with one line naming the window, the prompt length and max_new_tokens."""
+    from compose_rl.fit import longest_prompt
+
+    f = tmp_path / "r.yaml"
+    f.write_text(GOOD + "rollout: {max_new_tokens: 40}\n")
+    best = longest_prompt(load_recipe(f), len)
+    # the strcomp prompts shown in stage 1 with the function's definition are the longest
+    assert best.prompt_where == "strcomp stage 1" and 60 < best.prompt_tokens < 200
+    need = best.prompt_tokens + 40
+    assert main(["validate", str(f), f"model.tiny.max_position_embeddings={need}"]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(f), f"model.tiny.max_position_embeddings={need - 1}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert (f"model.tiny.max_position_embeddings is {need - 1} tokens, shorter than the longest prompt "
+            f"({best.prompt_tokens} tokens, strcomp stage 1) + rollout.max_new_tokens (40) = {need}") in err
+
+
+def test_context_window_of_a_model_folder_is_read_from_its_files(tmp_path, capsys):
+    """A Hugging Face folder: positions from config.json, tokens counted with its own tokenizer files
+    (here the character tokenizer saved to the folder; the weights file is never read)."""
+    import json
+
+    from compose_rl.models import char_tokenizer
+
+    folder = tmp_path / "model"
+    char_tokenizer().save_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 64}))
+    (folder / "model.safetensors").write_text("")
+    f = tmp_path / "r.yaml"
+    f.write_text(GOOD + f"model: {{name: {folder}}}\n")
+    assert main(["validate", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert f"max_position_embeddings of {folder / 'config.json'} is 64 tokens, shorter than the longest prompt" in err
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 4096}))
+    assert main(["validate", str(f)]) == 0
+
+
+def test_validate_takes_overrides_after_the_files(tmp_path, capsys):
+    """`validate R key=value` as `recipe` reads it: overrides apply to every file; no file: exit 2."""
+    f = tmp_path / "r.yaml"
+    f.write_text(GOOD)
+    assert main(["validate", str(f), "rl.steps=5", "--set", "rl.lr=0.001"]) == 0
+    assert main(["validate", str(f), "rl.steps=0"]) == 2
+    assert "rl.steps" in capsys.readouterr().err
+    assert main(["validate", "rl.steps=5"]) == 2
+    assert "give a recipe file before the key=value overrides" in capsys.readouterr().err

@@ -60,11 +60,14 @@ def recipe_game_names(recipe) -> list[str]:
 
 
 def logged_texts(path: Path, first_step: int, last_step: int) -> list[str]:
-    """Sample texts the learner logged (RunDir.write_samples) for RL steps first_step..last_step."""
-    if not path.is_file():
+    """Sample texts the learner logged (RunDir.write_samples) for RL steps first_step..last_step, from
+    samples/<stage>.txt and the rotated samples/<stage>.previous.txt before it (logging.samples_max_mb)."""
+    older = path.with_name(path.name[: -len(".txt")] + ".previous.txt") if path.name.endswith(".txt") else None
+    text = "".join(p.read_text() for p in (older, path) if p is not None and p.is_file())
+    if not text:
         return []
     texts, keep, cur = [], False, []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         m = _HEADER.fullmatch(line)
         if m:
             if keep and cur:

@@ -75,12 +75,39 @@ def run_sft(policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: in
         gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
     )
     single_device(args)
+    use_cache = getattr(policy.model.config, "use_cache", None)  # the Trainer sets it to args.use_cache
     trainer = SFTTrainer(model=policy.model, args=args, train_dataset=dataset, processing_class=policy.tokenizer,
                          callbacks=[_Log(), *callbacks])
     out = trainer.train()
+    release_trainer(trainer, policy.model)
+    n_rows = len(rows)
+    del trainer, dataset, rows
+    # SFT's freed activations would otherwise stay resident through RL (compose_rl/memory.py)
+    from compose_rl.memory import return_freed_heap
+
+    return_freed_heap()
+    if use_cache is not None:
+        policy.model.config.use_cache = use_cache
     policy.set_gradient_checkpointing(gradient_checkpointing)
     policy.model.eval()
-    return {"sft/train_loss": float(out.training_loss), "sft/steps": total, "sft/examples": len(rows)}
+    return {"sft/train_loss": float(out.training_loss), "sft/steps": total, "sft/examples": n_rows}
+
+
+def release_trainer(trainer, model) -> None:
+    """Leave `model` as it was before TRL's trainer: nothing of the trainer may outlive stage 1.
+
+    accelerate's `prepare` sets instance attributes on the model (`forward`, a mixed-precision
+    wrapper whose closure holds the autocast state, and `_original_forward`); removing them restores
+    the class's own forward. The trainer's optimizer, scheduler, callbacks and accelerator are then
+    dropped, so that the model's only owners are the pipeline's (RL in the same process then sees
+    exactly the model a resumed process builds: same numerics, same memory)."""
+    for m in {id(model): model, id(trainer.model): trainer.model}.values():
+        for attr in ("forward", "_original_forward"):
+            m.__dict__.pop(attr, None)
+    trainer.optimizer = trainer.lr_scheduler = None
+    trainer.callback_handler.callbacks.clear()
+    trainer.model = trainer.model_wrapped = None
+    trainer.accelerator.free_memory()
 
 
 def single_device(args) -> None:
