@@ -42,7 +42,7 @@ def test_pass_at_k_rejects_k_above_n_and_bad_counts():
 
 
 def test_passk_cli_k_above_n_exits_2_one_line_nothing_written(tmp_path, capsys):
-    from compose_rl.positive_control import main
+    from compose_rl.commands.positive_control import main
 
     out = tmp_path / "o"
     rc = main(["passk", "recipes/strcomp-positive-control.yaml", "--ckpt", "base=init", "--n", "4", "--k", "1", "8",

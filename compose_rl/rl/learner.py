@@ -129,16 +129,9 @@ def _combine_mismatch(rows: list[dict]) -> dict:
 
 def _step_checked(opt, params, loss, max_grad_norm: float, run, stage: str, step: int) -> float:
     """backward, clip, Adam step; a non-finite loss or gradient norm raises NonFiniteError before the step."""
-    if not torch.isfinite(loss):
-        raise _non_finite(run, stage, step, "loss", float(loss.detach()))
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    if not torch.isfinite(norm):
-        opt.zero_grad(set_to_none=True)
-        raise _non_finite(run, stage, step, "gradient norm", float(norm))
-    opt.step()
-    return float(norm)
+    _backward_checked(loss, run, stage, step)
+    return _clip_and_step(opt, params, max_grad_norm, run, stage, step)
 
 
 @dataclass

@@ -1,12 +1,12 @@
 """String-task RL positive control and pass@k by depth (issue 20).
 
-    python -m compose_rl.positive_control rl RECIPE --stage1 STATE.pt --seeds 0 1 2 --out DIR [key=value ...]
+    python -m compose_rl.commands.positive_control rl RECIPE --stage1 STATE.pt --seeds 0 1 2 --out DIR [key=value ...]
         RL from one saved stage-1 checkpoint (stages/<label>/state.pt of a run with stages [sft]), once per
         seed, each in its own run directory under DIR; held-out accuracy on one fixed item set per depth
         (task.eval_problems: unseen function pairs, unseen inputs) before and after; the training curve
         (reward and groups with signal per depth, gradient norms) is each run's metrics.jsonl.
         Writes DIR/control.json and DIR/control.md (mean and 95% t-interval over seeds, the shortcut floor).
-    python -m compose_rl.positive_control passk RECIPE --ckpt base=init --ckpt sft=STATE.pt --ckpt rl=STATE.pt
+    python -m compose_rl.commands.positive_control passk RECIPE --ckpt base=init --ckpt sft=STATE.pt --ckpt rl=STATE.pt
         --n 32 --k 1 4 16 32 --items 50 --depths 1 2 3 --out DIR
         pass@k per depth (the unbiased estimator, evals/strcomp.pass_at_k) for each checkpoint, mean and
         95% interval over problems; DIR/passk.md, passk.json, passk.png.
@@ -23,17 +23,7 @@ from pathlib import Path
 
 import torch
 
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
-def mean_ci(xs: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the two-sided 95% t-interval (normal quantile past 10 degrees of freedom)."""
-    n = len(xs)
-    m = sum(xs) / n
-    if n < 2:
-        return m, 0.0
-    sd = (sum((x - m) ** 2 for x in xs) / (n - 1)) ** 0.5
-    return m, T95.get(n - 1, 1.96) * sd / n ** 0.5
+from compose_rl.stats import mean_ci
 
 
 def _pipe(recipe, run_dir: Path, name: str):
@@ -255,7 +245,7 @@ def _plot_passk(results, depths, ks, fl, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m compose_rl.positive_control")
+    p = argparse.ArgumentParser(prog="python -m compose_rl.commands.positive_control")
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("rl")
     a.add_argument("recipe")
