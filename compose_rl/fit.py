@@ -68,10 +68,11 @@ def longest_prompt(recipe, count, tokenizer=None, use_chat_template: bool = Fals
     from compose_rl.models import Policy
 
     rewrites = ()
-    if recipe.games is not None and recipe.games.answer == "reason":  # pipeline.build's rewrite
-        from games.base import INSTRUCTION, REASON_INSTRUCTION
+    if recipe.games is not None:  # pipeline.build's rewrites (reasoning instruction, compact prompt)
+        from games import GAMES
+        from games.base import prompt_rewrites
 
-        rewrites = ((INSTRUCTION, REASON_INSTRUCTION),)
+        rewrites = prompt_rewrites(recipe.games.answer, recipe.games.prompt, GAMES.values())
     fmt = Policy(model=None, tokenizer=tokenizer, name=recipe.model.name, folder=None,
                  use_chat_template=use_chat_template, rewrites=rewrites).format_prompt
     best = Longest(0, "", 0, "")
@@ -106,8 +107,15 @@ def context_window(recipe, info) -> tuple[int, str] | None:
         if not isinstance(n, int) or n <= 0:
             return None
         key = f"max_position_embeddings of {info.folder / 'config.json'}"
-    if recipe.rollout.engine == "vllm" and n > VLLM_LEN_CAP:
-        n, key = VLLM_LEN_CAP, f"vLLM's max_model_len (min({key}, {VLLM_LEN_CAP}), rollout/factory.py)"
+    if recipe.rollout.engine == "vllm":
+        set_len = recipe.rollout.vllm.max_model_len
+        if set_len is not None:
+            if set_len < n:
+                n, key = set_len, "rollout.vllm.max_model_len"
+        else:  # rollout/factory.py's _max_model_len: min(n, 4096), raised to max_new_tokens + 256 where n allows
+            cap = max(min(n, VLLM_LEN_CAP), min(n, recipe.rollout.max_new_tokens + 256))
+            if cap < n:
+                n, key = cap, f"vLLM's max_model_len (min({key}, {VLLM_LEN_CAP}), rollout/factory.py)"
     return n, key
 
 

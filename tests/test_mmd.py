@@ -238,3 +238,22 @@ def test_uniform_stage1_labels_carry_no_card_information():
     assert all(abs(v - 0.5) < 0.05 for v in uniform.values()), uniform
     # the code maps each card to one action 75% of the time: far from 1/2 for every card
     assert all(abs(v - 0.5) > 0.3 for v in code.values()), code
+
+
+def test_context_check_counts_the_compact_prompt_the_policy_sees(capsys):
+    # the window check formats prompts through the same rewrites as the pipeline: compact Kuhn prompts
+    # are far shorter than the full ones, and the boundary is exact for each style
+    from compose_rl.cli import main
+    from compose_rl.fit import longest_prompt
+    from compose_rl.recipe import load_recipe
+
+    path = "recipes/spiral-kuhn.yaml"
+    over = ["games.held_out=[]"]
+    compact = longest_prompt(load_recipe(path, over), len).prompt_tokens
+    full = longest_prompt(load_recipe(path, over + ["games.prompt=full"]), len).prompt_tokens
+    assert compact < full - 100
+    need = compact + 16
+    assert main(["validate", path, *over, f"model.tiny.max_position_embeddings={need}"]) == 0
+    capsys.readouterr()
+    assert main(["validate", path, *over, f"model.tiny.max_position_embeddings={need - 1}"]) == 2
+    assert f"= {need}" in capsys.readouterr().err
