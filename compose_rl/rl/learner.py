@@ -302,6 +302,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
     model, pad = policy.model, policy.tokenizer.pad_token_id or 0
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
+    base_lrs = [g["lr"] for g in opt.param_groups]  # rl.lr_schedule scales these (a resumed optimizer's saved lr is not reused)
     from compose_rl.precision import autocast
 
     device_type = next(model.parameters()).device.type
@@ -341,8 +342,8 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"rl [{stage}]", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, step, cfg.steps)
+        for group, base in zip(opt.param_groups, base_lrs):
+            group["lr"] = base * lr_factor(cfg.lr_schedule, step, cfg.steps)
         # 1. rollouts: samples scored by the verifier or the game
         if rollouts is None:
             samples, metrics, texts = collector.collect(engine, step)
