@@ -219,7 +219,7 @@ def test_track_primitives_every_and_logged_samples(tmp_path, tiny_policy):
             f.write(f"===== rl step {step} =====\n" + body + "\n---\n" + body + "\n")
     assert len(logged_texts(samples, 3, 4)) == 4 and logged_texts(samples, 9, 9) == []
     r = load_recipe(os.path.join(ROOT, "recipes", "spiral-kuhn.yaml"),
-                    ["primitives.detectors=[verification/rules]", "primitives.every=5"])
+                    ["primitives.detectors=[verification/rules]", "primitives.every=5", "rl.eval_every=5"])
     assert track_primitives(r, tiny_policy, None, step=3, samples=samples) == {}  # (3 + 1) % 5 != 0
     m = track_primitives(r, tiny_policy, None, step=4, samples=samples)
     # window = every = 5: steps 4-5 .. 3 -> steps 0..3: 6 passes and 2 checks
