@@ -61,8 +61,9 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         # what the run directory keeps over a long run: checkpoint.keep, logging.samples_max_mb
-        self.run.keep = self.recipe.checkpoint.keep
-        self.run.samples_max_bytes = int(self.recipe.logging.samples_max_mb * (1 << 20))
+        if self.run is not None:  # (a pipeline without a run directory only plans or times stages)
+            self.run.keep = self.recipe.checkpoint.keep
+            self.run.samples_max_bytes = int(self.recipe.logging.samples_max_mb * (1 << 20))
 
     # ---------------------------------------------------------------- building blocks
     def build(self) -> None:
