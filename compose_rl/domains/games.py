@@ -341,7 +341,8 @@ def write_reference_curves(run, names, recipe) -> None:
     (rl.games_per_step x rl.steps sampled games): a tabular policy trained by rl/tabular.py with the same
     loss terms and the recipe's rl.mmd settings, and OpenSpiel's outcome-sampling MCCFR. The report draws
     them beside the LM's exploitability against games sampled. Self-play games only: with a fixed
-    opponent the comparison does not hold."""
+    opponent the comparison does not hold. A `reference` magnet becomes `uniform` for the table (it has no
+    stage-1 policy); the table's step size is its own (rl/tabular.py), not rl.lr."""
     from compose_rl.rl.tabular import MMDConfig, reference_curves
 
     if recipe.games.opponent != "self" or not names:
