@@ -257,3 +257,38 @@ def test_context_check_counts_the_compact_prompt_the_policy_sees(capsys):
     capsys.readouterr()
     assert main(["validate", path, *over, f"model.tiny.max_position_embeddings={need - 1}"]) == 2
     assert f"= {need}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("micro", [1, 3])
+def test_mmd_exact_terms_accumulate_the_unsplit_gradient(tiny_policy, micro):
+    # with distinct states, the per-state MMD terms summed over micro-batches (each scaled by its share of
+    # the minibatch's states) give the one-pass minibatch's gradient; p_old rows are sliced to each
+    # micro-batch's legal width
+    import contextlib
+
+    from compose_rl.rl.learner import MMDStep, accumulate_gradients, legal_answer_table
+    from tests.test_learner import _rl_cfg
+    from tests.test_scale import _samples
+
+    tok, model = tiny_policy.tokenizer, tiny_policy.model
+    samples = [s for i, s in enumerate(_samples(tok, legal=True)) if i != 6]  # index 6 repeats prompt "K"
+    assert len({tuple(s.prompt_ids) for s in samples}) == len(samples)
+    with torch.no_grad():  # p_old: the current policy shifted, so the proximal term has a gradient
+        keys, seq, legal, _ = legal_answer_table(model, tok, samples, tok.pad_token_id)
+        old = legal_log_probs(seq + torch.tensor([0.3, -0.3]), legal)[0]
+    old_legal = dict(zip(keys, old))
+
+    def grads(micro_batch):
+        cfg = _rl_cfg(algorithm="mmd", micro_batch_size=micro_batch, token_aggregation="seq_sum",
+                      mmd={"magnet": "uniform", "eta": 0.5, "validity": 1.0})
+        step = MMDStep(cfg.mmd, 0.4, None, old_legal, True)
+        _, total, _ = accumulate_gradients(model, None, samples, cfg, tok.pad_token_id, 8, tok, contextlib.nullcontext,
+                                           None, "rl", 0, old_is_current=True, temperature=1.0, mmd=step)
+        return [p.grad.detach().clone() for p in model.parameters()], total
+
+    g_full, t_full = grads(None)
+    g_micro, t_micro = grads(micro)
+    assert any(g.abs().sum() > 0 for g in g_full)
+    for a, b in zip(g_full, g_micro):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert t_micro == pytest.approx(t_full, rel=1e-5, abs=1e-7)

@@ -542,7 +542,8 @@ def _mmd_exact(table, mmd, alpha: float, magnet_model, tokenizer, batch, pad: in
         with torch.no_grad():
             m_table = legal_answer_table(magnet_model, tokenizer, batch, pad)
         rho, _ = legal_log_probs(m_table[1], m_table[2])
-    old = torch.stack([old_legal[k] for k in keys]) if old_legal else None
+    # p_old rows were padded to the whole batch's widest legal set; this minibatch's may be narrower
+    old = torch.stack([old_legal[k][: legal.shape[1]] for k in keys]) if old_legal else None
     terms = mmd_state_terms(logp, log_mass, legal, rho, alpha, mmd.eta, old, mmd.validity)
     stats.update({"loss/mmd_magnet": float(terms["magnet"].detach().mean()), "loss/mmd_prox": float(terms["prox"].detach().mean()),
                   "loss/mmd_validity": float(terms["validity"].detach().mean()),
@@ -576,7 +577,9 @@ def accumulate_gradients(model, ref_model, batch: list[Sample], cfg, pad: int, m
     chunks = [batch[c: c + micro] for c in range(0, len(batch), micro)]
     n_tok = max(sum(len(s.completion_ids) for s in batch), 1)
     n_legal = max(_legal_count(batch), 1)
-    n_states = max(len({tuple(s.prompt_ids) for s in batch if s.info.get("legal_answers")}), 1)
+    # the states legal_answer_table scores (the same filter as _legal_count)
+    n_states = max(len({tuple(s.prompt_ids) for s in batch
+                        if s.info.get("legal_answers") and 1 < len(s.info["legal_answers"]) <= 16}), 1)
     token_entropy = not any(s.info.get("legal_answers") for s in batch)  # as for the unsplit minibatch
     exact = mmd is not None and mmd.legal_exact and not token_entropy
     sampled = (mmd.alpha, mmd.magnet_model, _vocab(model)) if mmd is not None and not exact else None

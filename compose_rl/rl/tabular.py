@@ -227,8 +227,7 @@ def reference_curves(game_name: str, games_per_step: int, steps: int, mmd: MMDCo
         pol.sampled_step(games_per_step, rng, mmd)
         if (step + 1) % every == 0 or step + 1 == steps:
             mmd_curve.append([float((step + 1) * games_per_step), exploitability(tg, pol.probs())])
-    solver = pyspiel.OutcomeSamplingMCCFRSolver(game, seed=seed) if _takes_seed() else \
-        pyspiel.OutcomeSamplingMCCFRSolver(game)
+    solver = pyspiel.OutcomeSamplingMCCFRSolver(game, seed=seed)
     cfr_curve, done = [], 0
     for games in [g for g, _ in mmd_curve[1:]]:
         while done < games:
@@ -237,10 +236,3 @@ def reference_curves(game_name: str, games_per_step: int, steps: int, mmd: MMDCo
         cfr_curve.append([float(done), float(pyspiel.exploitability(game, solver.average_policy()))])
     return {"tabular_mmd": mmd_curve, "mccfr_outcome_sampling": cfr_curve}
 
-
-def _takes_seed() -> bool:
-    try:
-        pyspiel.OutcomeSamplingMCCFRSolver(pyspiel.load_game("kuhn_poker"), seed=0)
-        return True
-    except TypeError:
-        return False
