@@ -77,13 +77,10 @@ def smoke(recipe):
     d = recipe.model_dump(mode="json")
     d["name"] = d["name"] + "-smoke"
     d["sft"].update(examples=64, max_steps=4, batch_size=16, gate="warn", gate_items=2)
-    d["rl"].update(steps=2, prompts_per_step=4, group_size=4, games_per_step=8, checkpoint_every=1,
-                   eval_every=min(d["rl"]["eval_every"], 1))
-    d["eval"].update(items_per_depth=4, pass_k=2, pass_k_items=2, games=4)
-    if d["rl"].get("phases"):  # a depth curriculum: one step per phase, rl.steps their sum
-        for p in d["rl"]["phases"]:
-            p["steps"] = 1
-        d["rl"]["steps"] = len(d["rl"]["phases"])
+    d["rl"].update(steps=2, checkpoint_every=1, eval_every=min(d["rl"]["eval_every"], 1))
+    from compose_rl.domains import smoke_budgets
+
+    smoke_budgets(d)  # each domain's own: prompts and groups, games per step, eval items, depth phases
     if d.get("ablate"):
         d["ablate"]["seeds"] = d["ablate"]["seeds"][:1]
     if d.get("primitives"):

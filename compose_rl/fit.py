@@ -67,12 +67,9 @@ def longest_prompt(recipe, count, tokenizer=None, use_chat_template: bool = Fals
     the prompt as the policy does (models.Policy.format_prompt)."""
     from compose_rl.models import Policy
 
-    rewrites = ()
-    if recipe.games is not None:  # pipeline.build's rewrites (reasoning instruction, compact prompt)
-        from games import GAMES
-        from games.base import prompt_rewrites
+    from compose_rl.domains import prompt_rewrites
 
-        rewrites = prompt_rewrites(recipe.games.answer, recipe.games.prompt, GAMES.values())
+    rewrites = prompt_rewrites(recipe)  # pipeline.build's: each domain's (reasoning instruction, compact prompt)
     fmt = Policy(model=None, tokenizer=tokenizer, name=recipe.model.name, folder=None,
                  use_chat_template=use_chat_template, rewrites=rewrites).format_prompt
     best = Longest(0, "", 0, "")

@@ -19,13 +19,11 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from compose_rl.recipe import Recipe, dump_recipe
 from compose_rl.rl.learner import hms as _hms
-from compose_rl.rollout.factory import make_engine
 from compose_rl.rundir import RunDir
 from compose_rl.types import SamplingParams
 
@@ -83,54 +81,49 @@ class Pipeline:
         self.policy = load_policy(m.name, seed=r.seed, tiny=TinySpec(**m.tiny.model_dump()),
                                   lora=LoraSpec(**m.lora.model_dump()) if m.lora else None,
                                   chat_template=m.chat_template)
-        if r.games is not None:  # SPIRAL's reasoning prompt and/or the compact prompt
-            from games import GAMES
-            from games.base import prompt_rewrites
+        from compose_rl.domains import prompt_rewrites
 
-            self.policy.rewrites = prompt_rewrites(r.games.answer, r.games.prompt, GAMES.values())
+        rewrites = prompt_rewrites(r)  # each domain's (games: SPIRAL's reasoning prompt, the compact prompt)
+        if rewrites:
+            self.policy.rewrites = rewrites
         if self.precision.device == "cpu" and torch.version.cuda and not torch.cuda.is_available():
             say(f"note: torch {torch.__version__} is a CUDA {torch.version.cuda} build but no GPU is usable "
                 "(driver too old?): training on the CPU; `compose-rl doctor` says more")
         if self.precision.device == "cuda":  # the learner (and the in-process engine) on the GPU
             self.policy.model.to("cuda")
-        if r.latent is not None:  # experimental (Gap C): the policy thinks in a latent loop
-            from compose_rl.experimental.latent_loop import LatentLoop, LatentLoopEngine
+        from compose_rl.kinds import kind_of
 
-            self.loop = LatentLoop(self.policy.model, r.latent.steps, r.latent.backprop_steps)
-            self.engine, self.sync = LatentLoopEngine(self.loop, self.policy.tokenizer, r.rollout.batch_size), (lambda: None)
-        elif r.recurrent is not None:  # experimental (Gap C, issue 11): prelude -> core x r -> coda
-            from compose_rl.experimental.recurrent_train import build_looped
-
-            self.loop, self.engine = build_looped(self.policy, r.recurrent, r.rollout.batch_size)
-            self.sync = lambda: None
-        else:
-            self.engine, self.sync = make_engine(r, self.policy)
+        # the policy kind: the trainable module, its engine and sync (plain; experimental/kinds.py beside it)
+        self.kind = kind_of(r)(r, self.policy, self.precision)
+        self.engine, self.sync = self.kind.engine, self.kind.sync
         from compose_rl.domains import training_domains
 
         # what the recipe trains on: the string task, the game mixture, or both (domains/base.py)
         self.domains = training_domains(r)
-        self.task = next((d.task for d in self.domains if d.name == "strcomp"), None)  # experimental/, ablate.py
 
     @property
     def trainable(self) -> torch.nn.Module:
-        """What training updates and checkpoints hold: the model, or the latent loop (model + bridge)."""
-        return self.loop if (self.recipe.latent is not None or self.recipe.recurrent is not None) else self.policy.model
+        """What training updates and checkpoints hold: the model, or the kind's module (model + loop)."""
+        return self.kind.trainable
 
     @property
     def scorer(self):
-        """The policy the exact evaluations score (exploitability, in-game tables): the looped module
-        behind the policy's tokenizer and prompt for a recurrent-depth recipe, else the policy itself."""
-        if self.recipe.recurrent is not None:
-            from dataclasses import replace
-
-            return replace(self.policy, model=self.loop)
-        return self.policy
+        """The policy the exact evaluations score (exploitability, in-game tables): the kind's module
+        behind the policy's tokenizer and prompt."""
+        return self.kind.scorer
 
     def save_best(self, path) -> None:
-        """The policy as a Hugging Face folder (+ the looped module's own state in loop_state.pt)."""
-        self.policy.save(path)
-        if self.recipe.recurrent is not None:
-            torch.save({"model": self.loop.state_dict()}, Path(path) / "loop_state.pt")
+        """The policy as a Hugging Face folder (+ the kind's own state)."""
+        self.kind.save_best(path)
+
+    def ctx(self):
+        """What the domains read of this run (domains/base.py DomainContext), built afresh for each call:
+        a study may swap the recipe or the domains between stages."""
+        from compose_rl.domains import DomainContext
+
+        return DomainContext(recipe=self.recipe, policy=self.policy, engine=self.engine, scorer=self.scorer,
+                             run=self.run, sampling=self.sampling(), eval_sampling=self.sampling(train=False),
+                             save_best=self.save_best)
 
     @property
     def max_new_tokens(self) -> int:
@@ -198,23 +191,13 @@ class Pipeline:
 
     # ---- sft
     def stage_sft(self, index: int, label: str) -> None:
-        from compose_rl.sft.stage import mastery_gate, run_sft
+        from compose_rl.sft.stage import mastery_gate
 
         r = self.recipe
         pairs = self.sft_pairs()
         for d in self.domains:  # the label policy's own score, where the labels are not the task's answers
-            d.label_baseline(self)
-        if r.latent is not None:
-            from compose_rl.experimental.trainer import latent_sft
-
-            out = latent_sft(self.loop, self.policy, pairs, r.sft, self.run, label, r.seed, r.latent.warmup_fraction)
-        elif r.recurrent is not None:
-            from compose_rl.experimental.recurrent_train import looped_sft
-
-            out = looped_sft(self.loop, self.policy, pairs, r.sft, self.run, label, r.seed)
-        else:
-            out = run_sft(self.policy, pairs, r.sft, self.run, label, r.seed,
-                          gradient_checkpointing=r.model.gradient_checkpointing, dtype=self.precision.dtype)
+            d.label_baseline(self.ctx())
+        out = self.kind.sft(self, pairs, label)
         self.engine.load_weights(self.sync(), self.engine.policy_version + 1)
         skills = self.skill_accuracy()
         passed, message = mastery_gate(skills, r.sft.mastery)
@@ -241,59 +224,39 @@ class Pipeline:
     def skill_accuracy(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for d in self.domains:
-            out.update(d.gate_skills(self))
+            out.update(d.gate_skills(self.ctx()))
         return out
 
     # ---- rl
     def stage_rl(self, index: int, label: str, partial) -> None:
         from compose_rl.domains import MixedCollector
-        from compose_rl.rl.learner import LearnerHooks, run_rl
+        from compose_rl.rl.learner import LearnerHooks
 
         r = self.recipe
         hooks = LearnerHooks(extra_state=self._extra, load_extra_state=self._load_extra,
                              later_stages_s=lambda: self.later_stages_s(index))
-        cols = [(d.name, d.collector(self, label)) for d in self.domains]
+        cols = [(d.name, d.collector(self.ctx(), label)) for d in self.domains]
         # several training domains: each fills its share of every RL batch (domains/base.py)
         collector = cols[0][1] if len(cols) == 1 else MixedCollector(cols)
         if r.rl.replay_fraction > 0:
             hooks.replay = self._replay_fn()
         if r.rl.eval_every:
             hooks.evaluate = lambda step: self.track(step, label)
-        hooks.on_step_end = lambda step: [d.on_step_end(self, step) for d in self.domains]
+        hooks.on_step_end = lambda step: [d.on_step_end(self.ctx(), step) for d in self.domains]
         # the recipe's checkpointing state, whatever SFT (or a resumed checkpoint) left behind
         self.policy.set_gradient_checkpointing(r.model.gradient_checkpointing)
-        if r.latent is not None:
-            from compose_rl.experimental.trainer import run_latent_rl
-
-            last = run_latent_rl(self.loop, self.policy, self.engine, collector, r.rl, self.run, label,
-                                 evaluate=hooks.evaluate, replay=hooks.replay, resume=partial)
-        else:
-            rollouts, policy = None, self.policy
-            if r.recurrent is not None:  # the main learner trains the looped module through its log-prob hook
-                from compose_rl.experimental.recurrent_train import wire_rl
-
-                policy, collector, hooks = wire_rl(self.loop, self.engine, collector, hooks, self.policy, r.seed)
-            if r.rollout.mode == "async":  # the Ray workers generate ahead while the learner trains
-                from compose_rl.rollout.async_rollouts import AsyncRollouts, PromptFormat
-
-                rollouts = AsyncRollouts(self.engine, collector, r.rollout.max_lag, PromptFormat.of(self.policy),
-                                         steps=r.rl.steps)
-            last = run_rl(policy, self.engine, collector, r.rl, self.run, label, r.seed, self.max_new_tokens,
-                          hooks=hooks, resume=partial, sync=self.sync, max_lag=r.rollout.max_lag,
-                          temperature=r.rollout.temperature, rollouts=rollouts, is_trunc=r.rollout.is_trunc,
-                          legal_exact=r.games is None or r.games.answer == "boxed",
-                          dtype=self.precision.dtype)
+        last = self.kind.rl(self, collector, hooks, label, partial)
         self._final_checkpoint(label, r.rl.steps - 1)
         self.results[label] = last
 
     def _replay_fn(self):
-        return lambda step: [pair for d in self.domains for pair in d.replay(self, step)]
+        return lambda step: [pair for d in self.domains for pair in d.replay(self.ctx(), step)]
 
     def track(self, step: int, label: str) -> dict:
         """In-RL evaluation every rl.eval_every steps: each domain's tracking, then primitives."""
         out: dict = {}
         for d in self.domains:
-            out.update(d.track(self, step, label))
+            out.update(d.track(self.ctx(), step, label))
         from compose_rl.evals.probes import track_primitives  # primitive/<name>/... when the recipe asks
 
         out.update(track_primitives(self.recipe, self.scorer, self.engine, step=step,
@@ -312,19 +275,15 @@ class Pipeline:
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, label: str) -> dict:
-        r = self.recipe
         metrics, samples = {}, []
         for d in self.domains:
-            m, texts = d.evaluate(self, label)
+            m, texts = d.evaluate(self.ctx(), label)
             metrics.update(m)
             samples += texts
         from compose_rl.evals.probes import track_primitives  # primitive/<name>/... when the recipe asks
 
         metrics.update(track_primitives(self.recipe, self.scorer, self.engine, texts=samples))
-        if r.recurrent is not None:  # depth scaling, exit rules and loop probes (experimental/recurrent_train.py)
-            from compose_rl.experimental.recurrent_train import recurrent_eval
-
-            metrics.update(recurrent_eval(self, label, metrics))
+        metrics.update(self.kind.extra_evals(self, label, metrics))  # e.g. depth scaling (recurrent kind)
         self.run.log(label, 0, metrics)
         self.run.write_samples(label, 0, samples)
         say(summarize(label, metrics))

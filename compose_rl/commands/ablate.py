@@ -141,6 +141,7 @@ def _train_stage1(recipe, seed: int, root: Path) -> dict:
 
 def _matched_sft(pipe) -> int:
     """SFT-only stage 2, matched to the RL learner (see MATCHED); returns the gradient steps taken."""
+    from compose_rl.domains.strcomp import task_of
     from compose_rl.rl.learner import _replay_loss
     from compose_rl.sft.stage import encode_pair
 
@@ -151,7 +152,7 @@ def _matched_sft(pipe) -> int:
     replay = pipe._replay_fn() if r.rl.replay_fraction > 0 else None
     model.train()
     for step in range(r.rl.steps):
-        probs = pipe.task.rl_problems(r.rl.prompts_per_step, seed=step_seed(r.seed, step))
+        probs = task_of(pipe.domains).rl_problems(r.rl.prompts_per_step, seed=step_seed(r.seed, step))
         loss = _replay_loss(model, [encode_pair(pipe.policy, p.prompt, p.target) for p in probs], pad)
         stats = {"sft/loss_task": float(loss.detach())}
         if replay is not None:
@@ -193,6 +194,7 @@ def merge_ablations(recipe, roots: list[Path]) -> Path:
 
 
 def _write(root: Path, recipe, ab, results, stage1) -> Path:
+    from compose_rl.domains.strcomp import acc_key, floor_key, pass_key  # ablate runs string-task recipes only
     from compose_rl.report import _md_table, plot_depth
 
     depths = recipe.task.test_depths
@@ -204,15 +206,15 @@ def _write(root: Path, recipe, ab, results, stage1) -> Path:
             continue
         drows = []
         for d in depths:
-            accs = [v["end"][f"eval/strcomp/acc_d{d}"] for v in by_seed.values()]
+            accs = [v["end"][acc_key(d)] for v in by_seed.values()]
             m, h = mean_ci(accs)
-            fl = next(iter(by_seed.values()))["end"][f"eval/strcomp/floor_d{d}"]
+            fl = next(iter(by_seed.values()))["end"][floor_key(d)]
             drows.append({"depth": d, "acc": m, "acc_lo": m - h, "acc_hi": m + h, "floor": fl})
         tables[variant] = drows
         floor = drows
-        start_pk = mean_ci([v["start"].get(f"eval/strcomp/pass@{k}_d2", 0.0) for v in by_seed.values()])
+        start_pk = mean_ci([v["start"].get(pass_key(k, 2), 0.0) for v in by_seed.values()])
         sig = [v["groups_with_signal"] for v in by_seed.values() if v["groups_with_signal"] == v["groups_with_signal"]]
-        d1_start = mean_ci([v["start"]["eval/strcomp/acc_d1"] for v in by_seed.values()])
+        d1_start = mean_ci([v["start"][acc_key(1)] for v in by_seed.values()])
         steps = sorted({v["grad_steps"] for v in by_seed.values()})
         rows.append([variant] + [f"{r['acc']:.3f} ± {r['acc_hi'] - r['acc']:.3f}" for r in drows]
                     + [f"{start_pk[0]:.3f}", f"{mean_ci(sig)[0]:.3f}" if sig else "", f"{d1_start[0]:.3f} → {drows[0]['acc']:.3f}",

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from compose_rl.domains.strcomp import task_of  # the string task's positive control: its problems
 from compose_rl.stats import mean_ci
 
 
@@ -52,8 +53,9 @@ def heldout_accuracy(pipe, depths, items: int) -> dict[str, float]:
 
     out = {}
     for d in depths:
-        probs = pipe.task.eval_problems(d, items)
-        out[f"acc_d{d}"] = accuracy(pipe.engine, pipe.policy.format_prompt, pipe.task, probs, pipe.max_new_tokens)[0]
+        task = task_of(pipe.domains)
+        probs = task.eval_problems(d, items)
+        out[f"acc_d{d}"] = accuracy(pipe.engine, pipe.policy.format_prompt, task, probs, pipe.max_new_tokens)[0]
     return out
 
 
@@ -96,7 +98,7 @@ def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, ove
         log(f"seed {seed}: " + "  ".join(f"{k} {start[k]:.3f}->{end[k]:.3f}" for k in end) + f"  ({t_rl:.0f} s RL)")
         (out / "control.json").write_text(json.dumps({"recipe": recipe_path, "overrides": overrides, "stage1": stage1,
                                                       "items": items, "rows": rows}, indent=1))
-    task = pipe.task
+    task = task_of(pipe.domains)
     summary = {"recipe": recipe_path, "overrides": overrides, "stage1": stage1, "items": items, "rows": rows,
                "floors": floors(task, depths, items)}
     (out / "control.json").write_text(json.dumps(summary, indent=1))
@@ -177,8 +179,9 @@ def passk_rows(pipe, depths, items: int, n: int, ks: list[int], temperature: flo
 
     out = {}
     for d in depths:
-        probs = pipe.task.eval_problems(d, items)
-        _, _, correct, _ = accuracy(pipe.engine, pipe.policy.format_prompt, pipe.task, probs, pipe.max_new_tokens,
+        task = task_of(pipe.domains)
+        probs = task.eval_problems(d, items)
+        _, _, correct, _ = accuracy(pipe.engine, pipe.policy.format_prompt, task, probs, pipe.max_new_tokens,
                                     temperature=temperature, n=n, seed=seed + d)
         out[d] = {"correct": correct, **{f"pass@{k}": mean_ci([pass_at_k(n, c, k) for c in correct]) for k in ks}}
     return out
@@ -202,7 +205,7 @@ def run_passk(recipe_path: str, ckpts: list[tuple[str, str | None]], out: Path, 
         results[label] = passk_rows(pipe, depths, items, n, ks, recipe.rollout.temperature, recipe.seed)
         log(f"{label}: " + "  ".join(f"d{d} " + " ".join(f"p@{k} {results[label][d][f'pass@{k}'][0]:.3f}" for k in ks)
                                      for d in depths) + f"  ({time.perf_counter() - t0:.0f} s)")
-    fl = floors(pipe.task, depths, items)
+    fl = floors(task_of(pipe.domains), depths, items)
     summary = {"recipe": recipe_path, "overrides": overrides, "n": n, "ks": ks, "items": items,
                "temperature": recipe.rollout.temperature, "checkpoints": dict(ckpts),
                "results": {lab: {str(d): v for d, v in r.items()} for lab, r in results.items()}, "floors": fl}

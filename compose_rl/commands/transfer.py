@@ -50,7 +50,9 @@ def load_run(path: str | Path):
         recipe = load_recipe(resolved)
     except RecipeError as e:
         raise TransferError(str(e)) from None
-    if recipe.latent is not None or recipe.recurrent is not None:
+    from compose_rl.kinds import kind_name
+
+    if kind_name(recipe) != "plain":
         raise TransferError(f"{path}: a latent-loop or recurrent-depth run; transfer evaluates plain policies only")
     stages = path / "stages"
     labels = [d.name for d in sorted(stages.iterdir(), key=lambda d: d.stat().st_mtime)
@@ -66,11 +68,10 @@ def load_run(path: str | Path):
 
 
 def trained_groups(recipe) -> list[str]:
-    """Column groups a run trained on: strcomp, and/or each training game."""
-    out = ["strcomp"] if recipe.task is not None else []
-    if recipe.games is not None:
-        out += [g.name for g in recipe.games.train]
-    return out
+    """Column groups a run trained on: strcomp, and/or each training game (each domain names its own)."""
+    from compose_rl.domains import trained_groups as groups
+
+    return groups(recipe)
 
 
 def build_policy(recipe, source=None):
@@ -88,11 +89,11 @@ def build_policy(recipe, source=None):
                              lora=LoraSpec(**m.lora.model_dump()) if m.lora else None, chat_template=m.chat_template)
         if source is not None:
             policy.model.load_state_dict(torch.load(source, weights_only=False)["model"])
-    if recipe.games is not None:  # the prompt the run trained with
-        from games import GAMES
-        from games.base import prompt_rewrites
+    from compose_rl.domains import prompt_rewrites
 
-        policy.rewrites = prompt_rewrites(recipe.games.answer, recipe.games.prompt, GAMES.values())
+    rewrites = prompt_rewrites(recipe)  # the prompt the run trained with (each domain's rewrites)
+    if rewrites:
+        policy.rewrites = rewrites
     if torch.cuda.is_available():
         policy.model.to("cuda")
     policy.model.eval()
@@ -100,14 +101,12 @@ def build_policy(recipe, source=None):
 
 
 def evaluate_policy(policy, domains, items: int, max_new_tokens: int, temperature: float, batch_size: int = 256):
-    from compose_rl.domains.games import GameDomain
     from compose_rl.rollout.hf import HFEngine
 
     engine = HFEngine(policy.model, policy.tokenizer, batch_size)
     cols: list[Column] = []
     for d in domains:
-        kw = {"temperature": temperature} if isinstance(d, GameDomain) else {}
-        cols += d.transfer_columns(policy, engine, items, EVAL_SEED, max_new_tokens, **kw)
+        cols += d.transfer_columns(policy, engine, items, EVAL_SEED, max_new_tokens, temperature=temperature)
     return cols
 
 

@@ -5,7 +5,7 @@ or both); `suite_domains(name, ...)` the named evaluation suites of `compose-rl 
 """
 from __future__ import annotations
 
-from compose_rl.domains.base import Column, Domain, DomainBase, MixedCollector
+from compose_rl.domains.base import Column, Domain, DomainBase, DomainContext, MixedCollector
 
 ALL_GAMES = ("kuhn_poker", "leduc_poker", "tic_tac_toe", "liars_dice", "bargaining")
 SUITES: dict[str, dict] = {
@@ -34,6 +34,31 @@ def training_domains(recipe) -> list:
     return out
 
 
+def domain_classes() -> list[type]:
+    """Every domain kind, for what is read from a recipe alone (prompt rewrites, smoke budgets)."""
+    from compose_rl.domains.games import GameDomain
+    from compose_rl.domains.probes import InGameProbeDomain, ProbeDomain
+    from compose_rl.domains.strcomp import StrCompDomain
+
+    return [StrCompDomain, GameDomain, ProbeDomain, InGameProbeDomain]
+
+
+def prompt_rewrites(recipe) -> tuple[tuple[str, str], ...]:
+    """The policy's prompt rewrites for `recipe` (Policy.rewrites): each domain's, in order."""
+    return tuple(rw for cls in domain_classes() for rw in cls.prompt_rewrites(recipe))
+
+
+def smoke_budgets(data: dict) -> None:
+    """`--smoke`: every domain shrinks its own budgets in the recipe dict `data` (in place)."""
+    for cls in domain_classes():
+        cls.smoke_budgets(data)
+
+
+def trained_groups(recipe) -> list[str]:
+    """Column groups of the transfer matrix a recipe trained on: strcomp, and/or each training game."""
+    return [g for cls in domain_classes() for g in cls.trained_groups(recipe)]
+
+
 def suite_domains(name: str, seed: int = 0) -> list:
     """The evaluation domains of suite `name` (ValueError naming the known suites otherwise)."""
     if name not in SUITES:
@@ -60,5 +85,5 @@ def suite_domains(name: str, seed: int = 0) -> list:
     return out
 
 
-__all__ = ["ALL_GAMES", "SUITES", "Column", "Domain", "DomainBase", "MixedCollector", "suite_domains",
-           "training_domains"]
+__all__ = ["ALL_GAMES", "SUITES", "Column", "Domain", "DomainBase", "DomainContext", "MixedCollector",
+           "domain_classes", "prompt_rewrites", "smoke_budgets", "suite_domains", "trained_groups", "training_domains"]

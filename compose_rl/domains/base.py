@@ -5,16 +5,48 @@ A domain (the string task, a game mixture, a probe suite) provides
   * a rollout collector for RL (`collector`, plus its in-RL tracking and checkpoint state),
   * the mastery gate's skill accuracies (`gate_skills`),
   * its eval suite (`evaluate`) and its shortcut/chance floors (`floors`),
-  * per-item scores for the transfer matrix (`transfer_columns`, compose_rl/evals/transfer.py scores them).
+  * per-item scores for the transfer matrix (`transfer_columns`, compose_rl/evals/transfer.py scores them),
+  * what it adds to the policy's prompts (`prompt_rewrites`) and its smoke budgets (`smoke_budgets`),
+    both read from the recipe alone (a transfer or a plan builds no domain).
+Its report section lives in compose_rl/report/<domain>.py (the report reads a run directory's files,
+with no domain object). A domain reads the run through a `DomainContext`, never the whole pipeline.
 The pipeline loops over a list of domains and never asks which kind it holds. Several training
 domains are mixed in RL by `MixedCollector`: each contributes its own batch to every step.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Callable, Protocol
 
 from compose_rl.types import Column  # noqa: F401 (domains return it; it lives with the other typed records)
+from compose_rl.types import SamplingParams
+
+
+@dataclass(frozen=True)
+class DomainContext:
+    """What a domain reads of a run, built by the pipeline for each call (compose_rl/pipeline.py `ctx`)."""
+
+    recipe: Any
+    """The typed Recipe: its rl, sft, eval, rollout, seed and the domain's own section."""
+    policy: Any
+    """The trained policy (tokenizer, format_prompt, model)."""
+    engine: Any
+    """The rollout engine behind the policy (generate, load_weights)."""
+    scorer: Any
+    """The policy the exact evaluations score (the policy kind's module behind the policy's prompt)."""
+    run: Any
+    """The run directory (write_json, log, path)."""
+    sampling: SamplingParams
+    """Rollout sampling: rollout.temperature and top_p."""
+    eval_sampling: SamplingParams
+    """Evaluation sampling: rollout.eval_temperature, top_p 1."""
+    save_best: Callable[[Path], None]
+    """Writes the policy (and the kind's extra state) as a folder: a domain's best checkpoint."""
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.recipe.rollout.max_new_tokens
 
 
 class Domain(Protocol):
@@ -24,25 +56,25 @@ class Domain(Protocol):
     def sft_pairs(self, n: int) -> list[tuple[str, str]]:
         """n stage-1 (prompt, target) pairs."""
 
-    def label_baseline(self, pipe) -> dict:
+    def label_baseline(self, ctx: DomainContext) -> dict:
         """The stage-1 label policy's own score (exact, no model), logged; {} when the labels are the task's answers."""
 
-    def gate_skills(self, pipe) -> dict[str, float]:
+    def gate_skills(self, ctx: DomainContext) -> dict[str, float]:
         """Held-out accuracy per skill for the mastery gate."""
 
-    def collector(self, pipe, label: str):
+    def collector(self, ctx: DomainContext, label: str):
         """The RL rollout collector of this domain."""
 
-    def track(self, pipe, step: int, label: str) -> dict:
+    def track(self, ctx: DomainContext, step: int, label: str) -> dict:
         """In-RL evaluation (every rl.eval_every steps); keys eval/..."""
 
-    def on_step_end(self, pipe, step: int) -> None:
+    def on_step_end(self, ctx: DomainContext, step: int) -> None:
         """After each learner step (e.g. snapshot the opponent pool)."""
 
-    def replay(self, pipe, step: int) -> list:
+    def replay(self, ctx: DomainContext, step: int) -> list:
         """Supervised (prompt ids, target ids) pairs mixed into this RL step; [] = none."""
 
-    def evaluate(self, pipe, label: str) -> tuple[dict, list[str]]:
+    def evaluate(self, ctx: DomainContext, label: str) -> tuple[dict, list[str]]:
         """The eval suite: flat metrics and a few readable samples; writes eval/<label>-*.json."""
 
     def floors(self) -> dict[str, float]:
@@ -53,8 +85,21 @@ class Domain(Protocol):
 
     def load_extra_state(self, state: dict) -> None: ...
 
-    def transfer_columns(self, policy, engine, items: int, seed: int, max_new_tokens: int) -> list[Column]:
-        """Per-item scores of a policy on this domain, for the transfer matrix."""
+    def transfer_columns(self, policy, engine, items: int, seed: int, max_new_tokens: int,
+                         temperature: float = 1.0) -> list[Column]:
+        """Per-item scores of a policy on this domain, for the transfer matrix (`temperature`: sampled play)."""
+
+    @classmethod
+    def prompt_rewrites(cls, recipe) -> tuple[tuple[str, str], ...]:
+        """(old, new) replacements the policy applies to every prompt of this domain (Policy.rewrites)."""
+
+    @classmethod
+    def trained_groups(cls, recipe) -> list[str]:
+        """Transfer-matrix column groups of this kind that `recipe` trains on ([] = none)."""
+
+    @classmethod
+    def smoke_budgets(cls, data: dict) -> None:
+        """`--smoke`: shrink this domain's budgets in a recipe dict, in place."""
 
 
 class DomainBase:
@@ -62,16 +107,16 @@ class DomainBase:
 
     name = "domain"
 
-    def label_baseline(self, pipe) -> dict:
+    def label_baseline(self, ctx: DomainContext) -> dict:
         return {}
 
-    def track(self, pipe, step: int, label: str) -> dict:
+    def track(self, ctx: DomainContext, step: int, label: str) -> dict:
         return {}
 
-    def on_step_end(self, pipe, step: int) -> None:
+    def on_step_end(self, ctx: DomainContext, step: int) -> None:
         return None
 
-    def replay(self, pipe, step: int) -> list:
+    def replay(self, ctx: DomainContext, step: int) -> list:
         return []
 
     def floors(self) -> dict[str, float]:
@@ -81,6 +126,18 @@ class DomainBase:
         return {}
 
     def load_extra_state(self, state: dict) -> None:
+        return None
+
+    @classmethod
+    def prompt_rewrites(cls, recipe) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    @classmethod
+    def trained_groups(cls, recipe) -> list[str]:
+        return []
+
+    @classmethod
+    def smoke_budgets(cls, data: dict) -> None:
         return None
 
 

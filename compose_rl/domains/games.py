@@ -131,6 +131,25 @@ class GameDomain(DomainBase):
         """Held-out games stage 1 shows (format only)."""
         return self.held_out if self.held_out_format != "none" else []
 
+    @classmethod
+    def prompt_rewrites(cls, recipe) -> tuple[tuple[str, str], ...]:
+        """SPIRAL's reasoning prompt and/or the compact prompt (games.base.prompt_rewrites)."""
+        if recipe.games is None:
+            return ()
+        from games import GAMES
+        from games.base import prompt_rewrites
+
+        return prompt_rewrites(recipe.games.answer, recipe.games.prompt, GAMES.values())
+
+    @classmethod
+    def trained_groups(cls, recipe) -> list[str]:
+        return [g.name for g in recipe.games.train] if recipe.games is not None else []
+
+    @classmethod
+    def smoke_budgets(cls, data: dict) -> None:
+        data["rl"].update(games_per_step=8)
+        data["eval"].update(games=4)
+
     # ---- stage 1
     def sft_pairs(self, n: int) -> list[tuple[str, str]]:
         # the action format on random reachable states, with labels that encode the player's private
@@ -158,7 +177,7 @@ class GameDomain(DomainBase):
             labels.append(a)
         return [(game.prompt(st, pl), game.answer_text(st, a)) for (game, st, pl), a in zip(states, labels)]
 
-    def label_baseline(self, pipe) -> dict:
+    def label_baseline(self, ctx) -> dict:
         """The stage-1 label policy's own score, exactly (a table, no model), per exact game: the
         baseline every after-SFT number is read against. Writes eval/label-policy.json, logs it as
         stage `label-policy` and prints the code each seed drew."""
@@ -180,38 +199,38 @@ class GameDomain(DomainBase):
             say(f"label policy ({game.name}, sharp {sharp}): exploitability {m['exploitability']:.3f}, "
                 f"exact value vs random {m['vs_random/exact_value']:+.3f}, vs nash {m['vs_nash/exact_value']:+.3f}")
         if out:
-            pipe.run.write_json("eval/label-policy.json", out)
-            pipe.run.log("label-policy", 0, metrics)
+            ctx.run.write_json("eval/label-policy.json", out)
+            ctx.run.log("label-policy", 0, metrics)
         return out
 
-    def gate_skills(self, pipe) -> dict[str, float]:
+    def gate_skills(self, ctx) -> dict[str, float]:
         """Greedy valid-action rate on random states of each trained (and format-taught) game."""
-        r = pipe.recipe
+        r = ctx.recipe
         out = {}
         for k, game in enumerate([g for g, _ in self.mixture] + self.formatted):
             # the first game's states are those of the pre-domain pipeline (seed + 17), the rest follow on
-            items = valid_rate_items(pipe.engine, pipe.policy.format_prompt, game, r.sft.gate_items,
-                                     r.seed + 17 + 7919 * k, pipe.sampling(train=False))
+            items = valid_rate_items(ctx.engine, ctx.policy.format_prompt, game, r.sft.gate_items,
+                                     r.seed + 17 + 7919 * k, ctx.eval_sampling)
             out[f"{game.name}/valid"] = sum(items) / len(items)
         return out
 
     # ---- rl
-    def collector(self, pipe, label: str):
+    def collector(self, ctx, label: str):
         from compose_rl.rollout.collectors import SelfPlayCollector
         from games.env import InvalidPolicy
 
-        r, g = pipe.recipe, self.cfg
+        r, g = ctx.recipe, self.cfg
         inv = g.invalid
-        col = SelfPlayCollector(self.draw_mixture, pipe.policy.format_prompt, r.rl.games_per_step, pipe.sampling(),
+        col = SelfPlayCollector(self.draw_mixture, ctx.policy.format_prompt, r.rl.games_per_step, ctx.sampling,
                                 r.seed, InvalidPolicy(mode=inv.mode, penalty=inv.penalty, other=inv.other,
                                                       retries=inv.retries),
                                 opponent=g.opponent, max_turns=g.max_turns, lenient=g.lenient)
         if g.opponent == "pool":
-            self._setup_pool(pipe, col)
+            self._setup_pool(ctx, col)
         self._collector = col
         return col
 
-    def _setup_pool(self, pipe, collector) -> None:
+    def _setup_pool(self, ctx, collector) -> None:
         import copy
 
         from compose_rl.rollout.hf import HFEngine
@@ -220,27 +239,27 @@ class GameDomain(DomainBase):
         from compose_rl.domains.pool import SnapshotPool
 
         self.pool = SnapshotPool(self.cfg.pool_size)
-        self.pool.add(pipe.policy.model.state_dict())
-        snapshot_model = copy.deepcopy(pipe.policy.model)
-        collector.opponent_engine = HFEngine(snapshot_model, pipe.policy.tokenizer, pipe.recipe.rollout.batch_size)
+        self.pool.add(ctx.policy.model.state_dict())
+        snapshot_model = copy.deepcopy(ctx.policy.model)
+        collector.opponent_engine = HFEngine(snapshot_model, ctx.policy.tokenizer, ctx.recipe.rollout.batch_size)
 
-    def on_step_end(self, pipe, step: int) -> None:
+    def on_step_end(self, ctx, step: int) -> None:
         if self.pool is not None and (step + 1) % self.cfg.pool_every == 0:
-            self.pool.add(pipe.policy.model.state_dict())
-            pick = self.pool.pick(random.Random(pipe.recipe.seed + step))
+            self.pool.add(ctx.policy.model.state_dict())
+            pick = self.pool.pick(random.Random(ctx.recipe.seed + step))
             self._collector.opponent_engine.model.load_state_dict(pick, strict=False)
 
-    def track(self, pipe, step: int, label: str) -> dict:
+    def track(self, ctx, step: int, label: str) -> dict:
         """Exploitability of the current and the running-average policy, exact values, best checkpoint."""
         from compose_rl.evals.exploitability import exploitability_of_tables, own_reach
         from compose_rl.evals.games import exact_value_vs, history_tv, infostate_rows, lm_policy_tables, tabular_opponent
 
-        if not (pipe.run.path / "eval" / "reference-curves.json").exists():
-            write_reference_curves(pipe.run, list(self.average), pipe.recipe)
+        if not (ctx.run.path / "eval" / "reference-curves.json").exists():
+            write_reference_curves(ctx.run, list(self.average), ctx.recipe)
         out = {}
         for name, avg in self.average.items():
             game = next(g for g, _ in self.mixture if g.name == name)
-            tables = lm_policy_tables(pipe.scorer, game)
+            tables = lm_policy_tables(ctx.scorer, game)
             cur = exploitability_of_tables(game, tables)
             # reach-weighted: the average is the behaviour policy of the mixture of past policies (fictitious play)
             avg.update(tables, reach=own_reach(game, tables))
@@ -254,9 +273,9 @@ class GameDomain(DomainBase):
                 out[f"eval/{name}/vs_{opp}/exact_value"] = exact_value_vs(game, tables, tabular_opponent(game, opp))
             if cur[0] < self.best.get(name, (float("inf"),))[0]:
                 self.best[name] = (cur[0], step)
-                pipe.save_best(pipe.run.path / "best" / name)
+                ctx.save_best(ctx.run.path / "best" / name)
                 out[f"eval/{name}/best_step"] = step
-                write_infostates(pipe.run, "best", {name: rows}, {"step": step, "exploitability": cur[0]})
+                write_infostates(ctx.run, "best", {name: rows}, {"step": step, "exploitability": cur[0]})
         return out
 
     def extra_state(self) -> dict:
@@ -270,34 +289,34 @@ class GameDomain(DomainBase):
         self.best = {k: tuple(v) for k, v in extra.get("best", {}).items()}
 
     # ---- eval
-    def evaluate(self, pipe, label: str) -> tuple[dict, list[str]]:
+    def evaluate(self, ctx, label: str) -> tuple[dict, list[str]]:
         from compose_rl.evals.games import game_eval_suite, infostate_rows
         from games import get_game
 
-        r = pipe.recipe
+        r = ctx.recipe
         names = [g.name for g, _ in self.mixture] + [g.name for g in self.held_out]
         tables: dict = {}
-        metrics, transcripts = game_eval_suite(pipe.scorer, pipe.engine, names, r.eval.opponents, r.eval.games,
-                                               r.seed + 1000, pipe.sampling(train=False), tables_out=tables)
+        metrics, transcripts = game_eval_suite(ctx.scorer, ctx.engine, names, r.eval.opponents, r.eval.games,
+                                               r.seed + 1000, ctx.eval_sampling, tables_out=tables)
         if tables:
-            write_infostates(pipe.run, label, {n: infostate_rows(get_game(n), t) for n, t in tables.items()})
+            write_infostates(ctx.run, label, {n: infostate_rows(get_game(n), t) for n, t in tables.items()})
         if r.eval.exploitability:
             for name, avg in self.average.items():
                 if avg.updates:
                     game = next(g for g, _ in self.mixture if g.name == name)
                     metrics[f"eval/{name}/exploitability_avg"] = avg.exploitability(game)[0]
         for game in self.held_out:  # the held-out game's format: valid-action rate on random states
-            items = valid_rate_items(pipe.engine, pipe.policy.format_prompt, game, r.sft.gate_items,
-                                     r.seed + 4242, pipe.sampling(train=False))
+            items = valid_rate_items(ctx.engine, ctx.policy.format_prompt, game, r.sft.gate_items,
+                                     r.seed + 4242, ctx.eval_sampling)
             metrics[f"eval/{game.name}/held_out_valid"] = sum(items) / len(items)
         if r.eval.transfer_strcomp:
             from compose_rl.evals.strcomp import strcomp_suite
             from synthetic_tasks.strcomp import StrCompTask
 
-            m, rows, _ = strcomp_suite(pipe.engine, pipe.policy.format_prompt, StrCompTask(seed=r.seed), r.eval,
-                                       pipe.max_new_tokens, r.rollout.temperature, r.seed)
+            m, rows, _ = strcomp_suite(ctx.engine, ctx.policy.format_prompt, StrCompTask(seed=r.seed), r.eval,
+                                       ctx.max_new_tokens, r.rollout.temperature, r.seed)
             metrics.update({k.replace("eval/strcomp", "eval/transfer_strcomp"): v for k, v in m.items()})
-        pipe.run.write_json(f"eval/{label}-games.json", metrics)
+        ctx.run.write_json(f"eval/{label}-games.json", metrics)
         texts = [f"[{key}]\n{t}" for key, ts in transcripts.items() for t in ts[:2]]
         return metrics, texts
 

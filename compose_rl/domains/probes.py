@@ -62,28 +62,29 @@ class ProbeDomain(DomainBase):
         random.Random(self.seed).shuffle(items)
         return [(it.prompt, f"\\boxed{{{it.answer}}}") for it in items]
 
-    def gate_skills(self, pipe) -> dict[str, float]:
-        cols = self.transfer_columns(pipe.policy, pipe.engine, pipe.recipe.sft.gate_items, pipe.recipe.seed,
-                                     pipe.max_new_tokens)
+    def gate_skills(self, ctx) -> dict[str, float]:
+        cols = self.transfer_columns(ctx.policy, ctx.engine, ctx.recipe.sft.gate_items, ctx.recipe.seed,
+                                     ctx.max_new_tokens)
         return {f"{c.name}/acc": sum(c.items) / len(c.items) for c in cols}
 
-    def collector(self, pipe, label: str):
+    def collector(self, ctx, label: str):
         from compose_rl.rollout.collectors import StringTaskCollector
 
-        r = pipe.recipe
-        return StringTaskCollector(ProbeTask(self.suites), pipe.policy.format_prompt, r.rl.prompts_per_step,
-                                   r.rl.group_size, pipe.sampling(), r.seed)
+        r = ctx.recipe
+        return StringTaskCollector(ProbeTask(self.suites), ctx.policy.format_prompt, r.rl.prompts_per_step,
+                                   r.rl.group_size, ctx.sampling, r.seed)
 
-    def evaluate(self, pipe, label: str) -> tuple[dict, list[str]]:
+    def evaluate(self, ctx, label: str) -> tuple[dict, list[str]]:
         from compose_rl.evals.probes import suite_metrics
 
-        m, rows = suite_metrics(pipe.engine, pipe.policy.format_prompt, [s.name for s in self.suites],
-                                pipe.recipe.primitives.items if pipe.recipe.primitives else 100,
-                                pipe.max_new_tokens, pipe.recipe.seed)
-        pipe.run.write_json(f"eval/{label}-probes.json", rows)
+        m, rows = suite_metrics(ctx.engine, ctx.policy.format_prompt, [s.name for s in self.suites],
+                                ctx.recipe.primitives.items if ctx.recipe.primitives else 100,
+                                ctx.max_new_tokens, ctx.recipe.seed)
+        ctx.run.write_json(f"eval/{label}-probes.json", rows)
         return m, []
 
-    def transfer_columns(self, policy, engine, items: int, seed: int, max_new_tokens: int) -> list[Column]:
+    def transfer_columns(self, policy, engine, items: int, seed: int, max_new_tokens: int,
+                         temperature: float = 1.0) -> list[Column]:
         from compose_rl.types import SamplingParams
 
         cols = []
@@ -105,7 +106,8 @@ class InGameProbeDomain(DomainBase):
     def __init__(self, games: list[str]):
         self.games = games
 
-    def transfer_columns(self, policy, engine, items: int, seed: int, max_new_tokens: int) -> list[Column]:
+    def transfer_columns(self, policy, engine, items: int, seed: int, max_new_tokens: int,
+                         temperature: float = 1.0) -> list[Column]:
         from compose_rl.evals.ingame_probes import lm_probs, probe_scores
         from compose_rl.primitives.ingame import probes_for
 

@@ -27,6 +27,19 @@ class StrCompDomain(DomainBase):
                                     train_pair_fraction=t.train_pair_fraction,
                                     only=tuple(t.functions) if t.functions else None)
 
+    @classmethod
+    def trained_groups(cls, recipe) -> list[str]:
+        return [cls.name] if recipe.task is not None else []
+
+    @classmethod
+    def smoke_budgets(cls, data: dict) -> None:
+        data["rl"].update(prompts_per_step=4, group_size=4)
+        data["eval"].update(items_per_depth=4, pass_k=2, pass_k_items=2)
+        if data["rl"].get("phases"):  # a depth curriculum: one step per phase, rl.steps their sum
+            for p in data["rl"]["phases"]:
+                p["steps"] = 1
+            data["rl"]["steps"] = len(data["rl"]["phases"])
+
     # ---- stage 1
     def sft_pairs(self, n: int) -> list[tuple[str, str]]:
         seed = self.seed
@@ -42,55 +55,56 @@ class StrCompDomain(DomainBase):
         random.Random(seed).shuffle(items)
         return [(p.prompt, p.target) for p in items]
 
-    def gate_skills(self, pipe) -> dict[str, float]:
+    def gate_skills(self, ctx) -> dict[str, float]:
         from compose_rl.evals.strcomp import skill_accuracy
 
-        return skill_accuracy(pipe.engine, pipe.policy.format_prompt, self.task, pipe.recipe.sft.gate_items,
-                              pipe.max_new_tokens)
+        return skill_accuracy(ctx.engine, ctx.policy.format_prompt, self.task, ctx.recipe.sft.gate_items,
+                              ctx.max_new_tokens)
 
     # ---- rl
-    def collector(self, pipe, label: str):
+    def collector(self, ctx, label: str):
         from compose_rl.rollout.collectors import StringTaskCollector
 
-        r = pipe.recipe
+        r = ctx.recipe
         phases = (lambda step: r.rl.max_depth_at(step, self.task.train_max_depth)) if r.rl.phases else None
-        return StringTaskCollector(self.task, pipe.policy.format_prompt, r.rl.prompts_per_step, r.rl.group_size,
-                                   pipe.sampling(), r.seed, max_depth_at=phases)
+        return StringTaskCollector(self.task, ctx.policy.format_prompt, r.rl.prompts_per_step, r.rl.group_size,
+                                   ctx.sampling, r.seed, max_depth_at=phases)
 
-    def replay(self, pipe, step: int) -> list:
+    def replay(self, ctx, step: int) -> list:
         from compose_rl.sft.stage import encode_pair
 
-        r = pipe.recipe
+        r = ctx.recipe
         if r.rl.replay_fraction <= 0:
             return []
         k = max(1, int(round(r.rl.prompts_per_step * r.rl.group_size * r.rl.replay_fraction)))
         items = self.task.composite_examples(k, seed=r.seed * 7 + step, depths=(1,))
-        return [encode_pair(pipe.policy, p.prompt, p.target) for p in items]
+        return [encode_pair(ctx.policy, p.prompt, p.target) for p in items]
 
-    def track(self, pipe, step: int, label: str) -> dict:
+    def track(self, ctx, step: int, label: str) -> dict:
         from compose_rl.evals.strcomp import accuracy
 
         out = {}
         for d in self.task.test_depths:
-            probs = self.task.eval_problems(d, min(50, pipe.recipe.eval.items_per_depth))
-            out[f"eval/strcomp/acc_d{d}"] = accuracy(pipe.engine, pipe.policy.format_prompt, self.task, probs,
-                                                     pipe.max_new_tokens)[0]
+            probs = self.task.eval_problems(d, min(50, ctx.recipe.eval.items_per_depth))
+            out[f"eval/strcomp/acc_d{d}"] = accuracy(ctx.engine, ctx.policy.format_prompt, self.task, probs,
+                                                     ctx.max_new_tokens)[0]
         return out
 
     # ---- eval
-    def evaluate(self, pipe, label: str) -> tuple[dict, list[str]]:
+    def evaluate(self, ctx, label: str) -> tuple[dict, list[str]]:
         from compose_rl.evals.strcomp import strcomp_suite
 
-        r = pipe.recipe
-        metrics, rows, samples = strcomp_suite(pipe.engine, pipe.policy.format_prompt, self.task, r.eval,
-                                               pipe.max_new_tokens, r.rollout.temperature, r.seed)
-        pipe.run.write_json(f"eval/{label}-strcomp.json", rows)
+        r = ctx.recipe
+        metrics, rows, samples = strcomp_suite(ctx.engine, ctx.policy.format_prompt, self.task, r.eval,
+                                               ctx.max_new_tokens, r.rollout.temperature, r.seed)
+        ctx.run.write_json(f"eval/{label}-strcomp.json", rows)
         return metrics, samples
 
     def floors(self) -> dict[str, float]:
         return {f"eval/strcomp/acc_d{d}": self.task.shortcut_floor(d)[0] for d in self.task.test_depths}
 
-    def transfer_columns(self, policy, engine, items: int, seed: int, max_new_tokens: int) -> list[Column]:
+    def transfer_columns(self, policy, engine, items: int, seed: int, max_new_tokens: int,
+                         temperature: float = 1.0) -> list[Column]:
         from compose_rl.evals.strcomp import accuracy
         from synthetic_tasks.strcomp import floor_of, shortcut_accuracies
 
@@ -101,3 +115,22 @@ class StrCompDomain(DomainBase):
             cols.append(Column(self.name, f"acc_d{d}", [float(c) for c in correct],
                                floor=floor_of(shortcut_accuracies(probs))[0]))
         return cols
+
+
+def acc_key(depth: int) -> str:
+    """The eval metric of held-out accuracy at a composition depth (and its floor, pass@k): this domain's names."""
+    return f"eval/strcomp/acc_d{depth}"
+
+
+def floor_key(depth: int) -> str:
+    return f"eval/strcomp/floor_d{depth}"
+
+
+def pass_key(k: int, depth: int) -> str:
+    return f"eval/strcomp/pass@{k}_d{depth}"
+
+
+def task_of(domains):
+    """The string task among `domains` (None without one): what commands (ablate, positive control) and
+    experimental evals read problems from."""
+    return next((d.task for d in domains if isinstance(d, StrCompDomain)), None)

@@ -76,20 +76,20 @@ def run_seed(recipe_path: str, overrides: list[str], seed: int, out: Path, condi
         pipe.build()
         pipe.stage_sft(0, "sft")
         after_sft = pipe.evaluate("eval-sft")
-        sft_state = {k: v.clone() for k, v in pipe.loop.state_dict().items()}
-        spec0 = pipe.loop.spec
+        sft_state = {k: v.clone() for k, v in pipe.kind.loop.state_dict().items()}
+        spec0 = pipe.kind.loop.spec
         for cond in (conditions if arm == "looped" else ["final-temp"]):
             name = f"{cond}-s{seed}" if arm == "looped" else f"{arm}-s{seed}"
             if (out / f"{name}.json").exists():
                 continue
-            pipe.loop.load_state_dict(sft_state)
+            pipe.kind.loop.load_state_dict(sft_state)
             if recipe.games is not None:  # a fresh average policy and best-checkpoint record per condition
                 from compose_rl.domains import training_domains
 
                 pipe.domains = training_domains(recipe)
             opts = CONDITIONS[cond]
             pipe.recipe = recipe.model_copy(update={"recurrent": recipe.recurrent.model_copy(update=opts)})
-            pipe.loop.spec = replace(spec0, **opts)
+            pipe.kind.loop.spec = replace(spec0, **opts)
             pipe.stage_rl(1, f"rl-{cond}", None)
             after_rl = pipe.evaluate(f"eval-rl-{cond}")
             rl_rows = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
@@ -132,7 +132,7 @@ def sft_curves(recipe_path: str, overrides: list[str], seeds: list[int], steps: 
         with tempfile.TemporaryDirectory() as tmp:
             pipe = Pipeline(recipe, RunDir.create(tmp, "sft-curve", "{}"))
             pipe.build()
-        pol, spec = pipe.policy, pipe.loop.spec
+        pol, spec = pipe.policy, pipe.kind.loop.spec
         pad = eos_pad(pol.tokenizer)[1]
         data = [encode_pair(pol, p, c) for p, c in pipe.sft_pairs()]
         init = copy.deepcopy(pol.model.state_dict())

@@ -266,13 +266,16 @@ def recurrent_eval(pipe, label: str, known: dict | None = None) -> dict:
     """The pipeline's eval-stage extras, written to eval/<label>-recurrent.json: on the string task depth
     scaling and exit rules (depth_eval) and the loop probes on the recipe's test depths; in self-play the
     exact exploitability at each depth multiplier (game_depth_eval)."""
+    from compose_rl.domains.strcomp import task_of
+
     r = pipe.recipe
     out: dict[str, float] = {}
-    if pipe.task is not None:
+    task = task_of(pipe.domains)
+    if task is not None:
         items = r.eval.items_per_depth
-        out.update(depth_eval(pipe.loop, pipe.engine, pipe.policy, pipe.task, r.task.test_depths, items,
+        out.update(depth_eval(pipe.loop, pipe.engine, pipe.policy, task, r.task.test_depths, items,
                               pipe.max_new_tokens, r.recurrent.eval_multipliers))
-        out.update(loop_probes(pipe.loop, pipe.policy, pipe.task, r.task.test_depths, min(items, 100)))
+        out.update(loop_probes(pipe.loop, pipe.policy, task, r.task.test_depths, min(items, 100)))
     out.update(game_depth_eval(pipe, r.recurrent.eval_multipliers, known))
     pipe.run.write_json(f"eval/{label}-recurrent.json", out)
     return out

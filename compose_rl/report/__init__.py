@@ -350,6 +350,9 @@ def write_report(run) -> Path:
             uni = reference_policies(name)[0][1]["exploitability"]
             refs.setdefault("rl_exploitability.png", []).extend([(uni, f"{name}: uniform random"), (0.0, "Nash")])
     parts += primitives_headline(rows)
+    from compose_rl.kinds import report_section as kind_section
+
+    parts += kind_section(run, rows)  # the policy kind's own (recurrent depth: depth/FLOPs per eval stage)
     gc = _resolved(run).get("model", {}).get("gradient_checkpointing")
     if gc is not None:
         parts += [f"Gradient checkpointing (model.gradient_checkpointing, SFT and RL alike): {'on' if gc else 'off'}.", ""]
