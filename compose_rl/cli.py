@@ -301,7 +301,12 @@ def cmd_primitives(args) -> int:
             inspect_model(args.judge)
         except ModelNotFound as e:
             return _err(f"--judge: {e}")
-    scores, failures = calibrate(list(dict.fromkeys(prims)) or None, args.judge, args.judge_engine)
+    judge = None
+    if args.judge is not None:  # the command layer builds the judge's engine (commands/judge.py)
+        from compose_rl.commands.judge import load_judge
+
+        judge = load_judge(args.judge, args.judge_engine)
+    scores, failures = calibrate(list(dict.fromkeys(prims)) or None, judge)
     kinds = {split_detector(d)[1] for d in args.detector}
     print(table([s for s in scores if not kinds or s.detector in kinds]))
     if args.judge is not None:

@@ -81,6 +81,11 @@ def normalize_lenient(s: str) -> str:
     return s.casefold()
 
 
+def private_line(game: "Game", state: pyspiel.State, player: int) -> str:
+    """The player's private information: every renderer puts it on the last line ("Your card: K")."""
+    return game.render(state, player).rstrip().splitlines()[-1]
+
+
 class Game:
     """Base class. Subclasses set `name`, `rules`, and implement `render` and `_action_name`."""
 

@@ -16,8 +16,6 @@ from compose_rl.evals.games import (
     history_tv,
     infostate_rows,
     infostates,
-    label_code_map,
-    label_policy_tables,
     lm_action_logprobs,
     lm_action_probs,
     lm_policy_tables,
@@ -25,6 +23,7 @@ from compose_rl.evals.games import (
     tables_from_fn,
     tabular_from_tables,
 )
+from compose_rl.domains.game_labels import label_code_map, label_policy_tables
 from compose_rl.models import load_policy
 from compose_rl.types import Completion, SamplingParams
 from games import get_game
@@ -268,7 +267,7 @@ def test_label_code_is_random_per_seed_and_ignores_text_order(kuhn):
 
 def test_private_info_labels_follow_the_code_whatever_the_visit_order(kuhn):
     from compose_rl.domains.games import private_info_labels, random_states
-    from compose_rl.evals.games import private_line
+    from compose_rl.domains.game_labels import private_line
 
     rng = random.Random(0)
     states = [(kuhn, s, p) for _ in range(60) for s, p in random_states(kuhn, rng)]
@@ -288,7 +287,7 @@ def test_label_policy_always_bet_matches_hand_values(kuhn, monkeypatch):
     """sharp=1 with the map {J, Q, K} -> bet at every history is "always bet": exploitability 1/3
     and exact value 0.375 vs uniform random (both derived by hand in test_exploitability.py);
     sharp=0 is the uniform policy (11/24 = 0.4583)."""
-    import compose_rl.evals.games as ge
+    import compose_rl.domains.game_labels as ge
 
     monkeypatch.setattr(ge, "label_index", lambda game, line, seed, draw=0: 1)  # legal[1 % 2] = bet
     monkeypatch.setattr(ge, "label_draw", lambda game, seed: 0)  # (the real one would redraw a constant code)

@@ -1,7 +1,7 @@
 """A game mixture as a Domain: self-play RL on the training games, evaluation on those and the held-out ones.
 
 Stage 1 teaches the action format on random reachable states. Training games get the per-seed
-random code of `evals.games.label_action` (it makes the model read its private line, and its exact
+random code of `domains.game_labels.label_action` (it makes the model read its private line, and its exact
 score is printed as the label policy's baseline). With `games.held_out_format` the held-out games
 are shown too, labelled with a uniform legal action (`uniform`) or their own random code (`code`):
 neither carries knowledge of play, so a held-out game's play after RL is still transfer, while its
@@ -41,12 +41,12 @@ def random_states(game, rng: random.Random):
 
 def private_info_labels(states, seed: int, rng: random.Random, sharp: float = 0.75) -> list[int]:
     """An arbitrary code from private information to actions, as SFT labels: with probability `sharp`
-    the label is the code's action for the state's private line (`evals.games.label_action`: a
+    the label is the code's action for the state's private line (`game_labels.label_action`: a
     random map drawn per seed, independent of what the line means and of its text order), else a
     uniform legal action. Different private lines may get different labels, so fitting them
     requires reading them; the code is random, so it carries no knowledge of good play (its own
     score is reported exactly as the stage-1 baseline: `GameDomain.label_baseline`)."""
-    from compose_rl.evals.games import label_action
+    from compose_rl.domains.game_labels import label_action
 
     labels = []
     for game, st, pl in states:
@@ -181,7 +181,8 @@ class GameDomain(DomainBase):
         """The stage-1 label policy's own score, exactly (a table, no model), per exact game: the
         baseline every after-SFT number is read against. Writes eval/label-policy.json, logs it as
         stage `label-policy` and prints the code each seed drew."""
-        from compose_rl.evals.games import label_code_map, label_policy_tables, policy_baseline_metrics
+        from compose_rl.domains.game_labels import label_code_map, label_policy_tables
+        from compose_rl.evals.games import policy_baseline_metrics
 
         out, metrics = {}, {}
         sharp = LABEL_SHARP if self.cfg.stage1_labels == "code" else 0.0  # uniform labels: the uniform policy

@@ -73,17 +73,17 @@ def table(scores: Sequence[Score]) -> str:
     return "\n".join(lines)
 
 
-def calibrate(primitives: Sequence[str] | None = None, judge: "str | tuple | None" = None, judge_engine: str = "hf",
+def calibrate(primitives: Sequence[str] | None = None, judge: "tuple | None" = None,
               traces: Sequence[Trace] = TRACES) -> tuple[list[Score], int]:
-    """Scores of the rules detectors, and of the judge when one is given (a model name, or an
-    `(engine, format_prompt)` pair); second value: the judge's parse failures."""
+    """Scores of the rules detectors, and of the judge when one is given (an `(engine, format_prompt)`
+    pair: compose_rl/commands/judge.py builds it from a model name); second value: the judge's parse failures."""
     prims = list(primitives) if primitives else list(PRIMITIVES)
     scores = score("rules", rules_flags(traces), traces, prims)
     failures = 0
     if judge is not None:
-        from compose_rl.primitives.judge import judge_counts, load_judge
+        from compose_rl.primitives.judge import judge_counts
 
-        engine, fmt = load_judge(judge, judge_engine) if isinstance(judge, str) else judge
+        engine, fmt = judge
         counts = judge_counts(engine, fmt, [t.text for t in traces])
         failures = sum(c is None for c in counts)
         scores += score("judge", judge_flags(counts), traces, prims)

@@ -1,4 +1,4 @@
-"""LLM-judge trace detector: a local model, run through our own engines, counts each primitive.
+"""LLM-judge trace detector: a local model (its engine built by commands/judge.py) counts each primitive.
 
 The judge sees the primitives' one-line definitions (register.py) and one trace, and must reply
 with a fixed tag holding a count for every primitive:
@@ -59,22 +59,3 @@ def judge_counts(engine, format_prompt: Callable[[str], str], traces: Sequence[s
                            SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, n=1, seed=seed))
     return [parse_counts(o[0].text) for o in outs]
 
-
-def load_judge(model: str, engine: str = "hf"):
-    """(engine, format_prompt) for a judge model: `tiny`, `smollm2-135m-instruct` or a local HF folder.
-
-    Raises compose_rl.models.ModelNotFound (one line) when the model does not exist.
-    """
-    from compose_rl.models import load_policy
-
-    policy = load_policy(model)
-    if engine == "vllm":
-        from compose_rl.models.folder import policy_folder
-        from compose_rl.rollout.vllm_engine import VLLMEngine
-
-        return VLLMEngine(policy_folder(policy)), policy.format_prompt
-    if engine != "hf":
-        raise ValueError(f"unknown judge engine {engine!r}; use hf or vllm")
-    from compose_rl.rollout.hf import HFEngine
-
-    return HFEngine(policy.model, policy.tokenizer), policy.format_prompt
