@@ -195,7 +195,8 @@ def merge_ablations(recipe, roots: list[Path]) -> Path:
 
 def _write(root: Path, recipe, ab, results, stage1) -> Path:
     from compose_rl.domains.strcomp import acc_key, floor_key, pass_key  # ablate runs string-task recipes only
-    from compose_rl.report import _md_table, plot_depth
+    from compose_rl.report.plots import plot_depth
+    from compose_rl.report.tables import md_table as _md_table
 
     depths = recipe.task.test_depths
     k = recipe.eval.pass_k

@@ -27,7 +27,7 @@ def _fmt(x) -> str:
 def depth_section(rows: list[dict]) -> list[str]:
     """## Recurrent depth: one table per eval stage (rows: depth variants; columns: accuracy or exact
     exploitability, mean iterations, FLOPs per answer). [] when no eval stage logged depth metrics."""
-    from compose_rl.report import _md_table as md_table, stage_name
+    from compose_rl.report.tables import md_table, stage_name
 
     evals = [r for r in rows if r.get("stage", "").startswith("eval") and any(k.startswith("depth/") for k in r)]
     if not evals:
