@@ -33,6 +33,9 @@ class PolicyKind(Protocol):
 
     def sft(self, pipe, pairs: list[tuple[str, str]], label: str) -> dict: ...
 
+    @staticmethod
+    def check_recipe(recipe) -> None: ...
+
     def rl(self, pipe, collector, hooks, label: str, partial) -> dict: ...
 
     def extra_evals(self, pipe, label: str, metrics: dict) -> dict: ...
@@ -45,6 +48,10 @@ class PlainKind:
     """The model itself: the recipe's engine (hf, vLLM, Ray workers), TRL SFT, rl/learner.run_rl."""
 
     name = "plain"
+
+    @staticmethod
+    def check_recipe(recipe) -> None:
+        """The kind's checks across a recipe (ValueError = bad recipe); the plain kind has none."""
 
     def __init__(self, recipe, policy, precision) -> None:
         from compose_rl.rollout.factory import make_engine
@@ -122,6 +129,13 @@ def kind_class(name: str) -> type:
 def kind_of(recipe) -> type:
     """The policy kind class of `recipe` (call it with (recipe, policy, precision) to build it)."""
     return kind_class(kind_name(recipe))
+
+
+def check_recipe(recipe) -> None:
+    """Each kind whose section the recipe sets checks it (recipe/schema.py; in BESIDE's order)."""
+    for name in BESIDE:
+        if getattr(recipe, name, None) is not None:
+            kind_class(name).check_recipe(recipe)
 
 
 def report_section(run, rows: list[dict]) -> list[str]:

@@ -141,6 +141,18 @@ class GameDomain(DomainBase):
 
         return prompt_rewrites(recipe.games.answer, recipe.games.prompt, GAMES.values())
 
+    @staticmethod
+    def check_recipe(recipe) -> None:
+        """The `games` section's checks across the recipe (recipe/schema.py calls them; ValueError = bad recipe)."""
+        if recipe.games is not None:
+            from games import GAMES  # registry names only: building games is cheap, no models
+            for g in [m.name for m in recipe.games.train] + list(recipe.games.held_out):
+                if g not in GAMES:
+                    raise ValueError(f"games: unknown game {g!r}; known: {', '.join(sorted(GAMES))}")
+            check_opponents(recipe)
+            if recipe.games.invalid.mode == "retry" and recipe.games.invalid.retries == 0:
+                raise ValueError("games.invalid.retries: mode `retry` needs retries >= 1")
+
     @classmethod
     def trained_groups(cls, recipe) -> list[str]:
         return [g.name for g in recipe.games.train] if recipe.games is not None else []
@@ -375,3 +387,22 @@ def write_reference_curves(run, names, recipe) -> None:
               for n in names}
     run.write_json("eval/reference-curves.json", {"games_per_step": recipe.rl.games_per_step, "curves": curves,
                                                   "mmd": cfg.__dict__})
+
+
+def check_opponents(recipe) -> None:
+    """The RL opponent must exist in every training game; each eval opponent in at least one game."""
+    from games.opponents import opponent_kinds
+
+    train = [m.name for m in recipe.games.train]
+    kinds = {g: opponent_kinds(g) for g in train + list(recipe.games.held_out)}
+    opp = recipe.games.opponent
+    if opp not in ("self", "pool"):
+        lacking = [g for g in train if opp not in kinds[g]]
+        if lacking:
+            raise ValueError(f"games.opponent: {opp!r} is not available for {', '.join(lacking)} "
+                             f"(offers: {', '.join(kinds[lacking[0]])}); use self, pool or one of those")
+    offered = {k for ks in kinds.values() for k in ks}
+    for o in recipe.eval.opponents:
+        if o not in offered:
+            raise ValueError(f"eval.opponents: {o!r} is offered by none of the recipe's games; "
+                             f"use any of {', '.join(sorted(offered))}")

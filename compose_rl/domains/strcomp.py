@@ -27,6 +27,29 @@ class StrCompDomain(DomainBase):
                                     train_pair_fraction=t.train_pair_fraction,
                                     only=tuple(t.functions) if t.functions else None)
 
+    @staticmethod
+    def check_recipe(recipe) -> None:
+        """The `task` section's checks across the recipe (recipe/schema.py calls them; ValueError = bad recipe)."""
+        if recipe.task is not None:
+            bad = [d for d in recipe.task.test_depths if d < 1]
+            if bad:
+                raise ValueError(f"task.test_depths: depths start at 1 (got {bad})")
+            from synthetic_tasks.strcomp import ALL_FUNCTIONS
+
+            if recipe.task.functions is not None:
+                known = {f.name for f in ALL_FUNCTIONS}
+                bad = [f for f in recipe.task.functions if f not in known]
+                if bad or len(recipe.task.functions) < 2:
+                    raise ValueError(f"task.functions: unknown {bad} or fewer than 2; use func_0..func_{len(known) - 1}")
+            elif recipe.task.n_functions > len(ALL_FUNCTIONS):
+                raise ValueError(f"task.n_functions: at most {len(ALL_FUNCTIONS)} atomic functions are defined "
+                                 f"(got {recipe.task.n_functions})")
+            if recipe.rl.advantage in ("rae", "state") and recipe.games is None:
+                raise ValueError(f"rl.advantage: `{recipe.rl.advantage}` needs games (baselines per game, role and state); "
+                                 "use group, group_unscaled or batch_mean")
+        if recipe.rl.phases is not None and (recipe.task is None or recipe.games is not None):
+            raise ValueError("rl.phases: depth caps apply to the string task alone; remove rl.phases or use `task` without `games`")
+
     @classmethod
     def trained_groups(cls, recipe) -> list[str]:
         return [cls.name] if recipe.task is not None else []
