@@ -637,3 +637,29 @@ def test_summarize_joins_sft_curves_of_separate_processes(tmp_path, capsys):
     assert study(["--summarize", str(tmp_path)]) == 0
     # loop - plain 0.2, 0.4: mean 0.3 ± 12.706 * 0.1414 / sqrt(2) = 1.271, over the two processes' seeds
     assert "| loop − plain (paired) | 2 | 0.300 ± 1.271 |" in capsys.readouterr().out
+
+
+def test_report_shows_the_depth_and_flops_table_of_a_recurrent_run(tmp_path):
+    """The recurrent kind's report section: per eval stage, accuracy/exploitability, mean iterations and
+    FLOPs per answer at r, 2r, 4r and under the exit rules, from metrics.jsonl (hand-written rows)."""
+    import json
+
+    from compose_rl.report import write_report
+    from compose_rl.rundir import RunDir
+
+    row = {"stage": "eval-rl", "step": 0, "eval/strcomp/acc_d1": 0.5}
+    for v, acc, it, fl in (("x1", 0.5, 2.0, 1.0e6), ("x2", 0.625, 4.0, 2.0e6), ("x4", 0.75, 8.0, 4.0e6),
+                           ("halt_head", 0.5, 1.5, 0.75e6)):
+        row.update({f"depth/{v}/acc_d1": acc, f"depth/{v}/mean_iterations": it, f"depth/{v}/flops_per_answer": fl})
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    (tmp_path / "recipe.resolved.yaml").write_text("name: x\nrecurrent: {depth: 2}\n")
+    (tmp_path / "eval").mkdir()
+    text = write_report(RunDir(tmp_path)).read_text()
+    assert "## Recurrent depth" in text and "### after RL" in text
+    assert "| depth | acc_d1 | mean iterations | FLOPs per answer |" in text
+    assert "| r | 0.500 | 2.000 | 1e+06 |" in text
+    assert "| 4r | 0.750 | 8.000 | 4e+06 |" in text
+    assert "| exit: halting head (at r) | 0.500 | 1.500 | 7.5e+05 |" in text
+    # a plain run's report has no such section
+    (tmp_path / "recipe.resolved.yaml").write_text("name: x\n")
+    assert "## Recurrent depth" not in write_report(RunDir(tmp_path)).read_text()

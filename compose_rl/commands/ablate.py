@@ -68,7 +68,7 @@ def _variant_recipe(recipe, seed: int, name: str, stages: list[str]):
 def run_ablation(recipe) -> Path:
     if recipe.task is None:
         raise ValueError("ablate: needs a string-composition recipe (`task`); games ablations: run recipes with rl.advantage switched")
-    if recipe.latent is not None:
+    if recipe.latent is not None:  # a refusal names the section it refuses (the matched SFT trains the plain model)
         raise ValueError("ablate: not for latent-loop recipes; compare latent.steps=0 with latent.steps=K as two `recipe` runs")
     ab = recipe.ablate or AblateCfg()
     root = Path(recipe.output) / f"{recipe.name}-ablate-{time.strftime('%Y%m%d-%H%M%S')}"

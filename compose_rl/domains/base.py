@@ -6,8 +6,9 @@ A domain (the string task, a game mixture, a probe suite) provides
   * the mastery gate's skill accuracies (`gate_skills`),
   * its eval suite (`evaluate`) and its shortcut/chance floors (`floors`),
   * per-item scores for the transfer matrix (`transfer_columns`, compose_rl/evals/transfer.py scores them),
-  * what it adds to the policy's prompts (`prompt_rewrites`) and its smoke budgets (`smoke_budgets`),
-    both read from the recipe alone (a transfer or a plan builds no domain).
+  * its recipe checks (`check_recipe`), what it adds to the policy's prompts (`prompt_rewrites`), its
+    transfer-matrix groups (`trained_groups`) and its smoke budgets (`smoke_budgets`), all read from the
+    recipe alone (validation, a transfer or a plan builds no domain).
 Its report section lives in compose_rl/report/<domain>.py (the report reads a run directory's files,
 with no domain object). A domain reads the run through a `DomainContext`, never the whole pipeline.
 The pipeline loops over a list of domains and never asks which kind it holds. Several training
@@ -89,6 +90,10 @@ class Domain(Protocol):
                          temperature: float = 1.0) -> list[Column]:
         """Per-item scores of a policy on this domain, for the transfer matrix (`temperature`: sampled play)."""
 
+    @staticmethod
+    def check_recipe(recipe) -> None:
+        """This domain's checks across a recipe (compose_rl/recipe/schema.py calls them); ValueError = bad recipe."""
+
     @classmethod
     def prompt_rewrites(cls, recipe) -> tuple[tuple[str, str], ...]:
         """(old, new) replacements the policy applies to every prompt of this domain (Policy.rewrites)."""
@@ -126,6 +131,10 @@ class DomainBase:
         return {}
 
     def load_extra_state(self, state: dict) -> None:
+        return None
+
+    @staticmethod
+    def check_recipe(recipe) -> None:
         return None
 
     @classmethod

@@ -579,8 +579,7 @@ class Recipe(Section):
         (the first failing check names the error): the string task (domains/strcomp.py), the games
         (domains/games.py), the rollout engine (rollout/recipe_checks.py), the policy kind (kinds.py;
         experimental kinds check their own section), Ray workers, the primitives (primitives/register.py)."""
-        from compose_rl.domains.games import GameDomain
-        from compose_rl.domains.strcomp import StrCompDomain
+        from compose_rl.domains import domain_classes
         from compose_rl.kinds import check_recipe as check_kind
         from compose_rl.primitives.register import check_tracking
         from compose_rl.rollout.recipe_checks import check_engine, check_workers
@@ -602,8 +601,8 @@ class Recipe(Section):
             t = self.model.tiny
             if t.hidden_size % t.num_heads or t.hidden_size // t.num_heads != 64:
                 raise ValueError(f"model.tiny: hidden_size / num_heads must be 64 (got {t.hidden_size}/{t.num_heads}); vLLM's CPU attention needs head_dim 64")
-        StrCompDomain.check_recipe(self)
-        GameDomain.check_recipe(self)
+        for domain in domain_classes():  # the string task's, then the games' (domains/)
+            domain.check_recipe(self)
         check_engine(self)
         check_kind(self)
         check_workers(self)
