@@ -79,9 +79,11 @@ def quality(domain: str, pipe) -> dict:
 
         game = get_game("kuhn_poker")
         return {"exploitability": exploitability_of_tables(game, lm_policy_tables(pipe.policy, game))[0]}
+    from compose_rl.domains.strcomp import task_of
     from compose_rl.evals.strcomp import accuracy
 
-    return {f"acc_d{d}": accuracy(pipe.engine, pipe.policy.format_prompt, pipe.task, pipe.task.eval_problems(d, 50),
+    task = task_of(pipe.domains)
+    return {f"acc_d{d}": accuracy(pipe.engine, pipe.policy.format_prompt, task, task.eval_problems(d, 50),
                                   pipe.recipe.rollout.max_new_tokens)[0] for d in (1, 2)}
 
 

@@ -264,7 +264,9 @@ def run_trl(model: str, P: int, G: int, M: int, S: int, seed: int, lr: float, en
 
     with tempfile.TemporaryDirectory(prefix="bench-trl-") as out:
         pipe = build_pipeline(model, P, G, M, S, out, seed, lr, sft_steps=sft_steps)  # same model, tokenizer, task as ours
-        policy, task = pipe.policy, pipe.task
+        from compose_rl.domains.strcomp import task_of
+
+        policy, task = pipe.policy, task_of(pipe.domains)
         tok = policy.tokenizer
         tok.padding_side = "left"
         # the exact problems our collector draws at steps 0..S-1, in order (TRL: shuffle_dataset=False)

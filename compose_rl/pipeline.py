@@ -6,7 +6,9 @@
       rl   -> rl/learner.py's loop on the training domains' collectors (domains/: string task, games, both)
 
 Every stage's data, gate, collector and eval come from the recipe's domains (compose_rl/domains),
-looped over without asking their kind. Every finished training stage writes a checkpoint (and
+looped over without asking their kind; each reads the run through a DomainContext (`ctx`). The
+trainable module, its engine, the SFT step, the RL stage and any extra evals come from the recipe's
+policy kind (compose_rl/kinds.py: plain; experimental/kinds.py: latent, recurrent), never from flags. Every finished training stage writes a checkpoint (and
 stages/<label>/ for `compose-rl transfer`); progress.json lists finished stages. `--resume`
 reloads the newest complete checkpoint and continues with the first unfinished stage (an RL stage
 continues from its last step checkpoint).
