@@ -76,6 +76,7 @@ def summarize_run(path: str | Path) -> dict:
         out[f"in-game probes {name}: uniform play"] = _at(rows, "eval-sft", k + "/uniform")
         for label, stage in STAGES[1:]:
             out[f"in-game probes {name}: {label}"] = _at(rows, stage, k)
+    # one table across domains: it reads the game and string-task keys (not yet split into their sections)
     depths = sorted({int(k.rsplit("acc_d", 1)[1]) for r in rows for k in r if k.startswith("eval/strcomp/acc_d")})
     for d in depths:
         out[f"strcomp depth {d}: shortcut floor"] = _at(rows, "eval-sft", f"eval/strcomp/floor_d{d}")

@@ -228,6 +228,7 @@ def choose_engine(folder: str | Path | None, *, model: str, device: str = "cpu",
 # ------------------------------------------------------------------------------ recipes
 def forbidden_reason(recipe) -> str | None:
     """Why a recipe must generate with transformers whatever the machine (None: vLLM is allowed)."""
+    # the engine chooser sits below the policy kinds (compose_rl/kinds.py): it reads their sections by name
     if getattr(recipe, "latent", None) is not None:
         return "latent: the latent loop generates in the learner's process"
     if getattr(recipe, "recurrent", None) is not None:
