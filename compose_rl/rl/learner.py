@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from compose_rl.memory import return_freed_heap
 from compose_rl.rl import advantages as adv_lib
 from compose_rl.rl.logprobs import completion_logprobs
-from compose_rl.rl.losses import (aggregate, kl_k2_seq, kl_k3, legal_log_probs, mmd_alpha, mmd_state_terms, ppo_clip_loss,
+from compose_rl.rl.losses import (aggregate, kl_k2_seq, kl_k3, legal_log_probs, lr_factor, mmd_alpha, mmd_state_terms, ppo_clip_loss,
                                   reinforce_loss, truncated_is_weights, uniform_log_probs)
 from compose_rl.rl.staleness import filter_stale
 from compose_rl.types import Sample
@@ -504,19 +504,6 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         rollouts.close()
         engine.load_weights(sync() if sync else None, cfg.steps)  # the evaluations use the final policy
     return last
-
-
-def lr_factor(schedule: str, step: int, steps: int) -> float:
-    """rl.lr multiplier at `step` of `steps`: 1 (`constant`), or 1 over the first half then linear to 0.1 at
-    the last step (`linear_tail`)."""
-    if schedule == "constant":
-        return 1.0
-    if schedule == "linear_tail":
-        half = steps // 2
-        if step < half or steps - 1 <= half:
-            return 1.0
-        return 1.0 - 0.9 * (step - half) / (steps - 1 - half)
-    raise ValueError(f"unknown rl.lr_schedule {schedule!r}: use constant or linear_tail")
 
 
 def _frozen_copy(model):
