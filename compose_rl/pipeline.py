@@ -282,7 +282,7 @@ class Pipeline:
                           hooks=hooks, resume=partial, sync=self.sync, max_lag=r.rollout.max_lag,
                           temperature=r.rollout.temperature, rollouts=rollouts, is_trunc=r.rollout.is_trunc,
                           legal_exact=r.games is None or r.games.answer == "boxed",
-                          dtype=self.precision.dtype)
+                          dtype=self.precision.dtype, correct_mismatch=self.precision.mismatch_correction)
         self._final_checkpoint(label, r.rl.steps - 1)
         self.results[label] = last
 
