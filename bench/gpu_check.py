@@ -146,7 +146,8 @@ def memory_check(args) -> int:
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    if recipe.model.gradient_checkpointing:
+    gc = plan.settings["gradient_checkpointing"].startswith("on")  # as the plan resolved it (auto included)
+    if gc:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     model.train()
@@ -193,7 +194,7 @@ def memory_check(args) -> int:
     ok = finite and (device == "cpu" or 0.8 <= ratio <= 1.2)
     verdict = ("DRY RUN" if device == "cpu" else "PASS") if ok else "FAIL"
     print(f"gpu_check {verdict}: {where}, {Shape.from_config(cfg).params() / 1e6:,.1f}M params "
-          f"({args.shape}), {dtype}, gradient checkpointing {'on' if recipe.model.gradient_checkpointing else 'off'}, "
+          f"({args.shape}), {dtype}, gradient checkpointing {'on' if gc else 'off'}, "
           f"SFT batch {recipe.sft.batch_size} (loss {sft_loss:.3f}) + RL {n} samples in micro-batches of "
           f"{recipe.rl.micro_batch_size or n} x {prompt + new} tokens (loss {total:.4f}): peak {peak:.2f} GiB vs "
           f"plan {plan_gib:.2f} GiB (ratio {ratio:.2f}, goal 0.8-1.2)")

@@ -148,6 +148,7 @@ class Precision:
     rl_micro_batch_size: int | None
     vllm_dtype: str
     mismatch_correction: bool = False  # current-policy samples weighted by min(pi_old / mu, is_trunc)
+    gradient_checkpointing_why: str = ""  # the recipe's value, or auto's decision from the plan
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -157,7 +158,8 @@ class Precision:
         return (f"precision: {mode} on {self.device} (model.dtype {self.requested_dtype}; CPU bf16 instructions: "
                 f"{'yes' if self.cpu_native_bf16 else 'no'}), tf32 {'on' if self.tf32 else 'off'}, "
                 f"{self.threads} intra-op thread(s) (runtime.threads {self.requested_threads or 'auto'}), "
-                f"gradient checkpointing {'on' if self.gradient_checkpointing else 'off'}, sampler/learner "
+                f"gradient checkpointing {'on' if self.gradient_checkpointing else 'off'}"
+                f"{f' ({self.gradient_checkpointing_why})' if self.gradient_checkpointing_why else ''}, sampler/learner "
                 f"log-prob mismatch correction {'on' if self.mismatch_correction else 'off'}")
 
 
@@ -165,11 +167,14 @@ def resolve(recipe, device: str | None = None) -> Precision:
     """The Precision of `recipe` on this machine (device: the learner's; default: CUDA when available)."""
     device = device or device_kind(recipe.runtime.device)
     dtype = resolve_dtype(recipe.model.dtype, recipe.model.name, device)
+    from compose_rl.plan import checkpointing_decision
+
+    gc, gc_why = checkpointing_decision(recipe, device)
     return Precision(
         device=device, dtype=dtype, requested_dtype=recipe.model.dtype,
         threads=resolve_threads(recipe.runtime.threads, recipe.model.name),
         requested_threads=recipe.runtime.threads, cpu_native_bf16=cpu_native_bf16(),
-        tf32=False, gradient_checkpointing=recipe.model.gradient_checkpointing,
+        tf32=False, gradient_checkpointing=gc, gradient_checkpointing_why=gc_why,
         sft_max_length=None, sft_packing=False, sft_padding_free=False,
         rl_micro_batch_size=recipe.rl.micro_batch_size, vllm_dtype=dtype,
         mismatch_correction=resolve_mismatch_correction(recipe.rollout.mismatch_correction, dtype,

@@ -68,10 +68,11 @@ class ModelCfg(Section):
     """Train LoRA adapters instead of all weights (null = full fine-tuning)."""
     chat_template: bool | None = None
     """Wrap prompts in the tokenizer's chat template; null = when the tokenizer has one."""
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
     """Recompute activations in the backward pass instead of storing them (less memory, ~30% more
-    compute), applied identically in SFT and RL. Off by default: the models that fit do not need it
-    (TRL's SFTConfig would otherwise turn it on and leave it on for RL); on for models near memory."""
+    compute), applied identically in SFT and RL: true | false | auto. auto = on only where `compose-rl
+    plan` says the learner device's peak does not fit without it (the decision and both peaks are printed
+    at the start and written to precision.json); every CPU recipe fits, so it stays off there."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Compute precision of every stage (SFT, RL learner, vLLM). `bfloat16` = autocast: bf16 matmuls,
     float32 weights, gradients and Adam state. `auto`: bfloat16 on a CUDA GPU that supports it; on a
@@ -519,6 +520,9 @@ class RuntimeCfg(Section):
     """Intra-op threads of the learner's process, set at pipeline start (torch.set_num_threads).
     null = auto: 1 for `tiny` (two threads stall when another process holds a core), else the CPUs
     this process may use (1..1024)."""
+    learner_gpu: int = Field(0, ge=0, le=1023)
+    """Index (among this process's visible GPUs) of the learner's GPU, reserved for it: rollout workers get
+    the other GPUs, one each (compose_rl/rollout/placement.py). Ignored on CPU."""
 
 
 class LoggingCfg(Section):
@@ -965,6 +969,7 @@ def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
         resolve_dtype(recipe.model.dtype, recipe.model.name, device_kind(recipe.runtime.device))
     except ValueError as e:
         raise RecipeError(f"{origin}: {e}") from None
+    _check_placement(recipe, origin)
     if recipe.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise RecipeError(f"{origin}: logging.tensorboard: the tensorboard package is not installed; "
                           "pip install tensorboard, or set logging.tensorboard: false")
@@ -972,6 +977,22 @@ def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
     from compose_rl.fit import check_context
 
     check_context(recipe, info, origin)
+
+
+def _check_placement(recipe: Recipe, origin: str) -> None:
+    """More rollout workers than this machine's GPUs can hold beside the learner's (one each): one line, before
+    anything is written (an existing cluster's GPUs are counted when it is joined)."""
+    from compose_rl.precision import device_kind
+    from compose_rl.rollout.placement import PlacementError, plan_placement
+
+    if device_kind(recipe.runtime.device) != "cuda" or recipe.ray.address:
+        return
+    import torch
+
+    try:
+        plan_placement(recipe.rollout.workers, torch.cuda.device_count(), True, recipe.runtime.learner_gpu)
+    except PlacementError as e:
+        raise RecipeError(f"{origin}: {e}") from None
 
 
 def _check_plan(recipe: Recipe, origin: str) -> None:
