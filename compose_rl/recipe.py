@@ -229,6 +229,9 @@ class RolloutCfg(Section):
     every worker reads it), `collective` (a torch.distributed broadcast from the learner: nccl GPU to
     GPU when the learner and every worker have a GPU of their own, else gloo through host memory),
     `auto` = collective over nccl where that holds, else object_store."""
+    weight_bucket_mib: float = Field(512.0, gt=0.0, le=65536.0)
+    """Collective weight sync: the weights travel in buckets of at most this many MiB through one reused
+    buffer, so a sync costs one bucket of extra memory on the learner's GPU (rollout/weight_buckets.py)."""
 
 
 class RayCfg(Section):

@@ -237,7 +237,8 @@ def make_engine(recipe, policy):
             weight_sync = "object_store"
         engine = RayRolloutPool(factory, ro.workers, ray_address=address, num_cpus=recipe.ray.num_cpus,
                                 seed=recipe.seed, gpus_per_worker=gpus, weight_sync=weight_sync,
-                                collective_backend=backend, worker_resources=ro.worker_resources)
+                                collective_backend=backend, worker_resources=ro.worker_resources,
+                                bucket_bytes=int(ro.weight_bucket_mib * 2 ** 20))
         if blob is not None:
             engine._folder_blob = blob  # keep the shipped folder alive for actor restarts
     engine.load_weights(sync(), 0)  # start from the policy's current weights, whatever the folder holds
