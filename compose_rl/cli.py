@@ -154,7 +154,8 @@ def cmd_plan(args) -> int:
         return _err(str(e))
     if not plan.fits:
         need = plan.peak_gib / USABLE
-        top = "; ".join(f"{k} {v:.1f}" for k, v in sorted(plan.lines, key=lambda kv: -kv[1])[:3])
+        top = "; ".join(f"{k} {v:.1f}" for k, v in [kv for kv in sorted(plan.lines, key=lambda kv: -kv[1])
+                              if "not in this peak" not in kv[0]][:3])
         return _err(f"plan: {recipe.name} needs {plan.peak_gib:.1f} GiB at peak on one {device} device of "
                     f"{mem:.0f} GiB ({USABLE:.0%} usable; largest parts in GiB: {top}); it fits a device of >= "
                     f"{need:.0f} GiB, or change {', '.join(plan.fixes)}")

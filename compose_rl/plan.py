@@ -220,8 +220,9 @@ def estimate(recipe, config: dict, device: str, device_gib: float, prompt_tokens
     if "sft" in recipe.stages:
         lines.append((f"SFT activations + logits, batch {recipe.sft.batch_size} x {sft_seq} tokens", (sft_act + sft_head) / GIB))
     if engine == "vllm":
-        lines += [(f"vLLM weights ({'bf16' if bf16 else 'float32'})", eng_weights / GIB),
-                  ("vLLM KV cache", max(kv, 0.0) / GIB)]
+        where = "" if ro.workers == 0 else ", per worker GPU: not in this peak"
+        lines += [(f"vLLM weights ({'bf16' if bf16 else 'float32'}{where})", eng_weights / GIB),
+                  (f"vLLM KV cache{where}", max(kv, 0.0) / GIB)]
     else:
         lines.append((f"hf rollout KV cache + logits, batch {ro.batch_size}", kv / GIB))
     lines.append(("runtime (process / CUDA context)", runtime / GIB))
