@@ -138,6 +138,13 @@ def memory_check(args) -> int:
         prompt = 32
         recipe = load_recipe(args.recipe, ["stages=[sft,rl]", "rollout.engine=hf", "rollout.batch_size=1",
                                            "rollout.max_new_tokens=64"])
+    # gradient checkpointing as a run of the recipe would resolve it on this device (auto: from the plan)
+    from compose_rl.plan import checkpointing_decision, host_memory_gib
+
+    mem = torch.cuda.get_device_properties(0).total_memory / GIB if device == "cuda" else host_memory_gib()
+    gc_on, gc_why = checkpointing_decision(load_recipe(args.recipe), device, mem, config=cfg)
+    recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"gradient_checkpointing": gc_on})})
+    print(f"gpu_check: gradient checkpointing {'on' if gc_on else 'off'} ({gc_why})")
     dtype = resolve_dtype(recipe.model.dtype, "gpu-check", device)
     plan = estimate(recipe, cfg, device, 1e6, prompt_tokens=prompt, dtype=dtype, engine="hf")
     runtime = next(v for k, v in plan.lines if k.startswith("runtime"))
