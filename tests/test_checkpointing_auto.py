@@ -62,3 +62,25 @@ def test_the_decision_is_printed_and_recorded(tmp_path):
     assert p.gradient_checkpointing is False and p.gradient_checkpointing_why.startswith("auto: off")
     assert "gradient checkpointing off (auto: off" in p.line()
     assert p.as_dict()["gradient_checkpointing_why"] == p.gradient_checkpointing_why
+
+
+def test_pipeline_applies_auto_as_the_plan_decided(tmp_path, monkeypatch):
+    """With `auto`, the RL stage puts the model in the state precision.json records (here forced on by a plan
+    that says the device is too small), whatever an earlier stage left."""
+    import compose_rl.plan as plan
+    import compose_rl.rl.learner as learner
+    from compose_rl.pipeline import start_run
+    from tests.test_learner import _strcomp_recipe
+
+    seen = []
+    monkeypatch.setattr(learner, "run_rl", lambda policy, *a, **kw: seen.append(policy.model.is_gradient_checkpointing) or {})
+    for decided in (False, True):
+        monkeypatch.setattr(plan, "checkpointing_decision", lambda *a, d=decided, **k: (d, f"auto: {'on' if d else 'off'} (test)"))
+        r = _strcomp_recipe(tmp_path / str(decided))
+        assert r.model.gradient_checkpointing == "auto"
+        pipe = start_run(r)
+        pipe.build()
+        assert pipe.run.read_json("precision.json")["gradient_checkpointing"] is decided
+        pipe.policy.set_gradient_checkpointing(not decided)
+        pipe.stage_rl(1, "rl", None)
+    assert seen == [False, True]
