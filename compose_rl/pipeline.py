@@ -91,7 +91,8 @@ class Pipeline:
         if self.precision.device == "cpu" and torch.version.cuda and not torch.cuda.is_available():
             say(f"note: torch {torch.__version__} is a CUDA {torch.version.cuda} build but no GPU is usable "
                 "(driver too old?): training on the CPU; `compose-rl doctor` says more")
-        if self.precision.device == "cuda":  # the learner (and the in-process engine) on the GPU
+        if self.precision.device == "cuda":  # the learner (and the in-process engine) on its reserved GPU
+            torch.cuda.set_device(r.runtime.learner_gpu)
             self.policy.model.to("cuda")
         if r.latent is not None:  # experimental (Gap C): the policy thinks in a latent loop
             from compose_rl.experimental.latent_loop import LatentLoop, LatentLoopEngine
@@ -131,6 +132,12 @@ class Pipeline:
         self.policy.save(path)
         if self.recipe.recurrent is not None:
             torch.save({"model": self.loop.state_dict()}, Path(path) / "loop_state.pt")
+
+    @property
+    def checkpointing(self) -> bool:
+        """model.gradient_checkpointing as resolved: true/false as given, auto as the plan decided (precision.json)."""
+        gc = self.recipe.model.gradient_checkpointing
+        return self.precision.gradient_checkpointing if gc == "auto" else bool(gc)
 
     @property
     def max_new_tokens(self) -> int:
@@ -214,7 +221,7 @@ class Pipeline:
             out = looped_sft(self.loop, self.policy, pairs, r.sft, self.run, label, r.seed)
         else:
             out = run_sft(self.policy, pairs, r.sft, self.run, label, r.seed,
-                          gradient_checkpointing=r.model.gradient_checkpointing, dtype=self.precision.dtype)
+                          gradient_checkpointing=self.checkpointing, dtype=self.precision.dtype)
         self.engine.load_weights(self.sync(), self.engine.policy_version + 1)
         skills = self.skill_accuracy()
         passed, message = mastery_gate(skills, r.sft.mastery)
@@ -261,7 +268,7 @@ class Pipeline:
             hooks.evaluate = lambda step: self.track(step, label)
         hooks.on_step_end = lambda step: [d.on_step_end(self, step) for d in self.domains]
         # the recipe's checkpointing state, whatever SFT (or a resumed checkpoint) left behind
-        self.policy.set_gradient_checkpointing(r.model.gradient_checkpointing)
+        self.policy.set_gradient_checkpointing(self.checkpointing)
         if r.latent is not None:
             from compose_rl.experimental.trainer import run_latent_rl
 
@@ -282,7 +289,7 @@ class Pipeline:
                           hooks=hooks, resume=partial, sync=self.sync, max_lag=r.rollout.max_lag,
                           temperature=r.rollout.temperature, rollouts=rollouts, is_trunc=r.rollout.is_trunc,
                           legal_exact=r.games is None or r.games.answer == "boxed",
-                          dtype=self.precision.dtype)
+                          dtype=self.precision.dtype, correct_mismatch=self.precision.mismatch_correction)
         self._final_checkpoint(label, r.rl.steps - 1)
         self.results[label] = last
 
