@@ -138,6 +138,13 @@ def memory_check(args) -> int:
         prompt = 32
         recipe = load_recipe(args.recipe, ["stages=[sft,rl]", "rollout.engine=hf", "rollout.batch_size=1",
                                            "rollout.max_new_tokens=64"])
+    # gradient checkpointing as a run of the recipe would resolve it on this device (auto: from the plan)
+    from compose_rl.plan import checkpointing_decision, host_memory_gib
+
+    mem = torch.cuda.get_device_properties(0).total_memory / GIB if device == "cuda" else host_memory_gib()
+    gc_on, gc_why = checkpointing_decision(load_recipe(args.recipe), device, mem, config=cfg)
+    recipe = recipe.model_copy(update={"model": recipe.model.model_copy(update={"gradient_checkpointing": gc_on})})
+    print(f"gpu_check: gradient checkpointing {'on' if gc_on else 'off'} ({gc_why})")
     dtype = resolve_dtype(recipe.model.dtype, "gpu-check", device)
     plan = estimate(recipe, cfg, device, 1e6, prompt_tokens=prompt, dtype=dtype, engine="hf")
     runtime = next(v for k, v in plan.lines if k.startswith("runtime"))
@@ -146,7 +153,8 @@ def memory_check(args) -> int:
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    if recipe.model.gradient_checkpointing:
+    gc = plan.settings["gradient_checkpointing"].startswith("on")  # as the plan resolved it (auto included)
+    if gc:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     model.train()
@@ -193,7 +201,7 @@ def memory_check(args) -> int:
     ok = finite and (device == "cpu" or 0.8 <= ratio <= 1.2)
     verdict = ("DRY RUN" if device == "cpu" else "PASS") if ok else "FAIL"
     print(f"gpu_check {verdict}: {where}, {Shape.from_config(cfg).params() / 1e6:,.1f}M params "
-          f"({args.shape}), {dtype}, gradient checkpointing {'on' if recipe.model.gradient_checkpointing else 'off'}, "
+          f"({args.shape}), {dtype}, gradient checkpointing {'on' if gc else 'off'}, "
           f"SFT batch {recipe.sft.batch_size} (loss {sft_loss:.3f}) + RL {n} samples in micro-batches of "
           f"{recipe.rl.micro_batch_size or n} x {prompt + new} tokens (loss {total:.4f}): peak {peak:.2f} GiB vs "
           f"plan {plan_gib:.2f} GiB (ratio {ratio:.2f}, goal 0.8-1.2)")

@@ -138,13 +138,21 @@ def cmd_plan(args) -> int:
         return _err("--device cuda: no GPU here; give its size with --device-memory-gib (e.g. 80 or 141)")
     if args.prompt_tokens < 1:
         return _err(f"--prompt-tokens: at least 1 (got {args.prompt_tokens})")
-    try:
-        plan = estimate(recipe, config, device, mem, prompt_tokens=args.prompt_tokens)
+    if args.gpus is not None and args.gpus < 1:
+        return _err(f"--gpus: at least 1 (got {args.gpus})")
+    gpus = args.gpus
+    if gpus is None and device == "cuda" and args.device_memory_gib is None:
+        import torch
+
+        gpus = torch.cuda.device_count()  # this machine's, when planning for its own GPUs
+    try:  # a PlacementError (more workers than GPUs beside the learner's) is a one-line ValueError too
+        plan = estimate(recipe, config, device, mem, prompt_tokens=args.prompt_tokens, gpus=gpus)
     except ValueError as e:
         return _err(str(e))
     if not plan.fits:
         need = plan.peak_gib / USABLE
-        top = "; ".join(f"{k} {v:.1f}" for k, v in sorted(plan.lines, key=lambda kv: -kv[1])[:3])
+        top = "; ".join(f"{k} {v:.1f}" for k, v in [kv for kv in sorted(plan.lines, key=lambda kv: -kv[1])
+                              if "not in this peak" not in kv[0]][:3])
         return _err(f"plan: {recipe.name} needs {plan.peak_gib:.1f} GiB at peak on one {device} device of "
                     f"{mem:.0f} GiB ({USABLE:.0%} usable; largest parts in GiB: {top}); it fits a device of >= "
                     f"{need:.0f} GiB, or change {', '.join(plan.fixes)}")
@@ -323,7 +331,7 @@ def _flags_first(argv: list[str]) -> list[str]:
         a = argv[i]
         if a in ("--resume", "--set", "--merge", "--judge", "--judge-engine", "--primitive", "--detector",
                  "--suite", "--items", "--out", "--config", "--device", "--device-memory-gib",
-                 "--prompt-tokens") and i + 1 < len(argv):
+                 "--prompt-tokens", "--gpus") and i + 1 < len(argv):
             # joined as --set=VALUE: argparse would take a value starting with "-" for a flag
             flags.append(f"{a}={argv[i + 1]}")
             i += 1
@@ -357,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--device-memory-gib", type=float, help="the device's memory (default: this machine's GPU or RAM), e.g. 141")
     pl.add_argument("--config", metavar="CONFIG_JSON", help="the model's config.json when model.name is not here")
     pl.add_argument("--prompt-tokens", type=int, default=256, help="prompt length assumed per sequence (default 256)")
+    pl.add_argument("--gpus", type=int, help="GPUs on the node (default: this machine's; with --device-memory-gib: "
+                    "one per rollout worker + the learner's)")
     pl.set_defaults(fn=cmd_plan)
     dr = sub.add_parser("doctor", help="torch, CUDA, driver, vLLM and Ray versions; whether CUDA is usable")
     dr.set_defaults(fn=cmd_doctor)

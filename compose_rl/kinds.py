@@ -72,7 +72,7 @@ class PlainKind:
 
         r = pipe.recipe
         return run_sft(self.policy, pairs, r.sft, pipe.run, label, r.seed,
-                       gradient_checkpointing=r.model.gradient_checkpointing, dtype=self.precision.dtype)
+                       gradient_checkpointing=pipe.checkpointing, dtype=self.precision.dtype)
 
     def wire_rl(self, pipe, collector, hooks):
         """(the policy the learner trains, the collector, the hooks): the kind's plumbing into run_rl."""
@@ -93,7 +93,7 @@ class PlainKind:
                       hooks=hooks, resume=partial, sync=self.sync, max_lag=r.rollout.max_lag,
                       temperature=r.rollout.temperature, rollouts=rollouts, is_trunc=r.rollout.is_trunc,
                       legal_exact=r.games is None or r.games.answer == "boxed",
-                      dtype=self.precision.dtype)
+                      dtype=self.precision.dtype, correct_mismatch=self.precision.mismatch_correction)
 
     def extra_evals(self, pipe, label: str, metrics: dict) -> dict:
         return {}

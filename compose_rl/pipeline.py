@@ -8,7 +8,8 @@
 Every stage's data, gate, collector and eval come from the recipe's domains (compose_rl/domains),
 looped over without asking their kind; each reads the run through a DomainContext (`ctx`). The
 trainable module, its engine, the SFT step, the RL stage and any extra evals come from the recipe's
-policy kind (compose_rl/kinds.py: plain; experimental/kinds.py: latent, recurrent), never from flags. Every finished training stage writes a checkpoint (and
+policy kind (compose_rl/kinds.py: plain; experimental/kinds.py: latent, recurrent), never from flags.
+Every finished training stage writes a checkpoint (and
 stages/<label>/ for `compose-rl transfer`); progress.json lists finished stages. `--resume`
 reloads the newest complete checkpoint and continues with the first unfinished stage (an RL stage
 continues from its last step checkpoint).
@@ -91,7 +92,8 @@ class Pipeline:
         if self.precision.device == "cpu" and torch.version.cuda and not torch.cuda.is_available():
             say(f"note: torch {torch.__version__} is a CUDA {torch.version.cuda} build but no GPU is usable "
                 "(driver too old?): training on the CPU; `compose-rl doctor` says more")
-        if self.precision.device == "cuda":  # the learner (and the in-process engine) on the GPU
+        if self.precision.device == "cuda":  # the learner (and the in-process engine) on its reserved GPU
+            torch.cuda.set_device(r.runtime.learner_gpu)
             self.policy.model.to("cuda")
         from compose_rl.kinds import kind_of
 
@@ -126,6 +128,12 @@ class Pipeline:
         return DomainContext(recipe=self.recipe, policy=self.policy, engine=self.engine, scorer=self.scorer,
                              run=self.run, sampling=self.sampling(), eval_sampling=self.sampling(train=False),
                              save_best=self.save_best)
+
+    @property
+    def checkpointing(self) -> bool:
+        """model.gradient_checkpointing as resolved: true/false as given, auto as the plan decided (precision.json)."""
+        gc = self.recipe.model.gradient_checkpointing
+        return self.precision.gradient_checkpointing if gc == "auto" else bool(gc)
 
     @property
     def max_new_tokens(self) -> int:
@@ -246,7 +254,7 @@ class Pipeline:
             hooks.evaluate = lambda step: self.track(step, label)
         hooks.on_step_end = lambda step: [d.on_step_end(self.ctx(), step) for d in self.domains]
         # the recipe's checkpointing state, whatever SFT (or a resumed checkpoint) left behind
-        self.policy.set_gradient_checkpointing(r.model.gradient_checkpointing)
+        self.policy.set_gradient_checkpointing(self.checkpointing)
         last = self.kind.rl(self, collector, hooks, label, partial)
         self._final_checkpoint(label, r.rl.steps - 1)
         self.results[label] = last

@@ -139,7 +139,8 @@ class Plan:
 
 
 def estimate(recipe, config: dict, device: str, device_gib: float, prompt_tokens: int = 256,
-             dtype: str | None = None, engine: str | None = None, sft_completion_tokens: int = 64) -> Plan:
+             dtype: str | None = None, engine: str | None = None, sft_completion_tokens: int = 64,
+             gpus: int | None = None) -> Plan:
     """The Plan of `recipe` on one `device` ("cpu" or "cuda") of `device_gib` GiB (see the module docstring)."""
     from compose_rl.precision import resolve_dtype
 
@@ -156,6 +157,16 @@ def estimate(recipe, config: dict, device: str, device_gib: float, prompt_tokens
     head_b = 20 if bf16 else 24
     seq = prompt_tokens + ro.max_new_tokens
     gc = recipe.model.gradient_checkpointing
+    if gc == "auto":  # on only when the peak without it does not fit (checkpointing_decision)
+        kw = dict(prompt_tokens=prompt_tokens, dtype=dtype, engine=engine, sft_completion_tokens=sft_completion_tokens,
+                  gpus=gpus)
+        off = estimate(_with_gc(recipe, False), config, device, device_gib, **kw)
+        if off.fits:
+            off.settings["gradient_checkpointing"] = "off (auto: fits without)"
+            return off
+        on = estimate(_with_gc(recipe, True), config, device, device_gib, **kw)
+        on.settings["gradient_checkpointing"] = f"on (auto: {off.peak_gib:.1f} GiB without it)"
+        return on
 
     def activations(seqs: int, completion_tokens: int, seq: int = seq) -> tuple[float, float]:
         tokens = seqs * seq
@@ -209,8 +220,9 @@ def estimate(recipe, config: dict, device: str, device_gib: float, prompt_tokens
     if "sft" in recipe.stages:
         lines.append((f"SFT activations + logits, batch {recipe.sft.batch_size} x {sft_seq} tokens", (sft_act + sft_head) / GIB))
     if engine == "vllm":
-        lines += [(f"vLLM weights ({'bf16' if bf16 else 'float32'})", eng_weights / GIB),
-                  ("vLLM KV cache", max(kv, 0.0) / GIB)]
+        where = "" if ro.workers == 0 else ", per worker GPU: not in this peak"
+        lines += [(f"vLLM weights ({'bf16' if bf16 else 'float32'}{where})", eng_weights / GIB),
+                  (f"vLLM KV cache{where}", max(kv, 0.0) / GIB)]
     else:
         lines.append((f"hf rollout KV cache + logits, batch {ro.batch_size}", kv / GIB))
     lines.append(("runtime (process / CUDA context)", runtime / GIB))
@@ -219,10 +231,51 @@ def estimate(recipe, config: dict, device: str, device_gib: float, prompt_tokens
              + ([] if gc else ["model.gradient_checkpointing: true"]) + ([] if lora else ["model.lora"]))
     settings = {"engine": engine, "dtype": dtype + (" (autocast)" if bf16 else ""), "sleep": "on" if sleep else "off",
                 "gradient_checkpointing": "on" if gc else "off", "micro_batch": micro,
-                "placement": ("learner + engine on device 0" if ro.workers == 0 else
-                              f"learner on device 0, {ro.workers} worker(s) on devices 1..{ro.workers}")}
+                "placement": _placement(recipe, device, gpus)}
     return Plan(lines=lines, peak_gib=peak / GIB, device_gib=device_gib, device=device,
                 fits=peak <= USABLE * device_gib * GIB, settings=settings, params=P, trainable=T, fixes=fixes)
+
+
+def _placement(recipe, device: str, gpus: int | None) -> str:
+    """The placement setting: learner's device reserved, workers on the others (rollout/placement.py).
+    PlacementError (one line) when `gpus` GPUs cannot hold them; gpus None = one per worker + the learner's."""
+    from compose_rl.rollout.placement import plan_placement
+
+    w, i = recipe.rollout.workers, recipe.runtime.learner_gpu
+    if device != "cuda":
+        return "learner + engine on cpu" if w == 0 else f"learner on cpu, {w} worker(s) on CPUs (object store)"
+    p = plan_placement(w, gpus if gpus is not None else max(w + 1, i + 1), True, i)
+    if not p.worker_devices:
+        return f"learner + engine on {p.learner}"
+    return f"learner on {p.learner} (reserved), workers on {', '.join(p.worker_devices)}, weights by {p.sync} (bucketed)"
+
+
+def _with_gc(recipe, on: bool):
+    return recipe.model_copy(update={"model": recipe.model.model_copy(update={"gradient_checkpointing": on})})
+
+
+def checkpointing_decision(recipe, device: str, device_gib: float | None = None,
+                           config: dict | None = None) -> tuple[bool, str]:
+    """(on, why) for model.gradient_checkpointing on the learner's `device` (of `device_gib` GiB; default:
+    this machine's). true/false are taken as given; auto = on exactly when the plan's peak without it
+    exceeds the device's usable memory. A config plan cannot read leaves auto off (said in `why`)."""
+    gc = recipe.model.gradient_checkpointing
+    if gc != "auto":
+        return bool(gc), f"model.gradient_checkpointing: {str(gc).lower()}"
+    if device_gib is None:
+        d, mem = default_device()
+        device_gib = mem if d == device else host_memory_gib()
+    try:
+        config = config if config is not None else model_config(recipe)[0]
+        off = estimate(_with_gc(recipe, False), config, device, device_gib)
+    except ValueError as e:
+        return False, f"auto: off (plan cannot read the model's config: {e})"
+    if off.fits:
+        return False, (f"auto: off (plan's peak {off.peak_gib:.1f} GiB fits {USABLE:.0%} of {device_gib:.0f} GiB "
+                       f"on {device} without it)")
+    on = estimate(_with_gc(recipe, True), config, device, device_gib)
+    return True, (f"auto: on (plan's peak {off.peak_gib:.1f} GiB without it, {on.peak_gib:.1f} GiB with it, "
+                  f"{USABLE:.0%} of {device_gib:.0f} GiB on {device})")
 
 
 def host_memory_gib() -> float:

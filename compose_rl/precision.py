@@ -93,6 +93,22 @@ def resolve_dtype(requested: str, model_name: str, device: str, flags: set[str] 
     return "bfloat16" if native else "float32"
 
 
+def resolve_mismatch_correction(requested: str, dtype: str, engine: str) -> bool:
+    """Whether the learner weights current-policy samples by min(pi_old / mu, c) (rollout.mismatch_correction).
+
+    auto = on when the sampler's numerics are not the learner's: a bf16 learner (the engine decodes with a
+    KV cache in bf16 while the learner runs one full forward pass: 5e-4..1e-3 nats/token mean, 8e-3 max on
+    the tiny model, docs/results/scale.md) or a vLLM engine (its own kernels and sampler; Yao et al. 2025,
+    "Your efficient RL framework secretly brings you off-policy RL training", measured the vLLM/FSDP gap
+    that this truncated IS corrects). Off for a float32 learner sampling in-process (hf): the gap is ~1e-7
+    nats, the weights would be 1 +- 1e-7, and the shipped float32 results stay bit-identical."""
+    if requested in ("on", "off"):
+        return requested == "on"
+    if requested != "auto":
+        raise ValueError(f"rollout.mismatch_correction: {requested!r} is not one of auto, on, off")
+    return dtype == "bfloat16" or engine != "hf"
+
+
 def resolve_threads(requested: int | None, model_name: str) -> int:
     """Intra-op threads of the learner's process for `runtime.threads` (null = auto).
 
@@ -131,6 +147,8 @@ class Precision:
     sft_padding_free: bool
     rl_micro_batch_size: int | None
     vllm_dtype: str
+    mismatch_correction: bool = False  # current-policy samples weighted by min(pi_old / mu, is_trunc)
+    gradient_checkpointing_why: str = ""  # the recipe's value, or auto's decision from the plan
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -140,20 +158,27 @@ class Precision:
         return (f"precision: {mode} on {self.device} (model.dtype {self.requested_dtype}; CPU bf16 instructions: "
                 f"{'yes' if self.cpu_native_bf16 else 'no'}), tf32 {'on' if self.tf32 else 'off'}, "
                 f"{self.threads} intra-op thread(s) (runtime.threads {self.requested_threads or 'auto'}), "
-                f"gradient checkpointing {'on' if self.gradient_checkpointing else 'off'}")
+                f"gradient checkpointing {'on' if self.gradient_checkpointing else 'off'}"
+                f"{f' ({self.gradient_checkpointing_why})' if self.gradient_checkpointing_why else ''}, sampler/learner "
+                f"log-prob mismatch correction {'on' if self.mismatch_correction else 'off'}")
 
 
 def resolve(recipe, device: str | None = None) -> Precision:
     """The Precision of `recipe` on this machine (device: the learner's; default: CUDA when available)."""
     device = device or device_kind(recipe.runtime.device)
     dtype = resolve_dtype(recipe.model.dtype, recipe.model.name, device)
+    from compose_rl.plan import checkpointing_decision
+
+    gc, gc_why = checkpointing_decision(recipe, device)
     return Precision(
         device=device, dtype=dtype, requested_dtype=recipe.model.dtype,
         threads=resolve_threads(recipe.runtime.threads, recipe.model.name),
         requested_threads=recipe.runtime.threads, cpu_native_bf16=cpu_native_bf16(),
-        tf32=False, gradient_checkpointing=recipe.model.gradient_checkpointing,
+        tf32=False, gradient_checkpointing=gc, gradient_checkpointing_why=gc_why,
         sft_max_length=None, sft_packing=False, sft_padding_free=False,
-        rl_micro_batch_size=recipe.rl.micro_batch_size, vllm_dtype=dtype)
+        rl_micro_batch_size=recipe.rl.micro_batch_size, vllm_dtype=dtype,
+        mismatch_correction=resolve_mismatch_correction(recipe.rollout.mismatch_correction, dtype,
+                                                        recipe.rollout.engine))
 
 
 def apply_threads(n: int) -> None:

@@ -134,6 +134,21 @@ def test_sampled_tabular_mmd_learns_kuhn():
     assert start > 0.4 and _exploitability(tg, pol) < 0.15
 
 
+def test_train_sampled_follows_the_lm_lr_schedule_and_counts_games():
+    from compose_rl.rl.tabular import train_sampled
+
+    tg = TabularGame.build(pyspiel.load_game("kuhn_poker"))
+    pol, curve = train_sampled(tg, 8, 10, MMDConfig(alpha=0.5, magnet="moving"), seed=1, lr=4.0,
+                               lr_schedule="linear_tail", every=5)
+    # the last step ran at lr 4 x 0.1 (linear_tail's end), and the curve is at 0, 40 and 80 sampled games
+    assert pol.opt.param_groups[0]["lr"] == pytest.approx(0.4)
+    assert [g for g, _ in curve] == [0.0, 40.0, 80.0]
+    assert curve[-1][1] == pytest.approx(_exploitability(tg, pol))
+    _, same = train_sampled(tg, 8, 10, MMDConfig(alpha=0.5, magnet="moving"), seed=1, lr=4.0,
+                            lr_schedule="linear_tail")
+    assert same == [curve[0], curve[-1]]  # seeded: the same run, only the end point without `every`
+
+
 # ------------------------------------------------------------------------------ the LM loss's gradient
 def test_lm_mmd_gradient_equals_the_hand_derived_per_state_gradient(tiny_policy):
     from compose_rl.rl.learner import _mmd_exact, legal_answer_table
@@ -213,7 +228,7 @@ def test_compact_prompt_drops_rules_and_keeps_the_card_last():
 
 
 def test_lr_schedule_linear_tail_by_hand():
-    from compose_rl.rl.learner import lr_factor
+    from compose_rl.rl.losses import lr_factor
 
     assert [lr_factor("constant", s, 10) for s in (0, 9)] == [1.0, 1.0]
     # 10 steps: 1 for steps 0-4, then 1 - 0.9 (s - 5) / 4 -> 1, 0.775, 0.55, 0.325, 0.1

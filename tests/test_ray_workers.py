@@ -245,24 +245,6 @@ def test_unreachable_ray_address_fails_fast(policy, address):
 
 
 # ------------------------------------------------------------------------------- collective weight sync
-def test_flat_layout_round_trip():
-    from compose_rl.rollout.weight_group import FlatLayout
-
-    emb = torch.randn(5, 4)
-    state = {"emb": emb, "w": torch.randn(4, 3).t(), "h": torch.randn(3).to(torch.bfloat16),
-             "steps": torch.arange(4), "head": emb}
-    layout = FlatLayout.of(state)
-    assert layout.aliases == {"head": "emb"}  # tied: sent once
-    assert layout.sizes == {"float32": 5 * 4 + 4 * 3, "bfloat16": 3, "int64": 4}
-    assert layout.slots["w"] == ("float32", 20, (3, 4))
-    back = layout.unpack(layout.pack(state))
-    assert list(back) == list(state)
-    assert all(torch.equal(back[k], state[k]) and back[k].dtype == state[k].dtype for k in state)
-    assert back["head"].data_ptr() == back["emb"].data_ptr()  # re-tied on arrival
-    with pytest.raises(ValueError, match="w is \\(4, 4\\)"):
-        layout.pack({**state, "w": torch.zeros(4, 4)})
-
-
 def test_weight_sync_plan():
     from compose_rl.rollout.factory import weight_sync_plan
 
@@ -296,6 +278,24 @@ def test_collective_weight_sync_reaches_every_worker(collective_pool, policy):
         assert ids(got) == ids(HFEngine(ref, policy.tokenizer).generate(PROMPTS, GREEDY))
         assert {c[0].policy_version for c in got} == {version}
     assert engine._weights_ref is None  # nothing went through the object store
+
+
+def test_collective_sync_in_small_buckets_equals_the_learner(local_ray, policy):
+    """Buckets of 4 KiB (the tiny model's embedding spans several; tensors split across buckets): every
+    worker generates exactly what the learner's weights generate."""
+    engine = RayRolloutPool(HFWorkerEngine(str(policy.folder)), 2, weight_sync="collective", bucket_bytes=4096)
+    try:
+        state = perturbed(policy, seed=31, scale=0.1)
+        engine.load_weights(state, 5)
+        assert len(engine._layout.buckets) > 10 and engine._weights_ref is None
+        assert any(p.start > 0 for b in engine._layout.buckets for p in b.pieces)  # split tensors travelled
+        ref = copy.deepcopy(policy.model)
+        ref.load_state_dict(state)
+        got = engine.generate(PROMPTS, GREEDY)
+        assert ids(got) == ids(HFEngine(ref, policy.tokenizer).generate(PROMPTS, GREEDY))
+        assert {c[0].policy_version for c in got} == {5}
+    finally:
+        engine.shutdown()
 
 
 def test_collective_sync_with_a_dead_worker_finishes_through_the_object_store(local_ray, policy, caplog):

@@ -374,8 +374,9 @@ def write_reference_curves(run, names, recipe) -> None:
     loss terms and the recipe's rl.mmd settings, and OpenSpiel's outcome-sampling MCCFR. The report draws
     them beside the LM's exploitability against games sampled. Self-play games only: with a fixed
     opponent the comparison does not hold. A `reference` magnet becomes `uniform` for the table (it has no
-    stage-1 policy); the table's step size is its own (rl/tabular.py), not rl.lr."""
-    from compose_rl.rl.tabular import MMDConfig, reference_curves
+    stage-1 policy); the table's step size is its own (rl/tabular.py TABLE_LR), not rl.lr, under the run's
+    rl.lr_schedule."""
+    from compose_rl.rl.tabular import TABLE_LR, MMDConfig, reference_curves
 
     if recipe.games.opponent != "self" or not names:
         return
@@ -383,10 +384,11 @@ def write_reference_curves(run, names, recipe) -> None:
     cfg = MMDConfig(alpha=m.alpha, alpha_schedule=m.alpha_schedule, alpha_horizon=m.alpha_horizon, eta=None,
                     magnet="moving" if m.magnet == "moving" else "uniform", magnet_rate=m.magnet_rate)
     say("reference curves: tabular MMD and outcome-sampling MCCFR at the run's games per step ...")
-    curves = {n: reference_curves(n, recipe.rl.games_per_step, recipe.rl.steps, cfg, seed=recipe.seed)
-              for n in names}
+    curves = {n: reference_curves(n, recipe.rl.games_per_step, recipe.rl.steps, cfg, seed=recipe.seed,
+                                  lr_schedule=recipe.rl.lr_schedule) for n in names}
     run.write_json("eval/reference-curves.json", {"games_per_step": recipe.rl.games_per_step, "curves": curves,
-                                                  "mmd": cfg.__dict__})
+                                                  "mmd": cfg.__dict__, "table_lr": TABLE_LR,
+                                                  "lr_schedule": recipe.rl.lr_schedule})
 
 
 def check_opponents(recipe) -> None:

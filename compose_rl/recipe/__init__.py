@@ -19,7 +19,7 @@ optional packages) without loading weights; `validate` and `recipe` both run it.
     errors.py       RecipeError
 Every name other code imports is re-exported here (`from compose_rl.recipe import X`).
 """
-from compose_rl.recipe.environment import _check_plan, check_environment
+from compose_rl.recipe.environment import _check_placement, _check_plan, check_environment
 from compose_rl.recipe.errors import RecipeError
 from compose_rl.recipe.loading import (KEY_PART, MAX_BYTES, MAX_DEPTH, _check_depth, _format_error, _parse_yaml,
                                        _RecipeLoader, _section_at, apply_override, dump_recipe, load_recipe,
@@ -33,5 +33,5 @@ __all__ = ["KEY_PART", "MAX_BYTES", "MAX_DEPTH", "RUN_NAME", "STAGES", "AblateCf
            "GameMixCfg", "GamesCfg", "InvalidCfg", "LatentCfg", "LoggingCfg", "LoraCfg", "MmdCfg", "ModelCfg",
            "PrimitivesCfg", "RayCfg", "Recipe", "RecipeError", "RecurrentCfg", "RlCfg", "RlPhaseCfg", "RolloutCfg",
            "RuntimeCfg", "Section", "Seed", "SftCfg", "TaskCfg", "TinyCfg", "VllmCfg", "_RecipeLoader", "_check_depth",
-           "_check_plan", "_format_error", "_parse_yaml", "_section_at", "apply_override", "check_environment",
+           "_check_placement", "_check_plan", "_format_error", "_parse_yaml", "_section_at", "apply_override", "check_environment",
            "dump_recipe", "load_recipe", "read_recipe_text", "recipe_from_dict"]

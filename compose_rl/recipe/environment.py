@@ -40,6 +40,7 @@ def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
         resolve_dtype(recipe.model.dtype, recipe.model.name, device_kind(recipe.runtime.device))
     except ValueError as e:
         raise RecipeError(f"{origin}: {e}") from None
+    _check_placement(recipe, origin)
     if recipe.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise RecipeError(f"{origin}: logging.tensorboard: the tensorboard package is not installed; "
                           "pip install tensorboard, or set logging.tensorboard: false")
@@ -47,6 +48,22 @@ def check_environment(recipe: Recipe, origin: str = "recipe") -> None:
     from compose_rl.fit import check_context
 
     check_context(recipe, info, origin)
+
+
+def _check_placement(recipe: Recipe, origin: str) -> None:
+    """More rollout workers than this machine's GPUs can hold beside the learner's (one each): one line, before
+    anything is written (an existing cluster's GPUs are counted when it is joined)."""
+    from compose_rl.precision import device_kind
+    from compose_rl.rollout.placement import PlacementError, plan_placement
+
+    if device_kind(recipe.runtime.device) != "cuda" or recipe.ray.address:
+        return
+    import torch
+
+    try:
+        plan_placement(recipe.rollout.workers, torch.cuda.device_count(), True, recipe.runtime.learner_gpu)
+    except PlacementError as e:
+        raise RecipeError(f"{origin}: {e}") from None
 
 
 def _check_plan(recipe: Recipe, origin: str) -> None:

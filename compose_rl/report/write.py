@@ -38,6 +38,8 @@ def write_report(run) -> Path:
 
     parts += kind_section(run, rows)  # the policy kind's own (recurrent depth: depth/FLOPs per eval stage)
     gc = _resolved(run).get("model", {}).get("gradient_checkpointing")
+    if gc == "auto":  # as the plan decided at the start (precision.json)
+        gc = run.read_json("precision.json", {}).get("gradient_checkpointing", False)
     if gc is not None:
         parts += [f"Gradient checkpointing (model.gradient_checkpointing, SFT and RL alike): {'on' if gc else 'off'}.", ""]
     prec = run.read_json("precision.json", None)  # written by Pipeline.build (compose_rl/precision.py)

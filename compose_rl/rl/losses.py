@@ -172,3 +172,16 @@ def mmd_alpha(alpha0: float, step: int, schedule: str, horizon: float) -> float:
     if schedule == "inv_sqrt":
         return alpha0 / (1.0 + step / horizon) ** 0.5
     raise ValueError(f"unknown rl.mmd.alpha_schedule {schedule!r}: use constant or inv_sqrt")
+
+
+def lr_factor(schedule: str, step: int, steps: int) -> float:
+    """rl.lr multiplier at `step` of `steps`: 1 (`constant`), or 1 over the first half then linear to 0.1 at
+    the last step (`linear_tail`)."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear_tail":
+        half = steps // 2
+        if step < half or steps - 1 <= half:
+            return 1.0
+        return 1.0 - 0.9 * (step - half) / (steps - 1 - half)
+    raise ValueError(f"unknown rl.lr_schedule {schedule!r}: use constant or linear_tail")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import pyspiel
 import torch
 
-from compose_rl.rl.losses import legal_log_probs, mmd_alpha, mmd_state_terms, uniform_log_probs
+from compose_rl.rl.losses import legal_log_probs, lr_factor, mmd_alpha, mmd_state_terms, uniform_log_probs
 
 
 @dataclass
@@ -210,23 +210,39 @@ def exploitability(tg: TabularGame, probs: torch.Tensor) -> float:
     return float(os_expl.exploitability(tg.game, tab))
 
 
-def reference_curves(game_name: str, games_per_step: int, steps: int, mmd: MMDConfig, seed: int = 0,
-                     points: int = 20, lr: float = 1.0) -> dict[str, list[list[float]]]:
-    """Exploitability against the number of sampled games, for the algorithms themselves at the LM's budget:
-    `tabular_mmd` (this module's `sampled_step`, `games_per_step` games a step, plain SGD at `lr` on the
-    logits — the step size tuned for the table, not the LM's) and `mccfr_outcome_sampling` (OpenSpiel's
-    outcome-sampling MCCFR average policy; one iteration samples one trajectory per player = 2 games).
-    Each curve: [[games sampled, exploitability], ...] at `points` evenly spaced steps, last iterate."""
-    game = pyspiel.load_game(game_name)
-    tg = TabularGame.build(game)
-    every = max(1, steps // points)
+# plain SGD on the table's logits: the step size `bench/tabular_selfplay_budget.py` found best at the shipped
+# budgets (64-256 games x 300 steps, Kuhn), with the recipe's lr schedule on top
+TABLE_LR = 4.0
+
+
+def train_sampled(tg: TabularGame, games_per_step: int, steps: int, mmd: MMDConfig | None, seed: int = 0,
+                  lr: float = TABLE_LR, lr_schedule: str = "constant", every: int = 0):
+    """Sampled self-play MMD on a table: `steps` x `sampled_step(games_per_step)`, SGD at `lr` times
+    `lr_factor(lr_schedule)` (the LM learner's schedule). Returns (policy, [[games, exploitability], ...]
+    every `every` steps (0: only the start and the end), last iterate)."""
     pol = TabularPolicy(tg, lr=lr, seed=seed)
     rng = random.Random(seed)
-    mmd_curve = [[0.0, exploitability(tg, pol.probs())]]
+    curve = [[0.0, exploitability(tg, pol.probs())]]
     for step in range(steps):
+        for group in pol.opt.param_groups:
+            group["lr"] = lr * lr_factor(lr_schedule, step, steps)
         pol.sampled_step(games_per_step, rng, mmd)
-        if (step + 1) % every == 0 or step + 1 == steps:
-            mmd_curve.append([float((step + 1) * games_per_step), exploitability(tg, pol.probs())])
+        if (every and (step + 1) % every == 0) or step + 1 == steps:
+            curve.append([float((step + 1) * games_per_step), exploitability(tg, pol.probs())])
+    return pol, curve
+
+
+def reference_curves(game_name: str, games_per_step: int, steps: int, mmd: MMDConfig, seed: int = 0,
+                     points: int = 20, lr: float = TABLE_LR, lr_schedule: str = "constant") -> dict[str, list[list[float]]]:
+    """Exploitability against the number of sampled games, for the algorithms themselves at the LM's budget:
+    `tabular_mmd` (`train_sampled`: `games_per_step` games a step, plain SGD at `lr` on the logits — the
+    step size tuned for the table, not the LM's — under the LM's `lr_schedule`) and `mccfr_outcome_sampling`
+    (OpenSpiel's outcome-sampling MCCFR average policy; one iteration samples one trajectory per player =
+    2 games). Each curve: [[games sampled, exploitability], ...] at `points` evenly spaced steps, last iterate."""
+    game = pyspiel.load_game(game_name)
+    tg = TabularGame.build(game)
+    _, mmd_curve = train_sampled(tg, games_per_step, steps, mmd, seed=seed, lr=lr, lr_schedule=lr_schedule,
+                                 every=max(1, steps // points))
     solver = pyspiel.OutcomeSamplingMCCFRSolver(game, seed=seed)
     cfr_curve, done = [], 0
     for games in [g for g, _ in mmd_curve[1:]]:

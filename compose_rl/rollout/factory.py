@@ -21,9 +21,11 @@ store, or a broadcast from the learner over nccl (every rank on its own GPU) or 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +140,26 @@ def weight_sync_plan(choice: str, learner_on_gpu: bool, gpus_per_worker: float, 
     return choice, ("nccl" if nccl_ok else "gloo")
 
 
+@contextlib.contextmanager
+def ray_gpu_env(placement):
+    """CUDA_VISIBLE_DEVICES of a Ray this process starts = every GPU but the learner's (restored after: the
+    learner's own CUDA context is already open, so this process keeps its devices)."""
+    from compose_rl.rollout.placement import ray_devices_env
+
+    if placement is None or placement.ray_visible_devices is None:
+        yield
+        return
+    parent = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ray_devices_env(placement.ray_visible_devices, parent)
+    try:
+        yield
+    finally:
+        if parent is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = parent
+
+
 # ------------------------------------------------------------------------------- entry point
 def make_engine(recipe, policy):
     """(engine, sync) for `recipe.rollout` (engine hf|vllm|auto, workers N) and `recipe.ray`."""
@@ -161,15 +183,30 @@ def make_engine(recipe, policy):
         dtype = resolve_dtype(recipe.model.dtype, recipe.model.name, device_kind(recipe.runtime.device))
         return HFEngine(policy.model, policy.tokenizer, ro.batch_size, dtype=dtype), (lambda: None)
 
+    import torch
+
+    placement = None
     if ro.workers > 0:
+        from compose_rl.rollout.placement import plan_placement
         from compose_rl.rollout.ray_connect import connect_ray
 
-        connect_ray(recipe.ray.address, recipe.ray.num_cpus)  # fail fast on a bad address, before saving anything
+        learner_on_gpu = any(p.is_cuda for p in policy.model.parameters())
+        n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        learner_gpu = recipe.runtime.learner_gpu
+        if recipe.ray.address:  # fail fast on a bad address, before saving anything; then count its GPUs
+            connect_ray(recipe.ray.address, recipe.ray.num_cpus)
+            import ray
+
+            cluster = int(ray.cluster_resources().get("GPU", 0.0)) if learner_on_gpu else None
+            placement = plan_placement(ro.workers, n_gpus, learner_on_gpu, learner_gpu, cluster_gpus=cluster)
+        else:  # a local Ray, started without the learner's GPU: workers get the others, one each
+            placement = plan_placement(ro.workers, n_gpus, learner_on_gpu, learner_gpu)
+            with ray_gpu_env(placement):
+                connect_ray(None, recipe.ray.num_cpus)
+        print(placement.line(), file=sys.stderr)
     folder = policy_folder(policy)
     settings = vllm_settings(recipe, policy)
     max_len = settings["max_model_len"]
-    import torch
-
     cuda = torch.cuda.is_available()
     if ro.workers == 0:
         from compose_rl.rollout.vllm_engine import VLLMEngine
@@ -192,12 +229,7 @@ def make_engine(recipe, policy):
                                             enforce_eager=settings["enforce_eager"])
         else:
             factory = HFWorkerEngine(str(folder), batch_size=ro.batch_size, folder_blob=blob)
-        gpus = 0.0
-        if cuda:
-            import ray
-
-            total = float(ray.cluster_resources().get("GPU", 0.0))
-            gpus = min(1.0, total / ro.workers) if total else 0.0
+        gpus = placement.gpus_per_worker  # a whole GPU each, never the learner's (placement.py)
         learner_on_gpu = any(p.is_cuda for p in policy.model.parameters())
         weight_sync, backend = weight_sync_plan(ro.weight_sync, learner_on_gpu, gpus, ro.workers,
                                                 torch.cuda.device_count() if cuda else 0, address)
@@ -205,7 +237,8 @@ def make_engine(recipe, policy):
             weight_sync = "object_store"
         engine = RayRolloutPool(factory, ro.workers, ray_address=address, num_cpus=recipe.ray.num_cpus,
                                 seed=recipe.seed, gpus_per_worker=gpus, weight_sync=weight_sync,
-                                collective_backend=backend, worker_resources=ro.worker_resources)
+                                collective_backend=backend, worker_resources=ro.worker_resources,
+                                bucket_bytes=int(ro.weight_bucket_mib * 2 ** 20))
         if blob is not None:
             engine._folder_blob = blob  # keep the shipped folder alive for actor restarts
     engine.load_weights(sync(), 0)  # start from the policy's current weights, whatever the folder holds

@@ -20,8 +20,8 @@ Weights (`weight_sync`)
   once (`ray.put`, numpy buffers: zero-copy reads on the same node) and every actor loads that one
   object; the ref of the latest weights is kept so a restarted actor reloads them.
 - `collective`: the learner (rank 0) and the actors (ranks 1..N) form a standalone torch.distributed
-  group (weight_group.py) when the first weights are sent; every sync broadcasts one flat buffer per
-  dtype. `collective_backend` `nccl` sends GPU to GPU (every rank on its own GPU), `gloo` through
+  group (weight_group.py) when the first weights are sent; every sync broadcasts the weights in buckets of
+  at most `bucket_bytes` through one reused buffer (weight_buckets.py). `collective_backend` `nccl` sends GPU to GPU (every rank on its own GPU), `gloo` through
   host memory (anywhere; what the CPU tests run). A restarted actor gets the weights through the
   object store (put only then) and the group is re-formed at the next sync; a broadcast that fails
   because an actor died is finished the same way.
@@ -63,7 +63,8 @@ import torch
 
 from compose_rl.rollout.ray_connect import connect_ray
 from compose_rl.rollout.ray_weights import pack_state, unpack_state
-from compose_rl.rollout.weight_group import FlatLayout, WeightGroup, free_port, node_address
+from compose_rl.rollout.weight_buckets import DEFAULT_BUCKET_BYTES, BucketPlan
+from compose_rl.rollout.weight_group import WeightGroup, free_port, node_address
 from compose_rl.types import Completion, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -122,24 +123,25 @@ class RolloutWorker:
 
     # ---- collective weight sync (weight_group.py)
     def join_weight_group(self, host: str, port: int, rank: int, world: int, backend: str,
-                          layout: FlatLayout, timeout_s: float) -> int:
+                          layout: BucketPlan, timeout_s: float) -> int:
         self.leave_weight_group()
-        device = f"cuda:{torch.cuda.current_device()}" if backend == "nccl" else "cpu"
+        self._device = f"cuda:{torch.cuda.current_device()}" if backend == "nccl" else "cpu"
         self._group = WeightGroup(host, port, rank, world, backend, timeout_s)
-        self._layout, self._bufs = layout, layout.empty_buffers(device)
+        self._layout = layout
         return rank
 
     def receive_weights(self, version: int) -> int:
-        """Take part in the learner's broadcast, then load what arrived (the engine copies it)."""
-        self._group.broadcast(self._bufs)
-        self.engine.load_weights(self._layout.unpack(self._bufs), version)
+        """Take part in the learner's bucketed broadcast; each bucket's finished tensors go to the engine,
+        which copies them (weight_buckets.py: extra memory one bucket)."""
+        self._layout.receive(self._group.broadcast_one, lambda part: self.engine.load_weights(part, version),
+                             self._device)
         return version
 
     def leave_weight_group(self) -> None:
         group = getattr(self, "_group", None)
         if group is not None:
             group.close()
-        self._group = self._bufs = None
+        self._group = None
 
 
 def shard_bounds(n_items: int, n_shards: int) -> list[tuple[int, int]]:
@@ -173,6 +175,7 @@ class RayRolloutPool:
         collective_backend: str = "gloo",
         group_timeout_s: float = 60.0,
         worker_resources: Sequence[Mapping[str, float]] = (),
+        bucket_bytes: int = DEFAULT_BUCKET_BYTES,
     ):
         if n_workers < 1:
             raise ValueError(f"RayRolloutPool: n_workers must be >= 1 (got {n_workers})")
@@ -196,8 +199,9 @@ class RayRolloutPool:
         self.weight_sync = weight_sync
         self.collective_backend = collective_backend
         self.group_timeout_s = group_timeout_s
+        self.bucket_bytes = bucket_bytes  # collective sync: the largest bucket (weight_buckets.py)
         self._group: WeightGroup | None = None  # collective: this process's membership (rank 0)
-        self._layout: FlatLayout | None = None
+        self._layout: BucketPlan | None = None
         self._last_state: Mapping[str, torch.Tensor] | None = None  # collective: latest weights sent
         self._pending: list = []  # collective: the actor calls of the phase in progress
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
@@ -364,13 +368,12 @@ class RayRolloutPool:
         self._weights_ref = None  # a restart puts the latest weights in the object store only when needed
         self._pending = []  # the actor calls of the phase in progress (join or receive)
         try:
-            layout = FlatLayout.of(state)
+            layout = BucketPlan.of(state, self.bucket_bytes)
             if self._group is None or layout != self._layout:
                 self._open_group(layout)
             device = next(iter(state.values())).device if self.collective_backend == "nccl" else "cpu"
-            bufs = layout.pack(state, device)
             self._pending = [self._actors[r].receive_weights.remote(version) for r in range(self.n_workers)]
-            self._group.broadcast(bufs)
+            layout.send(state, self._group.broadcast_one, device)  # one reused bucket buffer
             ray.get(self._pending)
         except Exception as e:  # noqa: BLE001 - an actor died mid-sync (or the group broke): finish through the object store
             dead = self._dead_ranks(self._pending)
@@ -385,7 +388,7 @@ class RayRolloutPool:
                         "store; the group is re-formed at the next sync", version, dead)
         self.policy_version = version
 
-    def _open_group(self, layout: FlatLayout) -> None:
+    def _open_group(self, layout: BucketPlan) -> None:
         import ray
 
         self._close_group()
