@@ -30,7 +30,7 @@ def cmd_recipe(args) -> int:
     # UnboundLocalError when the error comes first
     from compose_rl.models import ModelNotFound
     from compose_rl.pipeline import GateFailed, Pipeline, start_run
-    from compose_rl.recipe import RecipeError, check_environment, load_recipe
+    from compose_rl.recipe import RecipeError, check_environment, dump_recipe, load_recipe
     from compose_rl.rl.learner import NonFiniteError
     from compose_rl.rundir import RunDir
 
@@ -54,6 +54,10 @@ def cmd_recipe(args) -> int:
             pipe = start_run(recipe)
         print(f"run directory: {pipe.run.path}", file=sys.stderr)
         pipe.build()
+        if args.resume and args.overrides:  # the run directory says what runs from here on (`seeds` and the report read it)
+            with open(pipe.run.path / "resume-overrides.txt", "a") as f:
+                f.write(" ".join(args.overrides) + "\n")
+            (pipe.run.path / "recipe.resolved.yaml").write_text(dump_recipe(pipe.recipe))
         pipe.run_all(resume=bool(args.resume))
     except RecipeError as e:
         return _err(str(e))

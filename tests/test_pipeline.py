@@ -283,3 +283,22 @@ def test_report_leads_with_headline_tables_and_baselines(tmp_path):
     assert "| after RL | 0.125 | 0.062 | +0.100 | -0.050 | +0.200 ± 0.150 | 0.900 | 0.400 |" in lines
     assert any(x.startswith("| best current policy (RL step 7) | 0.087 |") for x in lines)
     assert "| average policy (RL step 7) |  | 0.070 |  |  |  |  |  |" in lines
+
+
+def test_resume_with_overrides_records_what_runs_from_then_on(tmp_path):
+    # `--resume RUN key=value`: recipe.resolved.yaml must say what ran (the seeds table and the report read
+    # it), and the overrides are kept in order in resume-overrides.txt
+    import yaml
+
+    out = tmp_path / "runs"
+    path = os.path.join(ROOT, "recipes", "spiral-kuhn.yaml")
+    assert main(["recipe", path, "--smoke", f"output={out}", "stages=[eval]"]) == 0
+    run = _run_dir(out)
+    before = yaml.safe_load(open(os.path.join(run, "recipe.resolved.yaml")))
+    assert main(["recipe", "--resume", run, "stages=[eval,eval]", "seed=7"]) == 0
+    after = yaml.safe_load(open(os.path.join(run, "recipe.resolved.yaml")))
+    assert (before["seed"], after["seed"]) == (0, 7) and after["stages"] == ["eval", "eval"]
+    assert open(os.path.join(run, "resume-overrides.txt")).read() == "stages=[eval,eval] seed=7\n"
+    # a bad override is refused before anything is written
+    assert main(["recipe", "--resume", run, "rl.no_such_key=1"]) == 2
+    assert yaml.safe_load(open(os.path.join(run, "recipe.resolved.yaml"))) == after
