@@ -64,11 +64,13 @@ def load(name: str):
     return p
 
 
-def hf_engine(policy):
-    """An HFEngine over its OWN copy of the weights (as a rollout worker would hold)."""
+def hf_engine(policy, dtype=None):
+    """An HFEngine over its OWN copy of the weights (as a rollout worker would hold), cast to `dtype`
+    when given (the `bf16-both` sweep row)."""
     from compose_rl.rollout.hf import HFEngine
 
-    return HFEngine(copy.deepcopy(policy.model).eval(), policy.tokenizer, batch_size=16)
+    model = copy.deepcopy(policy.model).eval()
+    return HFEngine(model if dtype is None else model.to(dtype), policy.tokenizer, batch_size=16)
 
 
 def vllm_engine(policy, **kw):
@@ -269,6 +271,7 @@ def profile(policy, prompts, sampling, cprofile_top: int):
 SWEEP = [
     ("base", {}, {}, 16, 1),
     ("bf16", {"dtype": "bfloat16"}, {}, 16, 1),
+    ("bf16-both", {"dtype": "bfloat16"}, {}, 16, 1),  # transformers in bfloat16 too: the same dtype on both sides
     ("kv4g", {"kv_cache_gb": 4.0}, {}, 16, 1),
     ("chunk256", {"engine_args": {"max_num_batched_tokens": 256}}, {}, 16, 1),
     ("chunk4096", {"engine_args": {"max_num_batched_tokens": 4096}}, {}, 16, 1),
@@ -284,14 +287,15 @@ SWEEP = [
 def sweep(policy, sampling, only: set[str] | None, repeats: int):
     import torch
 
-    print(f"\n== sweep: vLLM settings vs transformers (fp32), <= {sampling.max_new_tokens} new tokens, greedy; "
+    print(f"\n== sweep: vLLM settings vs transformers (fp32; bf16 in the bf16-both row), <= {sampling.max_new_tokens} new tokens, greedy; "
           f"{repeats} interleaved pair(s) per setting")
-    hf = hf_engine(policy)
+    hf_fp32 = hf_engine(policy)
     base_threads = torch.get_num_threads()
     rows = []
     for label, kw, env, batch, threads in SWEEP:
         if only and label not in only:
             continue
+        hf = hf_engine(policy, torch.bfloat16) if label == "bf16-both" else hf_fp32
         prompts = prompts_for(policy, batch)
         hf.batch_size = batch
         torch.set_num_threads(threads)
