@@ -104,7 +104,7 @@ def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, ove
     return summary
 
 
-CURVE_KEYS = ["reward/depth1/correct", "reward/depth2/correct", "rollout/depth1/groups_with_signal",
+CURVE_KEYS = ["reward/mean", "reward/depth1/correct", "reward/depth2/correct", "rollout/unparseable_rate", "rollout/depth1/groups_with_signal",
               "rollout/depth2/groups_with_signal", "loss/grad_norm", "loss/grad_norm_policy", "loss/grad_norm_replay",
               "eval/strcomp/acc_d1", "eval/strcomp/acc_d2", "eval/strcomp/acc_d3"]
 
@@ -147,6 +147,28 @@ def control_table(summary: dict, depths) -> str:
     lines += ["", "per seed: " + "; ".join(f"s{r['seed']} " + " ".join(f"d{d} {r['end'][f'acc_d{d}']:.3f}" for d in depths)
                                            + f" ({r['rl_s']:.0f} s RL, signal {r['signal_mean']:.2f})" for r in rows)]
     return "\n".join(lines) + "\n"
+
+
+def merge_controls(dirs: list[Path], out: Path, depths) -> dict:
+    """One table from several `rl` outputs (e.g. one seed per process): their rows must share the recipe,
+    overrides (but the seed), stage 1 and items, so that the mean over seeds is of one setting."""
+    parts = [json.loads((Path(d) / "control.json").read_text()) for d in dirs]
+    first = parts[0]
+    for p, d in zip(parts[1:], dirs[1:]):
+        for k in ("recipe", "overrides", "stage1", "items"):
+            if p[k] != first[k]:
+                raise ValueError(f"--merge {d}: {k} differs ({p[k]!r} vs {first[k]!r}); merge runs of one setting only")
+    rows = [r for p in parts for r in p["rows"]]
+    seeds = [r["seed"] for r in rows]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--merge: seed repeated across the directories ({seeds})")
+    if "floors" not in first:
+        raise ValueError(f"--merge {dirs[0]}: no floors (the run did not finish)")
+    summary = {**first, "rows": rows, "merged_from": [str(d) for d in dirs]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "control.json").write_text(json.dumps(summary, indent=1))
+    (out / "control.md").write_text(control_table(summary, depths))
+    return summary
 
 
 def continue_sft(recipe_path: str, state: str, out: Path, overrides: list[str], depths, items: int, log=print) -> Path:
@@ -264,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--depths", type=int, nargs="+", default=[1, 2])
     c.add_argument("--items", type=int, default=400)
     c.add_argument("overrides", nargs="*")
+    m = sub.add_parser("merge", help="one table from several rl outputs of one setting (one seed per process)")
+    m.add_argument("dirs", nargs="+")
+    m.add_argument("--out", required=True)
+    m.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3])
     b = sub.add_parser("passk")
     b.add_argument("recipe")
     b.add_argument("--ckpt", action="append", required=True, help="LABEL=STATE.pt, or LABEL=init (fresh weights)")
@@ -277,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = [x for x in extra if "=" not in x or x.startswith("-")]
     if bad:
         p.error(f"unrecognized arguments: {' '.join(bad)}")
-    args.overrides = list(args.overrides) + extra
+    args.overrides = list(getattr(args, "overrides", [])) + extra
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     from compose_rl.recipe import RecipeError
 
@@ -286,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
             s = run_rl_seeds(args.recipe, args.stage1, args.seeds, Path(args.out), args.overrides, args.depths,
                              args.items, log, args.track_items, args.track_depths)
             print(control_table(s, args.depths))
+        elif args.cmd == "merge":
+            print(control_table(merge_controls([Path(d) for d in args.dirs], Path(args.out), args.depths), args.depths))
         elif args.cmd == "sft":
             print(continue_sft(args.recipe, args.stage1, Path(args.out), args.overrides, args.depths, args.items, log))
         else:

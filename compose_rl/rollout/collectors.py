@@ -52,7 +52,10 @@ class StringTaskCollector:
             metrics["rollout/max_depth"] = cap
         n = max(len(samples), 1)
         metrics["rollout/truncation_rate"] = sum(s.truncated for s in samples) / n
-        metrics["rollout/unparseable_rate"] = sum(s.reward < 0 for s in samples) / n
+        # a task may reward a malformed answer like a wrong one (task.unparseable_reward 0): ask it, not the sign
+        parseable = getattr(self.task, "parseable", None)
+        metrics["rollout/unparseable_rate"] = sum((not parseable(s.completion, s.truncated)) if parseable else s.reward < 0
+                                                  for s in samples) / n
         texts = [f"[depth {s.info['depth']}] reward {s.reward:+.0f} (answer {s.info['answer']})\n{s.prompt}{s.completion}"
                  for s in samples[:: self.group_size]]
         return samples, metrics, texts
