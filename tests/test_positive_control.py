@@ -186,7 +186,7 @@ def test_split_seed_fixes_the_held_out_set_while_the_seed_varies():
     assert b.sft_pairs(20) != a.sft_pairs(20)
 
 
-def _control(tmp_path, name, seeds, stage1="s1.pt", overrides=("rl.lr=5e-5",)):
+def _control_json(tmp_path, name, seeds, stage1="s1.pt", overrides=("rl.lr=5e-5",)):
     rows = [{"seed": s, "run": f"r{s}", "start": {"acc_d1": 0.9, "acc_d2": 0.7}, "end": {"acc_d1": 0.9, "acc_d2": 0.7 + 0.1 * s},
              "rl_s": 10.0, "wall_s": 12.0, "steps": 200, "signal_mean": 0.5} for s in seeds]
     d = tmp_path / name
@@ -200,15 +200,15 @@ def _control(tmp_path, name, seeds, stage1="s1.pt", overrides=("rl.lr=5e-5",)):
 def test_merge_one_setting_over_processes(tmp_path, capsys):
     from compose_rl.commands.positive_control import main
 
-    a, b = _control(tmp_path, "a", [0]), _control(tmp_path, "b", [1, 2])
+    a, b = _control_json(tmp_path, "a", [0]), _control_json(tmp_path, "b", [1, 2])
     assert main(["merge", str(a), str(b), "--out", str(tmp_path / "m"), "--depths", "1", "2"]) == 0
     merged = json.loads((tmp_path / "m" / "control.json").read_text())
     assert [r["seed"] for r in merged["rows"]] == [0, 1, 2]
     table = (tmp_path / "m" / "control.md").read_text()
     assert "0.800 ± 0.248" in table  # mean of 0.7, 0.8, 0.9 and its t-interval (4.303 * 0.1 / sqrt 3)
     # another setting or a repeated seed: exit 2, one line
-    c = _control(tmp_path, "c", [3], overrides=("rl.lr=1e-4",))
+    c = _control_json(tmp_path, "c", [3], overrides=("rl.lr=1e-4",))
     assert main(["merge", str(a), str(c), "--out", str(tmp_path / "x")]) == 2
-    assert main(["merge", str(a), str(_control(tmp_path, "d", [0])), "--out", str(tmp_path / "y")]) == 2
+    assert main(["merge", str(a), str(_control_json(tmp_path, "d", [0])), "--out", str(tmp_path / "y")]) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     assert len(capsys.readouterr().err.strip().splitlines()) == 2

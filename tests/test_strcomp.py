@@ -252,6 +252,11 @@ def test_reward_without_format_penalty():
     assert all(s.reward == 0.0 for s in samples)
     assert metrics["rollout/unparseable_rate"] == 0.5
     assert all(v == 0.0 for k, v in metrics.items() if k.endswith("groups_with_signal"))  # format alone: no signal
+    # with the -1 penalty the same answers do differ, but only in format: no group tells right from wrong
+    col.task = StrCompTask(unparseable_reward=-1.0)
+    _, metrics, _ = col.collect(Engine(), 0)
+    signal = {k: v for k, v in metrics.items() if "groups_with" in k}
+    assert signal and all(v == (0.0 if "correct" in k else 1.0) for k, v in signal.items()), signal
 
 
 def test_cot_none_target():

@@ -105,14 +105,14 @@ def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, ove
 
 
 CURVE_KEYS = ["reward/mean", "reward/depth1/correct", "reward/depth2/correct", "rollout/unparseable_rate", "rollout/depth1/groups_with_signal",
-              "rollout/depth2/groups_with_signal", "loss/grad_norm", "loss/grad_norm_policy", "loss/grad_norm_replay",
+              "rollout/depth2/groups_with_signal", "rollout/depth2/groups_with_correct_signal", "loss/grad_norm", "loss/grad_norm_policy", "loss/grad_norm_replay",
               "eval/strcomp/acc_d1", "eval/strcomp/acc_d2", "eval/strcomp/acc_d3"]
 
 
 def curve_table(rows: list[dict], window: int = 25) -> str:
     """The training curve in windows of `window` steps: mean of each logged key (blank where never logged)."""
     keys = [k for k in CURVE_KEYS if any(k in r for r in rows)]
-    short = [k.split("/", 1)[1].replace("/groups_with_signal", " signal").replace("/correct", " train acc")
+    short = [k.split("/", 1)[1].replace("/groups_with_signal", " signal").replace("/groups_with_correct_signal", " right-vs-not").replace("/correct", " train acc")
              for k in keys]
     lines = ["| steps | " + " | ".join(short) + " |", "|---|" + "---|" * len(keys)]
     for lo in range(0, len(rows), window):

@@ -48,6 +48,9 @@ class StringTaskCollector:
             # a group carries signal iff its rewards differ (GRPO's advantage is 0 otherwise)
             groups = [rs[i: i + self.group_size] for i in range(0, len(rs), self.group_size)]
             metrics[f"rollout/depth{d}/groups_with_signal"] = sum(len(set(g)) > 1 for g in groups) / len(groups)
+            # ... and iff some answers are right and some not: signal about correctness, not only about format
+            metrics[f"rollout/depth{d}/groups_with_correct_signal"] = sum(
+                any(r == 1.0 for r in g) and any(r != 1.0 for r in g) for g in groups) / len(groups)
         if cap is not None:
             metrics["rollout/max_depth"] = cap
         n = max(len(samples), 1)
