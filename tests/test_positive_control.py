@@ -212,3 +212,13 @@ def test_merge_one_setting_over_processes(tmp_path, capsys):
     assert main(["merge", str(a), str(_control_json(tmp_path, "d", [0])), "--out", str(tmp_path / "y")]) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     assert len(capsys.readouterr().err.strip().splitlines()) == 2
+
+
+def test_start_from_reuses_only_the_same_stage1_and_items(tmp_path):
+    from compose_rl.commands.positive_control import _reused_start
+
+    d = _control_json(tmp_path, "a", [0])
+    assert _reused_start(str(d / "control.json"), "s1.pt", 400, [1, 2]) == {"acc_d1": 0.9, "acc_d2": 0.7}
+    for stage1, items, depths in [("other.pt", 400, [2]), ("s1.pt", 200, [2]), ("s1.pt", 400, [3])]:
+        with pytest.raises(ValueError, match="--start-from"):
+            _reused_start(str(d / "control.json"), stage1, items, depths)

@@ -63,13 +63,28 @@ def floors(task, depths, items: int) -> dict[str, tuple[float, str]]:
     return {f"acc_d{d}": floor_of(shortcut_accuracies(task.eval_problems(d, items))) for d in depths}
 
 
+def _reused_start(path: str | None, stage1: str, items: int, depths) -> dict | None:
+    """The start accuracies of an earlier `rl` output (its control.json) of the same stage 1 and item sets:
+    greedy decoding of the same tensors gives the same numbers, so a second process need not re-evaluate."""
+    if path is None:
+        return None
+    prev = json.loads(Path(path).read_text())
+    if prev["stage1"] != stage1 or prev["items"] != items:
+        raise ValueError(f"--start-from {path}: another stage 1 or item count ({prev['stage1']}, {prev['items']} items)")
+    start = prev["rows"][0]["start"]
+    missing = [d for d in depths if f"acc_d{d}" not in start]
+    if missing:
+        raise ValueError(f"--start-from {path}: no start accuracy at depth {missing[0]}")
+    return {f"acc_d{d}": start[f"acc_d{d}"] for d in depths}
+
+
 def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, overrides: list[str], depths: list[int],
-                 items: int, log=print, track_items: int = 200, track_depths=(2,)) -> dict:
+                 items: int, log=print, track_items: int = 200, track_depths=(2,), start_from: str | None = None) -> dict:
     from compose_rl.recipe import load_recipe
 
+    start_cache = _reused_start(start_from, stage1, items, depths)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    start_cache: dict | None = None
     for seed in seeds:
         recipe = load_recipe(recipe_path, list(overrides) + [f"seed={seed}", "stages=[rl]"])
         t0 = time.perf_counter()
@@ -278,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--items", type=int, default=400)
     a.add_argument("--track-items", type=int, default=200, help="items per depth of the in-RL curve (rl.eval_every)")
     a.add_argument("--track-depths", type=int, nargs="+", default=[2])
+    a.add_argument("--start-from", help="control.json of an earlier rl output of the same stage 1: reuse its start accuracies")
     a.add_argument("overrides", nargs="*")
     c = sub.add_parser("sft")
     c.add_argument("recipe")
@@ -310,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "rl":
             s = run_rl_seeds(args.recipe, args.stage1, args.seeds, Path(args.out), args.overrides, args.depths,
-                             args.items, log, args.track_items, args.track_depths)
+                             args.items, log, args.track_items, args.track_depths, args.start_from)
             print(control_table(s, args.depths))
         elif args.cmd == "merge":
             print(control_table(merge_controls([Path(d) for d in args.dirs], Path(args.out), args.depths), args.depths))
