@@ -195,7 +195,7 @@ def continue_sft(recipe_path: str, state: str, out: Path, overrides: list[str], 
     recipe = load_recipe(recipe_path, list(overrides) + ["stages=[sft]"])
     out.mkdir(parents=True, exist_ok=True)
     pipe = _pipe(recipe, out, f"{recipe.name}-sft-more")
-    _load_state(pipe, state)
+    _load_state(pipe, None if state == "init" else state)  # init: a fresh stage 1 from the recipe's initialisation
     try:
         pipe.stage_sft(0, "sft")
     except GateFailed as e:
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("overrides", nargs="*")
     c = sub.add_parser("sft")
     c.add_argument("recipe")
-    c.add_argument("--stage1", required=True)
+    c.add_argument("--stage1", required=True, help="state.pt to continue from, or init (a fresh stage 1)")
     c.add_argument("--out", required=True)
     c.add_argument("--depths", type=int, nargs="+", default=[1, 2])
     c.add_argument("--items", type=int, default=400)
