@@ -206,6 +206,10 @@ def test_merge_one_setting_over_processes(tmp_path, capsys):
     assert [r["seed"] for r in merged["rows"]] == [0, 1, 2]
     table = (tmp_path / "m" / "control.md").read_text()
     assert "0.800 ± 0.248" in table  # mean of 0.7, 0.8, 0.9 and its t-interval (4.303 * 0.1 / sqrt 3)
+    assert "+0.100 ± 0.248" in table
+    one = json.loads((a / "control.json").read_text())
+    from compose_rl.commands.positive_control import control_table
+    assert "0.700 (1 seed)" in control_table(one, [1, 2]) and "±" not in control_table(one, [1, 2])
     # another setting or a repeated seed: exit 2, one line
     c = _control_json(tmp_path, "c", [3], overrides=("rl.lr=1e-4",))
     assert main(["merge", str(a), str(c), "--out", str(tmp_path / "x")]) == 2

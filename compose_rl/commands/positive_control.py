@@ -143,19 +143,20 @@ def curve_table(rows: list[dict], window: int = 25) -> str:
 def control_table(summary: dict, depths) -> str:
     rows = summary["rows"]
     lines = [f"seeds {[r['seed'] for r in rows]}, {summary['items']} held-out items per depth (unseen pairs), greedy; "
-             f"mean ± 95% t-interval over seeds", "",
+             + ("mean ± 95% t-interval over seeds" if len(rows) > 1 else "one seed: no interval over seeds"), "",
              "| | " + " | ".join(f"d{d}" for d in depths) + " |", "|---|" + "---|" * len(depths)]
     start = rows[0]["start"]
     lines.append("| stage 1 (start) | " + " | ".join(f"{start[f'acc_d{d}']:.3f}" for d in depths) + " |")
     cells = []
+    # one seed has no interval over seeds: print the value alone, never "± 0.000"
+    ci = (lambda v, sign="": f"{mean_ci(v)[0]:{sign}.3f} ± {mean_ci(v)[1]:.3f}") if len(rows) > 1 else \
+        (lambda v, sign="": f"{v[0]:{sign}.3f} (1 seed)")
     for d in depths:
-        m, h = mean_ci([r["end"][f"acc_d{d}"] for r in rows])
-        cells.append(f"{m:.3f} ± {h:.3f}")
+        cells.append(ci([r["end"][f"acc_d{d}"] for r in rows]))
     lines.append("| after RL | " + " | ".join(cells) + " |")
     cells = []
     for d in depths:
-        m, h = mean_ci([r["end"][f"acc_d{d}"] - r["start"][f"acc_d{d}"] for r in rows])
-        cells.append(f"{m:+.3f} ± {h:.3f}")
+        cells.append(ci([r["end"][f"acc_d{d}"] - r["start"][f"acc_d{d}"] for r in rows], "+"))
     lines.append("| RL − start | " + " | ".join(cells) + " |")
     fl = summary["floors"]
     lines.append("| shortcut floor | " + " | ".join(f"{fl[f'acc_d{d}'][0]:.3f} ({fl[f'acc_d{d}'][1]})" for d in depths) + " |")
