@@ -416,6 +416,7 @@ class StrCompTask:
     train_pair_fraction: float = 0.7
     rl_shallow_fraction: float = 0.25  # share of rl_problems at depths 1..train_max_depth-1
     only: tuple[str, ...] | None = None  # explicit atomic functions (overrides n_functions), e.g. the ones a tiny model can master
+    unparseable_reward: float = -1.0  # reward of a truncated completion or one without an Answer line (wrong = 0, right = 1)
 
     _train_pairs: frozenset = field(init=False, repr=False, compare=False)
     _heldout_pairs: frozenset = field(init=False, repr=False, compare=False)
@@ -673,13 +674,14 @@ class StrCompTask:
 
     # -- scoring ----------------------------------------------------------------------------------
 
+    def parseable(self, completion: str, truncated: bool = False) -> bool:
+        """Whether the completion ends and has an Answer line (whatever the answer)."""
+        return not truncated and parse_answer(completion) is not None
+
     def reward(self, problem: Problem, completion: str, truncated: bool = False) -> float:
-        if truncated:
-            return -1.0
-        ans = parse_answer(completion)
-        if ans is None:
-            return -1.0
-        return 1.0 if ans == problem.answer else 0.0
+        if not self.parseable(completion, truncated):
+            return self.unparseable_reward
+        return 1.0 if parse_answer(completion) == problem.answer else 0.0
 
     def baseline_accuracies(self, depth: int, n: int = 512) -> dict[str, float]:
         """Accuracy on eval_problems(depth, n) of every shortcut rule (`SHORTCUTS`) that is not the full

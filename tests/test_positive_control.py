@@ -1,5 +1,6 @@
 """Issue 20: the learner's positive control (RL raises the trained depth's reward; lr 0 does not),
 the depth curriculum (rl.phases) and the unbiased pass@k estimator."""
+import json
 import math
 
 import pytest
@@ -183,3 +184,45 @@ def test_split_seed_fixes_the_held_out_set_while_the_seed_varies():
     assert c.task.heldout_pairs != a.task.heldout_pairs  # without it the seed moves the held-out set
     # the recipe seed still draws fresh stage-1 examples on the fixed split
     assert b.sft_pairs(20) != a.sft_pairs(20)
+
+
+def _control_json(tmp_path, name, seeds, stage1="s1.pt", overrides=("rl.lr=5e-5",)):
+    rows = [{"seed": s, "run": f"r{s}", "start": {"acc_d1": 0.9, "acc_d2": 0.7}, "end": {"acc_d1": 0.9, "acc_d2": 0.7 + 0.1 * s},
+             "rl_s": 10.0, "wall_s": 12.0, "steps": 200, "signal_mean": 0.5} for s in seeds]
+    d = tmp_path / name
+    d.mkdir()
+    (d / "control.json").write_text(json.dumps({"recipe": "r.yaml", "overrides": list(overrides), "stage1": stage1,
+                                                "items": 400, "rows": rows,
+                                                "floors": {"acc_d1": [0.0, "copy_input"], "acc_d2": [0.2, "rev"]}}))
+    return d
+
+
+def test_merge_one_setting_over_processes(tmp_path, capsys):
+    from compose_rl.commands.positive_control import main
+
+    a, b = _control_json(tmp_path, "a", [0]), _control_json(tmp_path, "b", [1, 2])
+    assert main(["merge", str(a), str(b), "--out", str(tmp_path / "m"), "--depths", "1", "2"]) == 0
+    merged = json.loads((tmp_path / "m" / "control.json").read_text())
+    assert [r["seed"] for r in merged["rows"]] == [0, 1, 2]
+    table = (tmp_path / "m" / "control.md").read_text()
+    assert "0.800 ± 0.248" in table  # mean of 0.7, 0.8, 0.9 and its t-interval (4.303 * 0.1 / sqrt 3)
+    assert "+0.100 ± 0.248" in table
+    one = json.loads((a / "control.json").read_text())
+    from compose_rl.commands.positive_control import control_table
+    assert "0.700 (1 seed)" in control_table(one, [1, 2]) and "±" not in control_table(one, [1, 2])
+    # another setting or a repeated seed: exit 2, one line
+    c = _control_json(tmp_path, "c", [3], overrides=("rl.lr=1e-4",))
+    assert main(["merge", str(a), str(c), "--out", str(tmp_path / "x")]) == 2
+    assert main(["merge", str(a), str(_control_json(tmp_path, "d", [0])), "--out", str(tmp_path / "y")]) == 2
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert len(capsys.readouterr().err.strip().splitlines()) == 2
+
+
+def test_start_from_reuses_only_the_same_stage1_and_items(tmp_path):
+    from compose_rl.commands.positive_control import _reused_start
+
+    d = _control_json(tmp_path, "a", [0])
+    assert _reused_start(str(d / "control.json"), "s1.pt", 400, [1, 2]) == {"acc_d1": 0.9, "acc_d2": 0.7}
+    for stage1, items, depths in [("other.pt", 400, [2]), ("s1.pt", 200, [2]), ("s1.pt", 400, [3])]:
+        with pytest.raises(ValueError, match="--start-from"):
+            _reused_start(str(d / "control.json"), stage1, items, depths)

@@ -225,6 +225,40 @@ def test_reward():
     assert t.reward(p, f"Answer: {p.answer}", truncated=True) == -1.0
 
 
+def test_reward_without_format_penalty():
+    """task.unparseable_reward 0: a malformed answer scores like a wrong one, and the collector still
+    counts it as unparseable (it asks the task, not the reward's sign)."""
+    from compose_rl.rollout.collectors import StringTaskCollector
+    from compose_rl.types import Completion, SamplingParams
+
+    t = StrCompTask(unparseable_reward=0.0)
+    p = t.eval_problems(2, 1)[0]
+    assert t.reward(p, "no answer") == 0.0 and t.reward(p, f"Answer: {p.answer}", truncated=True) == 0.0
+    assert t.reward(p, f"Answer: {p.answer}") == 1.0 and t.reward(p, f"Answer: {p.answer}x") == 0.0
+    assert not t.parseable("no answer") and not t.parseable(f"Answer: {p.answer}", truncated=True)
+    assert t.parseable(f"Answer: {p.answer}x")
+
+    class Engine:
+        policy_version = 0
+
+        def generate(self, prompts, sampling):
+            texts = ["no answer", "Answer: zz", "Answer: zz", "no answer"]
+            return [[Completion(prompt_ids=[2], token_ids=[1], logprobs=[-0.1], text=x, finish_reason="stop")
+                     for x in texts[: sampling.n]] for _ in prompts]
+
+    col = StringTaskCollector(t, lambda s: s, prompts_per_step=2, group_size=4,
+                              sampling=SamplingParams(temperature=1.0, max_new_tokens=8), seed=0)
+    samples, metrics, _ = col.collect(Engine(), 0)
+    assert all(s.reward == 0.0 for s in samples)
+    assert metrics["rollout/unparseable_rate"] == 0.5
+    assert all(v == 0.0 for k, v in metrics.items() if k.endswith("groups_with_signal"))  # format alone: no signal
+    # with the -1 penalty the same answers do differ, but only in format: no group tells right from wrong
+    col.task = StrCompTask(unparseable_reward=-1.0)
+    _, metrics, _ = col.collect(Engine(), 0)
+    signal = {k: v for k, v in metrics.items() if "groups_with" in k}
+    assert signal and all(v == (0.0 if "correct" in k else 1.0) for k, v in signal.items()), signal
+
+
 def test_cot_none_target():
     t = StrCompTask(cot="none")
     for p in t.composite_examples(20, 0) + t.eval_problems(4, 10):

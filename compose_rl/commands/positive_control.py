@@ -65,13 +65,28 @@ def floors(task, depths, items: int) -> dict[str, tuple[float, str]]:
     return {f"acc_d{d}": floor_of(shortcut_accuracies(task.eval_problems(d, items))) for d in depths}
 
 
+def _reused_start(path: str | None, stage1: str, items: int, depths) -> dict | None:
+    """The start accuracies of an earlier `rl` output (its control.json) of the same stage 1 and item sets:
+    greedy decoding of the same tensors gives the same numbers, so a second process need not re-evaluate."""
+    if path is None:
+        return None
+    prev = json.loads(Path(path).read_text())
+    if prev["stage1"] != stage1 or prev["items"] != items:
+        raise ValueError(f"--start-from {path}: another stage 1 or item count ({prev['stage1']}, {prev['items']} items)")
+    start = prev["rows"][0]["start"]
+    missing = [d for d in depths if f"acc_d{d}" not in start]
+    if missing:
+        raise ValueError(f"--start-from {path}: no start accuracy at depth {missing[0]}")
+    return {f"acc_d{d}": start[f"acc_d{d}"] for d in depths}
+
+
 def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, overrides: list[str], depths: list[int],
-                 items: int, log=print, track_items: int = 200, track_depths=(2,)) -> dict:
+                 items: int, log=print, track_items: int = 200, track_depths=(2,), start_from: str | None = None) -> dict:
     from compose_rl.recipe import load_recipe
 
+    start_cache = _reused_start(start_from, stage1, items, depths)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    start_cache: dict | None = None
     for seed in seeds:
         recipe = load_recipe(recipe_path, list(overrides) + [f"seed={seed}", "stages=[rl]"])
         t0 = time.perf_counter()
@@ -106,15 +121,15 @@ def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, ove
     return summary
 
 
-CURVE_KEYS = ["reward/depth1/correct", "reward/depth2/correct", "rollout/depth1/groups_with_signal",
-              "rollout/depth2/groups_with_signal", "loss/grad_norm", "loss/grad_norm_policy", "loss/grad_norm_replay",
+CURVE_KEYS = ["reward/mean", "reward/depth1/correct", "reward/depth2/correct", "rollout/unparseable_rate", "rollout/depth1/groups_with_signal",
+              "rollout/depth2/groups_with_signal", "rollout/depth2/groups_with_correct_signal", "loss/grad_norm", "loss/grad_norm_policy", "loss/grad_norm_replay",
               "eval/strcomp/acc_d1", "eval/strcomp/acc_d2", "eval/strcomp/acc_d3"]
 
 
 def curve_table(rows: list[dict], window: int = 25) -> str:
     """The training curve in windows of `window` steps: mean of each logged key (blank where never logged)."""
     keys = [k for k in CURVE_KEYS if any(k in r for r in rows)]
-    short = [k.split("/", 1)[1].replace("/groups_with_signal", " signal").replace("/correct", " train acc")
+    short = [k.split("/", 1)[1].replace("/groups_with_signal", " signal").replace("/groups_with_correct_signal", " right-vs-not").replace("/correct", " train acc")
              for k in keys]
     lines = ["| steps | " + " | ".join(short) + " |", "|---|" + "---|" * len(keys)]
     for lo in range(0, len(rows), window):
@@ -130,25 +145,48 @@ def curve_table(rows: list[dict], window: int = 25) -> str:
 def control_table(summary: dict, depths) -> str:
     rows = summary["rows"]
     lines = [f"seeds {[r['seed'] for r in rows]}, {summary['items']} held-out items per depth (unseen pairs), greedy; "
-             f"mean ± 95% t-interval over seeds", "",
+             + ("mean ± 95% t-interval over seeds" if len(rows) > 1 else "one seed: no interval over seeds"), "",
              "| | " + " | ".join(f"d{d}" for d in depths) + " |", "|---|" + "---|" * len(depths)]
     start = rows[0]["start"]
     lines.append("| stage 1 (start) | " + " | ".join(f"{start[f'acc_d{d}']:.3f}" for d in depths) + " |")
     cells = []
+    # one seed has no interval over seeds: print the value alone, never "± 0.000"
+    ci = (lambda v, sign="": f"{mean_ci(v)[0]:{sign}.3f} ± {mean_ci(v)[1]:.3f}") if len(rows) > 1 else \
+        (lambda v, sign="": f"{v[0]:{sign}.3f} (1 seed)")
     for d in depths:
-        m, h = mean_ci([r["end"][f"acc_d{d}"] for r in rows])
-        cells.append(f"{m:.3f} ± {h:.3f}")
+        cells.append(ci([r["end"][f"acc_d{d}"] for r in rows]))
     lines.append("| after RL | " + " | ".join(cells) + " |")
     cells = []
     for d in depths:
-        m, h = mean_ci([r["end"][f"acc_d{d}"] - r["start"][f"acc_d{d}"] for r in rows])
-        cells.append(f"{m:+.3f} ± {h:.3f}")
+        cells.append(ci([r["end"][f"acc_d{d}"] - r["start"][f"acc_d{d}"] for r in rows], "+"))
     lines.append("| RL − start | " + " | ".join(cells) + " |")
     fl = summary["floors"]
     lines.append("| shortcut floor | " + " | ".join(f"{fl[f'acc_d{d}'][0]:.3f} ({fl[f'acc_d{d}'][1]})" for d in depths) + " |")
     lines += ["", "per seed: " + "; ".join(f"s{r['seed']} " + " ".join(f"d{d} {r['end'][f'acc_d{d}']:.3f}" for d in depths)
                                            + f" ({r['rl_s']:.0f} s RL, signal {r['signal_mean']:.2f})" for r in rows)]
     return "\n".join(lines) + "\n"
+
+
+def merge_controls(dirs: list[Path], out: Path, depths) -> dict:
+    """One table from several `rl` outputs (e.g. one seed per process): their rows must share the recipe,
+    overrides (but the seed), stage 1 and items, so that the mean over seeds is of one setting."""
+    parts = [json.loads((Path(d) / "control.json").read_text()) for d in dirs]
+    first = parts[0]
+    for p, d in zip(parts[1:], dirs[1:]):
+        for k in ("recipe", "overrides", "stage1", "items"):
+            if p[k] != first[k]:
+                raise ValueError(f"--merge {d}: {k} differs ({p[k]!r} vs {first[k]!r}); merge runs of one setting only")
+    rows = [r for p in parts for r in p["rows"]]
+    seeds = [r["seed"] for r in rows]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--merge: seed repeated across the directories ({seeds})")
+    if "floors" not in first:
+        raise ValueError(f"--merge {dirs[0]}: no floors (the run did not finish)")
+    summary = {**first, "rows": rows, "merged_from": [str(d) for d in dirs]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "control.json").write_text(json.dumps(summary, indent=1))
+    (out / "control.md").write_text(control_table(summary, depths))
+    return summary
 
 
 def continue_sft(recipe_path: str, state: str, out: Path, overrides: list[str], depths, items: int, log=print) -> Path:
@@ -160,7 +198,7 @@ def continue_sft(recipe_path: str, state: str, out: Path, overrides: list[str], 
     recipe = load_recipe(recipe_path, list(overrides) + ["stages=[sft]"])
     out.mkdir(parents=True, exist_ok=True)
     pipe = _pipe(recipe, out, f"{recipe.name}-sft-more")
-    _load_state(pipe, state)
+    _load_state(pipe, None if state == "init" else state)  # init: a fresh stage 1 from the recipe's initialisation
     try:
         pipe.stage_sft(0, "sft")
     except GateFailed as e:
@@ -259,14 +297,19 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--items", type=int, default=400)
     a.add_argument("--track-items", type=int, default=200, help="items per depth of the in-RL curve (rl.eval_every)")
     a.add_argument("--track-depths", type=int, nargs="+", default=[2])
+    a.add_argument("--start-from", help="control.json of an earlier rl output of the same stage 1: reuse its start accuracies")
     a.add_argument("overrides", nargs="*")
     c = sub.add_parser("sft")
     c.add_argument("recipe")
-    c.add_argument("--stage1", required=True)
+    c.add_argument("--stage1", required=True, help="state.pt to continue from, or init (a fresh stage 1)")
     c.add_argument("--out", required=True)
     c.add_argument("--depths", type=int, nargs="+", default=[1, 2])
     c.add_argument("--items", type=int, default=400)
     c.add_argument("overrides", nargs="*")
+    m = sub.add_parser("merge", help="one table from several rl outputs of one setting (one seed per process)")
+    m.add_argument("dirs", nargs="+")
+    m.add_argument("--out", required=True)
+    m.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3])
     b = sub.add_parser("passk")
     b.add_argument("recipe")
     b.add_argument("--ckpt", action="append", required=True, help="LABEL=STATE.pt, or LABEL=init (fresh weights)")
@@ -280,15 +323,17 @@ def main(argv: list[str] | None = None) -> int:
     bad = [x for x in extra if "=" not in x or x.startswith("-")]
     if bad:
         p.error(f"unrecognized arguments: {' '.join(bad)}")
-    args.overrides = list(args.overrides) + extra
+    args.overrides = list(getattr(args, "overrides", [])) + extra
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     from compose_rl.recipe import RecipeError
 
     try:
         if args.cmd == "rl":
             s = run_rl_seeds(args.recipe, args.stage1, args.seeds, Path(args.out), args.overrides, args.depths,
-                             args.items, log, args.track_items, args.track_depths)
+                             args.items, log, args.track_items, args.track_depths, args.start_from)
             print(control_table(s, args.depths))
+        elif args.cmd == "merge":
+            print(control_table(merge_controls([Path(d) for d in args.dirs], Path(args.out), args.depths), args.depths))
         elif args.cmd == "sft":
             print(continue_sft(args.recipe, args.stage1, Path(args.out), args.overrides, args.depths, args.items, log))
         else:

@@ -25,7 +25,8 @@ class StrCompDomain(DomainBase):
             self.task = StrCompTask(seed=seed if t.split_seed is None else t.split_seed, n_functions=t.n_functions, train_max_depth=t.train_max_depth,
                                     test_depths=tuple(depths or t.test_depths), cot=t.cot,
                                     train_pair_fraction=t.train_pair_fraction,
-                                    only=tuple(t.functions) if t.functions else None)
+                                    only=tuple(t.functions) if t.functions else None,
+                                    unparseable_reward=t.unparseable_reward)
 
     @staticmethod
     def check_recipe(recipe) -> None:

@@ -41,7 +41,8 @@ def accuracy(engine, format_prompt, task, problems, max_new_tokens: int, tempera
     for p, comps in zip(problems, outs):
         rs = [task.reward(p, c.text, truncated=c.truncated) for c in comps]
         correct.append(sum(r == 1.0 for r in rs))
-        parsed += sum(r >= 0 for r in rs)
+        parsed += (sum(task.parseable(c.text, c.truncated) for c in comps) if hasattr(task, "parseable")
+                   else sum(r >= 0 for r in rs))
         firsts.append(comps[0])
     total = len(problems) * n
     return sum(correct) / total, parsed / total, correct, firsts

@@ -80,6 +80,9 @@ class TaskCfg(Section):
     """`none`: answer only. `steps`: list the functions innermost-first, apply one per line, then answer."""
     train_pair_fraction: float = Field(0.7, gt=0.0, lt=1.0)
     """Fraction of ordered function pairs allowed in training compositions; the rest are held out."""
+    unparseable_reward: float = Field(-1.0, ge=-100.0, le=0.0)
+    """Reward of a truncated completion or one without an Answer line (wrong = 0, right = 1; -100..0).
+    -1 (Yuan et al.) also rewards a wrong but well-formed answer over a malformed one; 0 = correctness only."""
     split_seed: Seed | None = None
     """Seed of the train/held-out split (which function pairs and inputs are held out); null = the
     recipe's `seed`. Fix it to vary the RL seed from one shared stage 1 without moving the held-out set."""

@@ -48,11 +48,17 @@ class StringTaskCollector:
             # a group carries signal iff its rewards differ (GRPO's advantage is 0 otherwise)
             groups = [rs[i: i + self.group_size] for i in range(0, len(rs), self.group_size)]
             metrics[f"rollout/depth{d}/groups_with_signal"] = sum(len(set(g)) > 1 for g in groups) / len(groups)
+            # ... and iff some answers are right and some not: signal about correctness, not only about format
+            metrics[f"rollout/depth{d}/groups_with_correct_signal"] = sum(
+                any(r == 1.0 for r in g) and any(r != 1.0 for r in g) for g in groups) / len(groups)
         if cap is not None:
             metrics["rollout/max_depth"] = cap
         n = max(len(samples), 1)
         metrics["rollout/truncation_rate"] = sum(s.truncated for s in samples) / n
-        metrics["rollout/unparseable_rate"] = sum(s.reward < 0 for s in samples) / n
+        # a task may reward a malformed answer like a wrong one (task.unparseable_reward 0): ask it, not the sign
+        parseable = getattr(self.task, "parseable", None)
+        metrics["rollout/unparseable_rate"] = sum((not parseable(s.completion, s.truncated)) if parseable else s.reward < 0
+                                                  for s in samples) / n
         texts = [f"[depth {s.info['depth']}] reward {s.reward:+.0f} (answer {s.info['answer']})\n{s.prompt}{s.completion}"
                  for s in samples[:: self.group_size]]
         return samples, metrics, texts
