@@ -160,7 +160,7 @@ def _resumed(args, code_dir, out, game, recipe, common, res) -> None:
 def _table(args, game, res, sides) -> None:
     print(f"\n## {game}  ({RECIPES[game]}, wall: {res['seconds']})")
     print(f"{'side':<12} {'MB/100 steps':>14} {'95% +-':>8} {'points':>7} {'after SFT MB':>13} {'first MB':>9} "
-          f"{'last MB':>8} {'peak MB':>8}")
+          f"{'last MB':>8} {'peak MB':>10} {'HWM MB':>12}")
     peaks = {}
     for side in sides:
         rows = [tuple(r) for r in res[side]["rows"]]
