@@ -255,6 +255,40 @@ def test_uniform_stage1_labels_carry_no_card_information():
     assert all(abs(v - 0.5) > 0.3 for v in code.values()), code
 
 
+def test_infostate_stage1_labels_read_the_history_as_well_as_the_card():
+    # `infostate` keys the code on card and betting history: seed 0's code (drawn once, printed below)
+    # bets with the Jack as first player but passes it after "pass, bet"; the `code` labels cannot differ there
+    from collections import Counter
+
+    from compose_rl.domains.game_labels import label_code_map, label_policy_tables
+    from compose_rl.domains.games import GameDomain
+    from compose_rl.evals.games import infostate_rows
+    from compose_rl.recipe import GamesCfg
+    from games import get_game
+
+    kuhn = get_game("kuhn_poker")
+    code = {k.split(" | ")[1]: v["pass,bet"] for k, v in label_code_map(kuhn, 0, "infostate").items()}
+    assert code == {"0": "bet", "0b": "pass", "0p": "pass", "0pb": "bet", "1": "bet", "1b": "bet", "1p": "pass",
+                    "1pb": "pass", "2": "bet", "2b": "bet", "2p": "pass", "2pb": "pass"}
+    # the label policy plays the code 75% + half of the uniform 25%: 0.875 on the code's action
+    rows = {r["key"]: r["probs"] for r in infostate_rows(kuhn, label_policy_tables(kuhn, 0, 0.75, "infostate"))}
+    assert rows["0"]["bet"] == pytest.approx(0.875) and rows["0pb"]["bet"] == pytest.approx(0.875)
+    assert rows["0p"]["bet"] == pytest.approx(0.125)
+
+    def jack_bet_rate(kind, history):
+        cfg = GamesCfg(train=[{"name": "kuhn_poker"}], stage1_labels=kind, prompt="compact")
+        pairs = [(p, c) for p, c in GameDomain(cfg, seed=0).sft_pairs(4000)
+                 if p.rstrip().endswith("Your card: J") and history in p]
+        counts = Counter(c for _, c in pairs)
+        return counts["\\boxed{bet}"] / len(pairs)
+
+    first, after_pass_bet = "History: none, you act first.", "History: You passed. Opponent bet."
+    assert jack_bet_rate("infostate", first) > 0.8 and jack_bet_rate("infostate", after_pass_bet) > 0.8
+    assert jack_bet_rate("infostate", "History: Opponent passed.") < 0.2
+    with pytest.raises(ValueError, match="use one of"):
+        label_code_map(kuhn, 0, "card")
+
+
 def test_context_check_counts_the_compact_prompt_the_policy_sees(capsys):
     # the window check formats prompts through the same rewrites as the pipeline: compact Kuhn prompts
     # are far shorter than the full ones, and the boundary is exact for each style

@@ -1,8 +1,10 @@
 """The game domain's stage-1 label code: SFT data, not evaluation (compose_rl/domains/games.py uses it).
 
-Training games get a random code per seed from each private line to an action: fitting the labels
-requires reading the private line, and the code carries no knowledge of good play. Its own exact score
-(`label_policy_tables` scored by evals.games.policy_baseline_metrics) is the stage-1 baseline.
+Training games get a random code per seed from each private line to an action (`by="line"`, the
+`code` labels) or from each whole information state, private line and public history (`by="infostate"`):
+fitting the labels requires reading what the code is keyed on, and the code carries no knowledge of good
+play. Its own exact score (`label_policy_tables` scored by evals.games.policy_baseline_metrics) is the
+stage-1 baseline.
 """
 from __future__ import annotations
 
@@ -19,6 +21,19 @@ if TYPE_CHECKING:
     from games import Game
 
 
+BY = ("line", "infostate")
+
+
+def label_key(game: "Game", state: pyspiel.State, player: int, by: str = "line") -> str:
+    """What the code is keyed on: the private line ("Your card: K"), or that line and the public history
+    (OpenSpiel's information-state string, which holds both: one key per information state)."""
+    if by == "line":
+        return private_line(game, state, player)
+    if by == "infostate":
+        return private_line(game, state, player) + " | " + state.information_state_string(player)
+    raise ValueError(f"label code keyed by {by!r}: use one of {BY}")
+
+
 def label_index(game_name: str, line: str, seed: int, draw: int = 0) -> int:
     """The stage-1 code's random index for one private line, drawn from an RNG keyed on (seed, game, line).
 
@@ -32,24 +47,24 @@ def label_index(game_name: str, line: str, seed: int, draw: int = 0) -> int:
     return random.Random(key).randrange(720)
 
 
-_DRAWS: dict[tuple[str, int], int] = {}
+_DRAWS: dict[tuple[str, int, str], int] = {}
 
 
-def label_draw(game: "Game", seed: int) -> int:
+def label_draw(game: "Game", seed: int, by: str = "line") -> int:
     """Which draw of the seed's code is used: the first under which the private lines do not all get
     the same action. A constant code (Kuhn: "always bet" or "always pass" whatever the card; 2 of
     the 8 maps) can be fitted without reading the private line, so stage 1 would not teach the
     model to read its card, and self-play then sits on the card-blind plateau. It is redrawn; the
     six non-constant Kuhn maps stay equally likely. Games whose information states are not
     enumerated (SMALL_GAMES only) use the first draw."""
-    key = (game.name, seed)
+    key = (game.name, seed, by)
     if key not in _DRAWS:
         try:
             infos = infostates(game)
         except ValueError:  # not a small game: no enumeration of its private lines
             _DRAWS[key] = 0
             return 0
-        lines = sorted({private_line(game, i.state, i.player) for i in infos})
+        lines = sorted({label_key(game, i.state, i.player, by) for i in infos})
         n = min(len(i.legal) for i in infos)
         draw = 0
         while len(lines) > 1 and len({label_index(game.name, ln, seed, draw) % n for ln in lines}) == 1:
@@ -60,7 +75,7 @@ def label_draw(game: "Game", seed: int) -> int:
     return _DRAWS[key]
 
 
-def label_action(game: "Game", state: pyspiel.State, player: int, seed: int) -> int:
+def label_action(game: "Game", state: pyspiel.State, player: int, seed: int, by: str = "line") -> int:
     """The code's action: legal action number label_index mod (number of legal actions).
 
     Where the legal set differs between states of the same private line (Leduc: no fold without a
@@ -68,11 +83,11 @@ def label_action(game: "Game", state: pyspiel.State, player: int, seed: int) -> 
     action is always legal (Kuhn: pass, bet) this is a fixed random map from line to action.
     """
     legal = state.legal_actions(player)
-    index = label_index(game.name, private_line(game, state, player), seed, label_draw(game, seed))
+    index = label_index(game.name, label_key(game, state, player, by), seed, label_draw(game, seed, by))
     return legal[index % len(legal)]
 
 
-def label_policy_tables(game: "Game", seed: int, sharp: float) -> Tables:
+def label_policy_tables(game: "Game", seed: int, sharp: float, by: str = "line") -> Tables:
     """The stage-1 label distribution as a tabular policy, at every information state of a small game.
 
     SFT labels are: with probability `sharp` the code's action, else a uniform legal action (which
@@ -84,17 +99,18 @@ def label_policy_tables(game: "Game", seed: int, sharp: float) -> Tables:
     out: Tables = {}
     for info in infostates(game):
         legal = info.legal
-        code = label_action(game, info.state, info.player, seed)
+        code = label_action(game, info.state, info.player, seed, by)
         out[info.key] = {int(a): (1.0 - sharp) / len(legal) + (sharp if a == code else 0.0) for a in legal}
     return out
 
 
-def label_code_map(game: "Game", seed: int) -> dict[str, dict[str, str]]:
-    """Which action the code gives each private line, per legal set: {line: {"pass,bet": "bet"}} (small games)."""
+def label_code_map(game: "Game", seed: int, by: str = "line") -> dict[str, dict[str, str]]:
+    """Which action the code gives each key (private line, or line and history), per legal set:
+    {line: {"pass,bet": "bet"}} (small games)."""
     out: dict[str, dict[str, str]] = {}
     for info in infostates(game):
         names = game.action_names(info.state)
         legal_key = ",".join(names[a] for a in info.legal)
-        line = private_line(game, info.state, info.player)
-        out.setdefault(line, {})[legal_key] = names[label_action(game, info.state, info.player, seed)]
+        line = label_key(game, info.state, info.player, by)
+        out.setdefault(line, {})[legal_key] = names[label_action(game, info.state, info.player, seed, by)]
     return {k: out[k] for k in sorted(out)}

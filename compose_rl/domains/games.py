@@ -39,19 +39,20 @@ def random_states(game, rng: random.Random):
     return out
 
 
-def private_info_labels(states, seed: int, rng: random.Random, sharp: float = 0.75) -> list[int]:
+def private_info_labels(states, seed: int, rng: random.Random, sharp: float = 0.75, by: str = "line") -> list[int]:
     """An arbitrary code from private information to actions, as SFT labels: with probability `sharp`
     the label is the code's action for the state's private line (`game_labels.label_action`: a
     random map drawn per seed, independent of what the line means and of its text order), else a
     uniform legal action. Different private lines may get different labels, so fitting them
     requires reading them; the code is random, so it carries no knowledge of good play (its own
-    score is reported exactly as the stage-1 baseline: `GameDomain.label_baseline`)."""
+    score is reported exactly as the stage-1 baseline: `GameDomain.label_baseline`). `by="infostate"` keys
+    the code on the whole information state (private line and public history) instead of the line alone."""
     from compose_rl.domains.game_labels import label_action
 
     labels = []
     for game, st, pl in states:
         legal = st.legal_actions()
-        labels.append(label_action(game, st, pl, seed) if rng.random() < sharp else rng.choice(legal))
+        labels.append(label_action(game, st, pl, seed, by) if rng.random() < sharp else rng.choice(legal))
     return labels
 
 
@@ -127,6 +128,11 @@ class GameDomain(DomainBase):
         self.pool = None
 
     @property
+    def label_by(self) -> str:
+        """What the stage-1 code reads: the private line (`code`) or the whole information state (`infostate`)."""
+        return "infostate" if self.cfg.stage1_labels == "infostate" else "line"
+
+    @property
     def formatted(self) -> list:
         """Held-out games stage 1 shows (format only)."""
         return self.held_out if self.held_out_format != "none" else []
@@ -180,7 +186,7 @@ class GameDomain(DomainBase):
             pool = self.draw_mixture
         states = sample_states(pool, n, rng)
         train_names = {g.name for g, _ in self.mixture}
-        code = private_info_labels(states, self.seed, rng, LABEL_SHARP)
+        code = private_info_labels(states, self.seed, rng, LABEL_SHARP, self.label_by)
         labels = []
         for (game, st, pl), a in zip(states, code):
             if game.name in train_names and self.cfg.stage1_labels == "uniform" or \
@@ -197,13 +203,13 @@ class GameDomain(DomainBase):
         from compose_rl.evals.games import policy_baseline_metrics
 
         out, metrics = {}, {}
-        sharp = LABEL_SHARP if self.cfg.stage1_labels == "code" else 0.0  # uniform labels: the uniform policy
+        sharp = LABEL_SHARP if self.cfg.stage1_labels != "uniform" else 0.0  # uniform labels: the uniform policy
         for game, _ in self.mixture:
             if game.name not in EXACT_GAMES:
                 continue
-            tables = label_policy_tables(game, self.seed, sharp)
+            tables = label_policy_tables(game, self.seed, sharp, self.label_by)
             m = policy_baseline_metrics(game, tables)
-            code = label_code_map(game, self.seed)
+            code = label_code_map(game, self.seed, self.label_by)
             out[game.name] = {"seed": self.seed, "sharp": sharp, "code": code, **m}
             metrics.update({f"eval/{game.name}/{k}": v for k, v in m.items()})
             if len(code) <= 6 and sharp > 0:  # Kuhn: print the map; Leduc's (6 lines x legal sets) is in the file

@@ -139,9 +139,11 @@ class GamesCfg(Section):
     `compact`: the legal actions and the state only (`games.base.prompt_rewrites`): the rules text, which
     names every card, and the instruction are dropped, so the private card stands out at the end, next
     to the answer. Stage 1 teaches the answer format either way."""
-    stage1_labels: Literal["code", "uniform"] = "code"
+    stage1_labels: Literal["code", "infostate", "uniform"] = "code"
     """Stage-1 labels on the training games. `code`: a random per-seed map from the private line to an
     action (75% sharp; it makes the model read its card; its exact score is the stage-1 baseline).
+    `infostate`: the same, keyed on the whole information state (card and betting history), so stage 1
+    also makes the model read the history.
     `uniform`: a uniform legal action (the format only: a card-blind start)."""
     answer: Literal["boxed", "reason"] = "boxed"
     """`boxed`: the prompt asks for the action only (\\boxed{<action>}). `reason`: it asks for brief
