@@ -235,6 +235,9 @@ def test_lr_schedule_linear_tail_by_hand():
     assert [lr_factor("linear_tail", s, 10) for s in range(10)] == pytest.approx(
         [1, 1, 1, 1, 1, 1.0, 0.775, 0.55, 0.325, 0.1])
     assert lr_factor("linear_tail", 0, 1) == 1.0
+    # warmup 4: (s + 1) / 4 for s = 0..3, then the schedule; it multiplies the tail too
+    assert [lr_factor("constant", s, 10, warmup=4) for s in range(6)] == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1])
+    assert lr_factor("linear_tail", 6, 10, warmup=20) == pytest.approx(7 / 20 * 0.775)
 
 
 def test_uniform_stage1_labels_carry_no_card_information():

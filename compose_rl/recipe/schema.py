@@ -328,6 +328,9 @@ class RlCfg(Section):
     """`constant`, or `linear_tail`: rl.lr for the first half of the steps, then linearly down to rl.lr / 10 at
     the last step. With sampled self-play gradients the last iterate jitters at a constant rate; a smaller
     step at the end lets it settle (the rate is a function of the step, so resume reproduces it)."""
+    warmup_steps: int = Field(0, ge=0, le=1_000_000)
+    """Linear lr warmup over the first this many RL steps (0 = none): a fresh Adam's first steps move every
+    weight by the full lr (rl/losses.lr_factor); a sharp fine-tuned policy needs them small."""
     max_grad_norm: float = Field(1.0, gt=0.0, le=1e6)
     """Gradient-norm clip (a late collapse was seen without it; > 0, at most 1e6)."""
     advantage: Literal["group", "group_unscaled", "batch_mean", "rae", "state"] = "group"

@@ -356,7 +356,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
     for step in bar:
         t0 = time.perf_counter()
         for group, base in zip(opt.param_groups, base_lrs):
-            group["lr"] = base * lr_factor(cfg.lr_schedule, step, cfg.steps)
+            group["lr"] = base * lr_factor(cfg.lr_schedule, step, cfg.steps, cfg.warmup_steps)
         # 1. rollouts: samples scored by the verifier or the game
         if rollouts is None:
             samples, metrics, texts = collector.collect(engine, step)

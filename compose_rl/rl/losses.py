@@ -174,14 +174,19 @@ def mmd_alpha(alpha0: float, step: int, schedule: str, horizon: float) -> float:
     raise ValueError(f"unknown rl.mmd.alpha_schedule {schedule!r}: use constant or inv_sqrt")
 
 
-def lr_factor(schedule: str, step: int, steps: int) -> float:
+def lr_factor(schedule: str, step: int, steps: int, warmup: int = 0) -> float:
     """rl.lr multiplier at `step` of `steps`: 1 (`constant`), or 1 over the first half then linear to 0.1 at
-    the last step (`linear_tail`)."""
+    the last step (`linear_tail`); times (step + 1) / warmup over the first `warmup` steps (rl.warmup_steps).
+
+    Why a warmup: a fresh Adam's first update is lr * sign(g) for every parameter (the bias-corrected second
+    moment is g^2), so each weight moves by the full lr whether its gradient is signal or noise; on a sharp,
+    fine-tuned policy that alone can break it (the string task at 1e-3: format gone after one step)."""
+    ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     if schedule == "constant":
-        return 1.0
+        return ramp
     if schedule == "linear_tail":
         half = steps // 2
         if step < half or steps - 1 <= half:
-            return 1.0
-        return 1.0 - 0.9 * (step - half) / (steps - 1 - half)
+            return ramp
+        return ramp * (1.0 - 0.9 * (step - half) / (steps - 1 - half))
     raise ValueError(f"unknown rl.lr_schedule {schedule!r}: use constant or linear_tail")
