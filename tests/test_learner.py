@@ -51,6 +51,10 @@ def test_compute_advantages_dispatch():
     s = [Sample([1], [2], [0.0], r, group=g) for r, g in [(1, 0), (0, 0), (1, 1), (1, 1)]]
     compute_advantages(s, "group_unscaled", None)
     assert [x.advantage for x in s] == [0.5, -0.5, 0.0, 0.0]
+    # rl.negative_weight scales only the negative advantages: group 0 of rewards (1, 0, 0, 0) has mean 0.25
+    s = [Sample([1], [2], [0.0], r, group=0) for r in (1, 0, 0, 0)]
+    compute_advantages(s, "group_unscaled", None, negative_weight=0.2)
+    assert [x.advantage for x in s] == pytest.approx([0.75, -0.05, -0.05, -0.05])
 
 
 def _strcomp_recipe(tmp_path, **rl):

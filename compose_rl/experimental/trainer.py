@@ -173,7 +173,7 @@ def run_latent_rl(loop, policy, engine, collector, cfg, run, stage: str,
         samples, metrics, texts = collector.collect(engine, step)
         t_gen = time.perf_counter() - t0
         rewards = [s.reward for s in samples]
-        compute_advantages(samples, cfg.advantage, None)
+        compute_advantages(samples, cfg.advantage, None, cfg.negative_weight)
         trained = [s for s in samples if not (cfg.drop_zero_advantage and s.advantage == 0.0)]
         credit = [0.0] * loop.steps  # sums over the trained samples of `latent_credit`
         sums: dict[str, float] = {"loss/policy": 0.0, "loss/replay": 0.0, "loss/grad_norm": 0.0}

@@ -342,6 +342,11 @@ class RlCfg(Section):
     """EMA decay of the RAE baselines."""
     drop_uniform_groups: bool = True
     """String task: drop groups whose rewards are all equal (they carry no signal)."""
+    negative_weight: float = Field(1.0, ge=0.0, le=1.0)
+    """Scale of negative advantages (0..1; 1 = the unbiased policy gradient). Below 1 the update leans on the
+    samples that did better than their baseline: on a sharp fine-tuned policy the negative samples' gradient
+    is most of the norm and mostly noise (docs/results/strcomp-positive-control.md); 0 is filtered imitation
+    of the better samples (RAFT-like)."""
     drop_zero_advantage: bool = True
     """Drop samples whose advantage is exactly 0."""
     token_aggregation: Literal["token_mean", "seq_mean", "seq_sum", "constant"] = "token_mean"

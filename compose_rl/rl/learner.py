@@ -158,7 +158,10 @@ class LearnerHooks:
     logprobs: Callable | None = None
 
 
-def compute_advantages(samples: list[Sample], how: str, baselines: adv_lib.RoleBaselines | None) -> None:
+def compute_advantages(samples: list[Sample], how: str, baselines: adv_lib.RoleBaselines | None,
+                       negative_weight: float = 1.0) -> None:
+    """Each sample's advantage (rl.advantage); negative ones are then scaled by `negative_weight`
+    (rl.negative_weight, 1 = the unbiased estimator)."""
     rewards = [s.reward for s in samples]
     if how in ("group", "group_unscaled"):
         a = adv_lib.group_normalized(rewards, [s.group for s in samples], scale=(how == "group"))
@@ -171,7 +174,7 @@ def compute_advantages(samples: list[Sample], how: str, baselines: adv_lib.RoleB
     else:
         raise ValueError(f"unknown advantage estimator {how!r}")
     for s, v in zip(samples, a):
-        s.advantage = float(v)
+        s.advantage = float(v) if v >= 0 else float(v) * negative_weight
 
 
 def _unique_pairs(samples: list[Sample]):
@@ -379,7 +382,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             raise _non_finite(run, stage, step, f"reward in {len(bad)} of {n_all} samples", bad[0])
 
         # 2. advantages
-        compute_advantages(samples, cfg.advantage, baselines)
+        compute_advantages(samples, cfg.advantage, baselines, cfg.negative_weight)
         mixed = adv_lib.mixed_groups(rewards, [s.group for s in samples])
         n_groups = len({s.group for s in samples})
 
