@@ -226,3 +226,32 @@ def test_start_from_reuses_only_the_same_stage1_and_items(tmp_path):
     for stage1, items, depths in [("other.pt", 400, [2]), ("s1.pt", 200, [2]), ("s1.pt", 400, [3])]:
         with pytest.raises(ValueError, match="--start-from"):
             _reused_start(str(d / "control.json"), stage1, items, depths)
+
+
+# ------------------------------------------------------------------------------ gradcheck
+def test_gradcheck_cosine_and_step_by_hand():
+    from compose_rl.commands.positive_control import _set_along, cosine
+
+    assert cosine(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])) == pytest.approx(1 / math.sqrt(2))
+    assert cosine(torch.tensor([1.0, 2.0]), torch.tensor([-2.0, 1.0])) == 0.0
+    assert cosine(torch.zeros(2), torch.tensor([1.0, 1.0])) == 0.0
+    lin = torch.nn.Linear(2, 1)
+    params = list(lin.parameters())
+    theta = [p.detach().clone() for p in params]
+    direction = torch.tensor([1.0, -1.0, 2.0])  # weight (1x2) then bias, flat
+    _set_along(params, theta, direction, 0.5)
+    assert torch.allclose(lin.weight, theta[0] + torch.tensor([[0.5, -0.5]]))
+    assert torch.allclose(lin.bias, theta[1] + 1.0)
+    _set_along(params, theta, direction, 0.0)  # back to the start, bit for bit
+    assert all(torch.equal(p, t) for p, t in zip(params, theta))
+
+
+def test_gradcheck_without_signal_exits_2_one_line(tmp_path, capsys):
+    # an untrained model answers nothing right: every group's rewards are equal, so no gradient to inspect
+    from compose_rl.commands.positive_control import main
+
+    rc = main(["gradcheck", "recipes/strcomp-positive-control.yaml", "--stage1", "init", "--prompts", "2",
+               "--probe-items", "2", "--out", str(tmp_path / "g"), "rl.group_size=2", "rollout.max_new_tokens=8"])
+    err = capsys.readouterr().err.strip().splitlines()  # the build's precision line comes first
+    errors = [line for line in err if line.startswith("error:")]
+    assert rc == 2 and errors == [err[-1]] and "no sample of 2 prompts × 2 carries signal" in err[-1]

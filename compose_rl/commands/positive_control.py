@@ -6,6 +6,12 @@
         (task.eval_problems: unseen function pairs, unseen inputs) before and after; the training curve
         (reward and groups with signal per depth, gradient norms) is each run's metrics.jsonl.
         Writes DIR/control.json and DIR/control.md (mean and 95% t-interval over seeds, the shortcut floor).
+    python -m compose_rl.commands.positive_control gradcheck RECIPE --stage1 STATE.pt --prompts 64 256 --out DIR
+        How much of one RL batch's policy gradient is signal: the cosine between the gradients of two halves
+        of the batch (independent estimates of one expectation), the cosine of the gradient (and of its
+        positive- and negative-advantage parts) with the gradient of log p(correct chain) on fresh training
+        problems, and that log-likelihood after a step of norm eps along the batch's ascent direction.
+        DIR/gradcheck.json and gradcheck.md.
     python -m compose_rl.commands.positive_control passk RECIPE --ckpt base=init --ckpt sft=STATE.pt --ckpt rl=STATE.pt
         --n 32 --k 1 4 16 32 --items 50 --depths 1 2 3 --out DIR
         pass@k per depth (the unbiased estimator, evals/strcomp.pass_at_k) for each checkpoint, mean and
@@ -285,6 +291,121 @@ def _plot_passk(results, depths, ks, fl, path: Path) -> None:
     plt.close(fig)
 
 
+# ------------------------------------------------------------------------------------------ gradcheck
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """cos(a, b) of two flat vectors (0 when either is zero)."""
+    na, nb = float(a.norm()), float(b.norm())
+    return float(a @ b) / (na * nb) if na > 0 and nb > 0 else 0.0
+
+
+def _flat_grad(params, loss) -> torch.Tensor:
+    for p in params:
+        p.grad = None
+    loss.backward()
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]).detach().clone()
+
+
+def _set_along(params, theta: list[torch.Tensor], direction: torch.Tensor, eps: float) -> None:
+    """params <- theta + eps * direction (direction flat, in params' order)."""
+    with torch.no_grad():
+        i = 0
+        for p, t0 in zip(params, theta):
+            n = p.numel()
+            p.copy_(t0 + eps * direction[i: i + n].view_as(p))
+            i += n
+
+
+def gradcheck(pipe, prompts_list: list[int], group_size: int, probe_items: int, eps: list[float], seed: int) -> dict:
+    """The signal in one batch's policy gradient (see the module docstring); weights restored at the end."""
+    from compose_rl.rl.learner import compute_advantages, policy_loss
+    from compose_rl.rl.logprobs import completion_logprobs
+    from compose_rl.rollout.collectors import StringTaskCollector
+    from compose_rl.rollout.hf import encode
+    from compose_rl.types import SamplingParams
+
+    r, model, tok = pipe.recipe, pipe.policy.model, pipe.policy.tokenizer
+    task, pad = task_of(pipe.domains), tok.pad_token_id or 0
+    params = [p for p in model.parameters() if p.requires_grad]
+    theta = [p.detach().clone() for p in params]
+    probe = task.rl_problems(probe_items, seed=seed + 424242)  # fresh training problems (train pairs and inputs)
+    P = encode(tok, [pipe.policy.format_prompt(q.prompt) for q in probe])
+    T = [tok(q.target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for q in probe]
+
+    def probe_ll(grad: bool = False):
+        with torch.set_grad_enabled(grad):
+            lp, m = completion_logprobs(model, P, T, pad=pad)
+            return (lp * m).sum(-1).mean()
+
+    model.train()
+    g_probe = _flat_grad(params, probe_ll(grad=True))  # ascent direction of mean log p(correct chain)
+    base = float(probe_ll())
+    out = {"probe_items": probe_items, "probe_logp": base, "rows": []}
+    for n_prompts in prompts_list:
+        col = StringTaskCollector(task, pipe.policy.format_prompt, n_prompts, group_size,
+                                  SamplingParams(temperature=r.rollout.temperature, max_new_tokens=r.rollout.max_new_tokens), seed)
+        samples, _, _ = col.collect(pipe.engine, 0)
+        reward = sum(x.reward for x in samples) / len(samples)
+        compute_advantages(samples, r.rl.advantage, None, r.rl.negative_weight)
+        samples = [x for x in samples if x.advantage != 0.0]
+        if not samples:
+            raise ValueError(f"gradcheck: no sample of {n_prompts} prompts × {group_size} carries signal (every group's "
+                             "rewards are equal); start from a trained stage 1 (--stage1) or give more --prompts")
+
+        def ascent(batch):  # minus the learner's loss gradient: the direction RL moves the weights
+            loss, _ = policy_loss(model, None, batch, r.rl, pad, r.rollout.max_new_tokens, old_is_current=True)
+            return -_flat_grad(params, loss)
+
+        g = ascent(samples)
+        groups = sorted({x.group for x in samples})
+        half = set(groups[::2])
+        ga, gb = ascent([x for x in samples if x.group in half]), ascent([x for x in samples if x.group not in half])
+        pos, neg = [x for x in samples if x.advantage > 0], [x for x in samples if x.advantage < 0]
+        gp = ascent(pos) if pos else torch.zeros_like(g)
+        gn = ascent(neg) if neg else torch.zeros_like(g)
+        step = []
+        unit = g / g.norm() if float(g.norm()) > 0 else g
+        for e in eps:
+            _set_along(params, theta, unit, e)
+            step.append([e, float(probe_ll())])
+        _set_along(params, theta, unit, 0.0)
+        out["rows"].append({"prompts": n_prompts, "samples": n_prompts * group_size, "trained": len(samples), "reward": reward,
+                            "cos_halves": cosine(ga, gb), "cos_probe": cosine(g, g_probe), "cos_probe_pos": cosine(gp, g_probe),
+                            "cos_probe_neg": cosine(gn, g_probe), "norm": float(g.norm()), "norm_pos": float(gp.norm()),
+                            "norm_neg": float(gn.norm()), "step_probe": step})
+    return out
+
+
+def gradcheck_table(res: dict) -> str:
+    lines = [f"mean log p(correct chain) on {res['probe_items']} fresh training problems at the start: {res['probe_logp']:.4f}", "",
+             "| prompts × group | samples trained | batch reward | cos(half A, half B) | cos(g, probe) | cos(g+, probe) | cos(g−, probe) "
+             "| norm g | norm g+ | norm g− |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for x in res["rows"]:
+        lines.append(f"| {x['prompts']} × {x['samples'] // x['prompts']} | {x['trained']} | {x['reward']:.3f} | {x['cos_halves']:.3f} "
+                     f"| {x['cos_probe']:.3f} | {x['cos_probe_pos']:.3f} | {x['cos_probe_neg']:.3f} | {x['norm']:.3f} "
+                     f"| {x['norm_pos']:.3f} | {x['norm_neg']:.3f} |")
+    lines += ["", "log p(correct chain) after a step of norm eps along the batch's ascent direction:", "",
+              "| prompts | " + " | ".join(f"eps {e:g}" for e, _ in res["rows"][0]["step_probe"]) + " |",
+              "|---|" + "---|" * len(res["rows"][0]["step_probe"])]
+    for x in res["rows"]:
+        lines.append(f"| {x['prompts']} | " + " | ".join(f"{v:.4f}" for _, v in x["step_probe"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_gradcheck(recipe_path: str, stage1: str, out: Path, overrides: list[str], prompts: list[int], probe_items: int,
+                  eps: list[float]) -> dict:
+    from compose_rl.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, list(overrides) + ["stages=[rl]"])
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = _pipe(recipe, out, f"{recipe.name}-gradcheck")
+    _load_state(pipe, None if stage1 == "init" else stage1)
+    res = gradcheck(pipe, prompts, recipe.rl.group_size, probe_items, eps, recipe.seed)
+    res.update({"recipe": recipe_path, "overrides": overrides, "stage1": stage1})
+    (out / "gradcheck.json").write_text(json.dumps(res, indent=1))
+    (out / "gradcheck.md").write_text(gradcheck_table(res))
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m compose_rl.commands.positive_control")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -319,6 +440,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--n", type=int, default=32)
     b.add_argument("--k", type=int, nargs="+", default=[1, 4, 16, 32])
     b.add_argument("overrides", nargs="*")
+    g = sub.add_parser("gradcheck", help="how much of one RL batch's gradient is signal")
+    g.add_argument("recipe")
+    g.add_argument("--stage1", required=True, help="state.pt of a finished stage 1, or init")
+    g.add_argument("--out", required=True)
+    g.add_argument("--prompts", type=int, nargs="+", default=[16, 64])
+    g.add_argument("--probe-items", type=int, default=256)
+    g.add_argument("--eps", type=float, nargs="+", default=[-0.01, 0.003, 0.01, 0.03])
+    g.add_argument("overrides", nargs="*")
     args, extra = p.parse_known_args(argv)  # key=value overrides may come after the options too
     bad = [x for x in extra if "=" not in x or x.startswith("-")]
     if bad:
@@ -334,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
             print(control_table(s, args.depths))
         elif args.cmd == "merge":
             print(control_table(merge_controls([Path(d) for d in args.dirs], Path(args.out), args.depths), args.depths))
+        elif args.cmd == "gradcheck":
+            run_gradcheck(args.recipe, args.stage1, Path(args.out), args.overrides, args.prompts, args.probe_items, args.eps)
+            print((Path(args.out) / "gradcheck.md").read_text())
         elif args.cmd == "sft":
             print(continue_sft(args.recipe, args.stage1, Path(args.out), args.overrides, args.depths, args.items, log))
         else:
