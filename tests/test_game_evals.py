@@ -290,7 +290,7 @@ def test_label_policy_always_bet_matches_hand_values(kuhn, monkeypatch):
     import compose_rl.domains.game_labels as ge
 
     monkeypatch.setattr(ge, "label_index", lambda game, line, seed, draw=0: 1)  # legal[1 % 2] = bet
-    monkeypatch.setattr(ge, "label_draw", lambda game, seed: 0)  # (the real one would redraw a constant code)
+    monkeypatch.setattr(ge, "label_draw", lambda game, seed, by="line": 0)  # (the real one would redraw a constant code)
     bet = label_policy_tables(kuhn, seed=0, sharp=1.0)
     m = ge.policy_baseline_metrics(kuhn, bet)
     assert m["exploitability"] == pytest.approx(1 / 3, abs=1e-12)
