@@ -302,7 +302,9 @@ def corpus() -> list[tuple]:
                         ("rl.mmd.alpha=-0.1", "rl.mmd.alpha"), ("rl.mmd.eta=0", "rl.mmd.eta"),
                         ("rl.mmd.alpha_schedule=cosine", "rl.mmd.alpha_schedule"), ("rl.algorithm=mmdx", "rl.algorithm"),
                         ("games.prompt=tiny", "games.prompt"), ("games.stage1_labels=best", "games.stage1_labels"),
-                        ("rl.token_aggregation=seq_max", "rl.token_aggregation")):
+                        ("rl.token_aggregation=seq_max", "rl.token_aggregation"),
+                        ("rl.negative_weight=1.5", "rl.negative_weight"), ("rl.negative_weight=-0.1", "rl.negative_weight"),
+                        ("rl.warmup_steps=-1", "rl.warmup_steps")):
         add((f"override {o!r}", "override", (GAME_BASE, [o]), expected))
     return cases
 

@@ -72,7 +72,7 @@ def _strcomp_recipe(tmp_path, **rl):
 def test_rl_steps_change_parameters_and_log_finite_loss(tmp_path):
     from compose_rl.pipeline import start_run
 
-    pipe = start_run(_strcomp_recipe(tmp_path, kl_coef=0.1, replay_fraction=0.25))
+    pipe = start_run(_strcomp_recipe(tmp_path, kl_coef=0.1, replay_fraction=0.25, warmup_steps=2))
     pipe.build()
     before = {k: v.clone() for k, v in pipe.policy.model.state_dict().items()}
     pipe.stage_rl(1, "rl", None)
@@ -80,6 +80,7 @@ def test_rl_steps_change_parameters_and_log_finite_loss(tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
     rows = [r for r in pipe.run.read_metrics() if r["stage"] == "rl"]
     assert [r["step"] for r in rows] == [0, 1, 2]
+    assert [r["loss/lr"] for r in rows] == pytest.approx([5e-3, 1e-2, 1e-2])  # rl.warmup_steps 2: lr (s + 1) / 2
     for r in rows:
         assert torch.isfinite(torch.tensor(r["loss/policy"]))
         assert r["rollout/samples"] == 16
