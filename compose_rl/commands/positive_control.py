@@ -320,7 +320,7 @@ def gradcheck(pipe, prompts_list: list[int], group_size: int, probe_items: int, 
     from compose_rl.rl.learner import compute_advantages, policy_loss
     from compose_rl.rl.logprobs import completion_logprobs
     from compose_rl.rollout.collectors import StringTaskCollector
-    from compose_rl.rollout.hf import encode
+    from compose_rl.sft.stage import encode_pair
     from compose_rl.types import SamplingParams
 
     r, model, tok = pipe.recipe, pipe.policy.model, pipe.policy.tokenizer
@@ -328,8 +328,7 @@ def gradcheck(pipe, prompts_list: list[int], group_size: int, probe_items: int, 
     params = [p for p in model.parameters() if p.requires_grad]
     theta = [p.detach().clone() for p in params]
     probe = task.rl_problems(probe_items, seed=seed + 424242)  # fresh training problems (train pairs and inputs)
-    P = encode(tok, [pipe.policy.format_prompt(q.prompt) for q in probe])
-    T = [tok(q.target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for q in probe]
+    P, T = zip(*(encode_pair(pipe.policy, q.prompt, q.target) for q in probe))  # as stage 1 trains on them
 
     def probe_ll(grad: bool = False):
         with torch.set_grad_enabled(grad):
