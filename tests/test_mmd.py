@@ -184,6 +184,55 @@ def test_lm_mmd_gradient_equals_the_hand_derived_per_state_gradient(tiny_policy)
         assert torch.allclose(g, hand, atol=1e-6, rtol=1e-4)
 
 
+def test_legal_answer_table_shares_prefixes_with_the_same_values_and_gradients(tiny_policy):
+    """The table encodes each state's prompt once (and the batch's common rules text once) with the graph
+    kept; its log-probs and their gradient equal scoring every (state, answer) row in full."""
+    from compose_rl.rl.learner import legal_answer_table
+    from compose_rl.rl.logprobs import completion_logprobs
+    from compose_rl.types import Sample
+    from games import get_game
+
+    game = get_game("leduc_poker")
+    tok, model = tiny_policy.tokenizer, tiny_policy.model
+    rng = random.Random(3)
+    batch, states = [], []
+    for _ in range(6):  # states at different depths: prompts of different lengths, 2 or 3 legal answers
+        state = game.openspiel_game.new_initial_state()
+        for _ in range(rng.randint(2, 5)):
+            if state.is_terminal():
+                break
+            acts = [a for a, _ in state.chance_outcomes()] if state.is_chance_node() else state.legal_actions()
+            state.apply_action(rng.choice(acts))
+        if state.is_terminal() or state.is_chance_node():
+            continue
+        p = state.current_player()
+        prompt = tok(tiny_policy.format_prompt(game.prompt(state, p)), add_special_tokens=False)["input_ids"]
+        legal = [game.answer_text(state, a) for a in state.legal_actions()]
+        batch.append(Sample(prompt_ids=prompt, completion_ids=[1], old_logprobs=[0.0], reward=0.0,
+                            info={"legal_answers": legal}))
+        states.append((tuple(prompt), legal))
+    assert len({len(p) for p, _ in states}) > 1 and len(batch) >= 3
+    model.train()
+    params = [q for q in model.parameters() if q.requires_grad]
+    keys, seq, legal, visits = legal_answer_table(model, tok, batch, pad=0)
+    prompts, comps, cells = [], [], []
+    for k, (prompt, answers) in enumerate(dict(states).items()):
+        for j, text in enumerate(answers):
+            prompts.append(list(prompt))
+            comps.append(tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+            cells.append((k, j))
+    logp, mask = completion_logprobs(model, prompts, comps, pad=0)
+    full = (logp * mask).sum(-1)
+    shared = torch.stack([seq[k, j] for k, j in cells])
+    assert keys == list(dict(states)) and int(legal.sum()) == len(cells)
+    assert torch.allclose(shared, full, atol=1e-4)
+    w = torch.linspace(-1.0, 2.0, len(cells))  # any weighting of the cells: gradients agree
+    g_shared = torch.autograd.grad((w * shared).sum(), params)
+    g_full = torch.autograd.grad((w * full).sum(), params)
+    for a, b in zip(g_shared, g_full):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-3)
+
+
 # ------------------------------------------------------------------------------ state baselines
 def test_state_baseline_by_hand():
     from compose_rl.rl.advantages import RoleBaselines

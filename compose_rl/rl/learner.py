@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from compose_rl.memory import return_freed_heap
 from compose_rl.rl import advantages as adv_lib
-from compose_rl.rl.logprobs import completion_logprobs
+from compose_rl.rl.logprobs import completion_logprobs, shared_prefix_sums
 from compose_rl.rl.losses import (aggregate, kl_k2_seq, kl_k3, legal_log_probs, lr_factor, mmd_alpha, mmd_state_terms, ppo_clip_loss,
                                   reinforce_loss, truncated_is_weights, uniform_log_probs)
 from compose_rl.rl.staleness import filter_stale
@@ -637,14 +637,17 @@ def hms(seconds: float) -> str:
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
-def legal_answer_table(model, tokenizer, batch: list[Sample], pad: int, max_actions: int = 16):
+def legal_answer_table(model, tokenizer, batch: list[Sample], pad: int, max_actions: int = 16,
+                       share_prefix: bool = True):
     """The exact answer distribution at every distinct game state of the batch whose legal answers are known.
 
     Returns (keys, seq, legal, visits) or None: keys = the distinct prompts (token tuples, first-seen
     order), seq (S, A) = log pi(answer_text(a) + EOS | prompt) at temperature 1 (the quantity the
     exploitability evaluation scores), legal (S, A) bool (rows padded to the widest legal set), visits =
     how many of the batch's turns were at each state. States with more than `max_actions` legal answers
-    (bargaining offers) are skipped."""
+    (bargaining offers) are skipped. `share_prefix` (default): each state's prompt runs once for all its
+    answers (`shared_prefix_sums`, graph kept); False, or a model training with gradient checkpointing:
+    every (state, answer) row runs in full (same values and gradients; bench/bench_legal_table.py)."""
     visits: dict[tuple, int] = {}
     answers: dict[tuple, list[str]] = {}
     for s in batch:
@@ -657,12 +660,17 @@ def legal_answer_table(model, tokenizer, batch: list[Sample], pad: int, max_acti
         return None
     prompts, comps, where = [], [], []
     for k, (key, legal) in enumerate(answers.items()):
-        for j, text in enumerate(legal):
-            prompts.append(list(key))
-            comps.append(tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
-            where.append((k, j))
-    logp, mask = completion_logprobs(model, prompts, comps, pad=pad)
-    flat = (logp * mask).sum(-1)
+        prompts.append(list(key))
+        comps.append([tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+                      for text in legal])
+        where.extend((k, j) for j in range(len(legal)))
+    if not share_prefix or (model.training and getattr(model, "is_gradient_checkpointing", False)):
+        # checkpointing turns the KV cache off: score every (state, answer) row in full
+        logp, mask = completion_logprobs(model, [p for p, cs in zip(prompts, comps) for _ in cs],
+                                         [c for cs in comps for c in cs], pad=pad)
+        flat = (logp * mask).sum(-1)
+    else:  # each state's prompt runs once for all its answers, the batch's common prefix once
+        flat = shared_prefix_sums(model, prompts, comps, pad)
     width = max(len(v) for v in answers.values())
     rows = torch.tensor([k for k, _ in where], device=flat.device)
     cols = torch.tensor([j for _, j in where], device=flat.device)

@@ -109,28 +109,12 @@ def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
-@torch.no_grad()
-def shared_prefix_logprobs(model, prompts: Sequence[Sequence[int]],
-                           completions: Sequence[Sequence[Sequence[int]]], pad_id: int,
-                           batch_size: int = 64) -> list[list[float]]:
-    """Like `sequence_logprobs`, but each prompt is encoded once for all of its completions.
-
-    `completions[i]` are the completions of `prompts[i]`; returns the summed log-probability of
-    each. Per batch (prompts sorted by length, at most `batch_size` completion rows):
-      A. the prefix common to the batch's prompts (rules text, ...) runs once, batch size 1;
-      B. its KV cache is repeated for every prompt, and the rest of each prompt runs right-padded;
-      C. the cache is gathered for every completion row, and the completions run right-padded.
-    Explicit `position_ids` keep every real token at its true position, and the attention mask
-    hides the padding left inside the cache after stage B, so each row sees exactly
-    `prompt + completion` as in an unpadded forward (checked against a per-sequence loop in the
-    tests). Several times cheaper than `sequence_logprobs` when prompts are long and share text
-    (Leduc: ~600-character prompts, ~350 of them the same rules).
-    """
-    for p, cs in zip(prompts, completions):
-        if len(p) == 0 or any(len(c) == 0 for c in cs):
-            raise ValueError("need a non-empty prompt and completions to score")
-    out: list[list[float]] = [[0.0] * len(cs) for cs in completions]
+def _prefix_batches(prompts, completions, batch_size: int | None) -> list[list[int]]:
+    """Prompt indices grouped into batches of at most `batch_size` completion rows, prompts sorted by
+    length (None: one batch)."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    if batch_size is None:
+        return [order] if order else []
     batches, cur, rows = [], [], 0
     for i in order:
         k = len(completions[i])
@@ -141,57 +125,101 @@ def shared_prefix_logprobs(model, prompts: Sequence[Sequence[int]],
         rows += k
     if cur:
         batches.append(cur)
+    return batches
+
+
+def shared_prefix_sums(model, prompts: Sequence[Sequence[int]],
+                       completions: Sequence[Sequence[Sequence[int]]], pad_id: int,
+                       batch_size: int | None = None) -> torch.Tensor:
+    """Summed log-probability of every completion, each prompt encoded once for all of its completions.
+
+    `completions[i]` are the completions of `prompts[i]`; returns a (sum of len(completions[i]),)
+    tensor in that order (prompt 0's completions first), **with the graph kept**: the learner's exact
+    legal-answer table (rl/learner.py) takes gradients through it. The model's train/eval mode and the
+    grad mode are the caller's. Per batch (prompts sorted by length, at most `batch_size` completion
+    rows; None: all in one batch):
+      A. the prefix common to the batch's prompts (rules text, ...) runs once, batch size 1;
+      B. its KV cache is repeated for every prompt, and the rest of each prompt runs right-padded;
+      C. the cache is gathered for every completion row, and the completions run right-padded.
+    Explicit `position_ids` keep every real token at its true position, and the attention mask
+    hides the padding left inside the cache after stage B, so each row sees exactly
+    `prompt + completion` as in an unpadded forward (checked against a per-sequence loop and against
+    `completion_logprobs`' values and gradients in the tests). Several times cheaper than scoring
+    every (prompt, completion) row in full when prompts are long and share text (Leduc: ~600-character
+    prompts, ~350 of them the same rules). The cache needs `use_cache`, so a model training with
+    gradient checkpointing (which turns the cache off) must use `completion_logprobs` instead.
+    """
+    for p, cs in zip(prompts, completions):
+        if len(p) == 0 or any(len(c) == 0 for c in cs):
+            raise ValueError("need a non-empty prompt and completions to score")
     device = _model_device(model)
+    offsets, n = [], 0
+    for cs in completions:
+        offsets.append(n)
+        n += len(cs)
+    parts, where = [], []
+    for idx in _prefix_batches(prompts, completions, batch_size):
+        ps = [list(prompts[i]) for i in idx]
+        plen = torch.tensor([len(p) for p in ps], device=device)
+        c = min(_common_prefix_len(ps), min(len(p) for p in ps) - 1)
+        cache = None
+        if c > 0:  # A
+            prefix = torch.tensor([ps[0][:c]], dtype=torch.long, device=device)
+            cache = model(input_ids=prefix, use_cache=True).past_key_values
+            cache.batch_repeat_interleave(len(ps))
+        # B: the rest of every prompt; we need the logits at each prompt's last token
+        ids_b, mask_b = pad_right([p[c:] for p in ps], pad_id)
+        ids_b, mask_b = ids_b.to(device), mask_b.to(device)
+        wb = ids_b.shape[1]
+        pos_b = (c + torch.arange(wb, device=device)).unsqueeze(0).expand(len(ps), -1)
+        attn_b = torch.cat([torch.ones(len(ps), c, dtype=torch.long, device=device), mask_b], dim=1)
+        out_b = model(input_ids=ids_b, attention_mask=attn_b, position_ids=pos_b,
+                      past_key_values=cache, use_cache=True)
+        last = out_b.logits[torch.arange(len(ps), device=device), plen - c - 1].float()
+        first_logp = torch.log_softmax(last, dim=-1)  # (prompts, vocab)
+        cache = out_b.past_key_values
+        # C: every completion after its prompt
+        owner = [r for r, i in enumerate(idx) for _ in completions[i]]
+        comps = [list(cc) for i in idx for cc in completions[i]]
+        owner_t = torch.tensor(owner, device=device)
+        cache.batch_select_indices(owner_t)
+        ids_c, mask_c = pad_right(comps, pad_id)
+        ids_c, mask_c = ids_c.to(device), mask_c.to(device)
+        wc = ids_c.shape[1]
+        pos_c = plen[owner_t].unsqueeze(1) + torch.arange(wc, device=device).unsqueeze(0)
+        attn_c = torch.cat([torch.ones(len(comps), c, dtype=torch.long, device=device),
+                            mask_b[owner_t], mask_c], dim=1)
+        first = first_logp[owner_t, ids_c[:, 0]]
+        if wc > 1:
+            logits_c = model(input_ids=ids_c[:, :-1], attention_mask=attn_c[:, :-1],
+                             position_ids=pos_c[:, :-1], past_key_values=cache,
+                             use_cache=True).logits.float()
+            logp_c = torch.log_softmax(logits_c, dim=-1).gather(
+                -1, ids_c[:, 1:].unsqueeze(-1)).squeeze(-1) * mask_c[:, 1:]
+            first = first + logp_c.sum(dim=1)
+        parts.append(first)
+        where.extend(offsets[i] + j for i in idx for j in range(len(completions[i])))
+    if not parts:
+        return torch.zeros(0, device=device)
+    flat = torch.cat(parts)
+    return flat.new_zeros(n).index_put((torch.tensor(where, device=device),), flat)
+
+
+@torch.no_grad()
+def shared_prefix_logprobs(model, prompts: Sequence[Sequence[int]],
+                           completions: Sequence[Sequence[Sequence[int]]], pad_id: int,
+                           batch_size: int = 64) -> list[list[float]]:
+    """Like `sequence_logprobs`, but each prompt is encoded once for all of its completions
+    (`shared_prefix_sums` in eval mode, no graph): `completions[i]` are the completions of
+    `prompts[i]`; returns the summed log-probability of each, as floats."""
     was_training = model.training
     model.eval()
     try:
-        for idx in batches:
-            ps = [list(prompts[i]) for i in idx]
-            plen = torch.tensor([len(p) for p in ps], device=device)
-            c = min(_common_prefix_len(ps), min(len(p) for p in ps) - 1)
-            cache = None
-            if c > 0:  # A
-                prefix = torch.tensor([ps[0][:c]], dtype=torch.long, device=device)
-                cache = model(input_ids=prefix, use_cache=True).past_key_values
-                cache.batch_repeat_interleave(len(ps))
-            # B: the rest of every prompt; we need the logits at each prompt's last token
-            ids_b, mask_b = pad_right([p[c:] for p in ps], pad_id)
-            ids_b, mask_b = ids_b.to(device), mask_b.to(device)
-            wb = ids_b.shape[1]
-            pos_b = (c + torch.arange(wb, device=device)).unsqueeze(0).expand(len(ps), -1)
-            attn_b = torch.cat([torch.ones(len(ps), c, dtype=torch.long, device=device), mask_b], dim=1)
-            out_b = model(input_ids=ids_b, attention_mask=attn_b, position_ids=pos_b,
-                          past_key_values=cache, use_cache=True)
-            last = out_b.logits[torch.arange(len(ps), device=device), plen - c - 1].float()
-            first_logp = torch.log_softmax(last, dim=-1)  # (prompts, vocab)
-            cache = out_b.past_key_values
-            # C: every completion after its prompt
-            owner = [r for r, i in enumerate(idx) for _ in completions[i]]
-            comps = [list(cc) for i in idx for cc in completions[i]]
-            owner_t = torch.tensor(owner, device=device)
-            cache.batch_select_indices(owner_t)
-            ids_c, mask_c = pad_right(comps, pad_id)
-            ids_c, mask_c = ids_c.to(device), mask_c.to(device)
-            wc = ids_c.shape[1]
-            pos_c = plen[owner_t].unsqueeze(1) + torch.arange(wc, device=device).unsqueeze(0)
-            attn_c = torch.cat([torch.ones(len(comps), c, dtype=torch.long, device=device),
-                                mask_b[owner_t], mask_c], dim=1)
-            if wc > 1:
-                logits_c = model(input_ids=ids_c[:, :-1], attention_mask=attn_c[:, :-1],
-                                 position_ids=pos_c[:, :-1], past_key_values=cache,
-                                 use_cache=True).logits.float()
-                logp_c = torch.log_softmax(logits_c, dim=-1).gather(
-                    -1, ids_c[:, 1:].unsqueeze(-1)).squeeze(-1) * mask_c[:, 1:]
-                rest = logp_c.sum(dim=1)
-            else:
-                rest = torch.zeros(len(comps), device=device)
-            first = first_logp[owner_t, ids_c[:, 0]]
-            totals = (first + rest).tolist()
-            r = 0
-            for i in idx:
-                for j in range(len(completions[i])):
-                    out[i][j] = float(totals[r])
-                    r += 1
+        flat = shared_prefix_sums(model, prompts, completions, pad_id, batch_size).tolist()
     finally:
         model.train(was_training)
+    out, r = [], 0
+    for cs in completions:
+        out.append([float(x) for x in flat[r: r + len(cs)]])
+        r += len(cs)
     return out
