@@ -95,7 +95,7 @@ def run_ablation(recipe) -> Path:
                 start = untrained_start
             start_fp = fingerprint(pipe.policy.model.state_dict())
             if variant == "sft_only":
-                grad_steps = _matched_sft(pipe)
+                grad_steps = matched_sft(pipe)
             else:
                 pipe.stage_rl(0, "rl", None)
                 grad_steps = _rl_grad_steps(run.read_metrics())
@@ -139,7 +139,7 @@ def _train_stage1(recipe, seed: int, root: Path) -> dict:
             "start": start}
 
 
-def _matched_sft(pipe) -> int:
+def matched_sft(pipe) -> int:
     """SFT-only stage 2, matched to the RL learner (see MATCHED); returns the gradient steps taken."""
     from compose_rl.domains.strcomp import task_of
     from compose_rl.rl.learner import _replay_loss

@@ -6,6 +6,12 @@
         (task.eval_problems: unseen function pairs, unseen inputs) before and after; the training curve
         (reward and groups with signal per depth, gradient norms) is each run's metrics.jsonl.
         Writes DIR/control.json and DIR/control.md (mean and 95% t-interval over seeds, the shortcut floor).
+        `--arm sft_only`: instead of RL, supervised training on the same problems per step with their correct
+        targets, through the same optimizer, lr, clip, replay and step count (`compose-rl ablate`'s sft_only,
+        commands/ablate.matched_sft): the matched SFT arm from the same stage-1 tensors.
+    python -m compose_rl.commands.positive_control pair A_DIR B_DIR --out DIR
+        Paired by seed: A's held-out accuracy minus B's at every depth (two `rl` outputs of the same stage 1,
+        items and seeds, e.g. --arm rl vs --arm sft_only), mean and 95% t-interval; DIR/pair.md.
     python -m compose_rl.commands.positive_control gradcheck RECIPE --stage1 STATE.pt --prompts 64 256 --out DIR
         How much of one RL batch's policy gradient is signal: the cosine between the gradients of two halves
         of the batch (independent estimates of one expectation), the cosine of the gradient (and of its
@@ -87,8 +93,13 @@ def _reused_start(path: str | None, stage1: str, items: int, depths) -> dict | N
 
 
 def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, overrides: list[str], depths: list[int],
-                 items: int, log=print, track_items: int = 200, track_depths=(2,), start_from: str | None = None) -> dict:
+                 items: int, log=print, track_items: int = 200, track_depths=(2,), start_from: str | None = None,
+                 arm: str = "rl") -> dict:
+    from compose_rl.commands.ablate import matched_sft
     from compose_rl.recipe import load_recipe
+
+    if arm not in ARMS:
+        raise ValueError(f"--arm {arm!r}: choose one of {', '.join(ARMS)}")
 
     start_cache = _reused_start(start_from, stage1, items, depths)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,25 +117,31 @@ def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, ove
             pipe.track = lambda step, label: {f"eval/strcomp/{k}": v for k, v in
                                               heldout_accuracy(pipe, track_depths, track_items).items()}
         t1 = time.perf_counter()
-        pipe.stage_rl(0, "rl", None)
+        if arm == "rl":
+            pipe.stage_rl(0, "rl", None)
+        else:  # the matched supervised arm: same problems per step, correct targets, same optimizer and steps
+            matched_sft(pipe)
         t_rl = time.perf_counter() - t1
         pipe.policy.model.eval()
         end = heldout_accuracy(pipe, depths, items)
         curve = [x for x in pipe.run.read_metrics() if x.get("stage") == "rl" and "reward/mean" in x]
         (out / f"curve-s{seed}.md").write_text(curve_table(curve))
-        row = {"seed": seed, "run": str(pipe.run.path), "start": start, "end": end, "rl_s": t_rl,
+        row = {"seed": seed, "arm": arm, "run": str(pipe.run.path), "start": start, "end": end, "rl_s": t_rl,
                "wall_s": time.perf_counter() - t0, "steps": recipe.rl.steps,
                "signal_mean": sum(x["rollout/groups_with_signal"] for x in curve) / max(len(curve), 1)}
         rows.append(row)
         log(f"seed {seed}: " + "  ".join(f"{k} {start[k]:.3f}->{end[k]:.3f}" for k in end) + f"  ({t_rl:.0f} s RL)")
         (out / "control.json").write_text(json.dumps({"recipe": recipe_path, "overrides": overrides, "stage1": stage1,
-                                                      "items": items, "rows": rows}, indent=1))
+                                                      "items": items, "arm": arm, "rows": rows}, indent=1))
     task = task_of(pipe.domains)
-    summary = {"recipe": recipe_path, "overrides": overrides, "stage1": stage1, "items": items, "rows": rows,
+    summary = {"recipe": recipe_path, "overrides": overrides, "stage1": stage1, "items": items, "arm": arm, "rows": rows,
                "floors": floors(task, depths, items)}
     (out / "control.json").write_text(json.dumps(summary, indent=1))
     (out / "control.md").write_text(control_table(summary, depths))
     return summary
+
+
+ARMS = {"rl": "after RL", "sft_only": "after matched SFT"}
 
 
 CURVE_KEYS = ["reward/mean", "reward/depth1/correct", "reward/depth2/correct", "rollout/unparseable_rate", "rollout/depth1/groups_with_signal",
@@ -161,15 +178,17 @@ def control_table(summary: dict, depths) -> str:
         (lambda v, sign="": f"{v[0]:{sign}.3f} (1 seed)")
     for d in depths:
         cells.append(ci([r["end"][f"acc_d{d}"] for r in rows]))
-    lines.append("| after RL | " + " | ".join(cells) + " |")
+    arm = summary.get("arm", "rl")  # outputs written before --arm existed are RL
+    lines.append(f"| {ARMS[arm]} | " + " | ".join(cells) + " |")
     cells = []
     for d in depths:
         cells.append(ci([r["end"][f"acc_d{d}"] - r["start"][f"acc_d{d}"] for r in rows], "+"))
-    lines.append("| RL − start | " + " | ".join(cells) + " |")
+    lines.append(f"| {'RL' if arm == 'rl' else 'SFT'} − start | " + " | ".join(cells) + " |")
     fl = summary["floors"]
     lines.append("| shortcut floor | " + " | ".join(f"{fl[f'acc_d{d}'][0]:.3f} ({fl[f'acc_d{d}'][1]})" for d in depths) + " |")
     lines += ["", "per seed: " + "; ".join(f"s{r['seed']} " + " ".join(f"d{d} {r['end'][f'acc_d{d}']:.3f}" for d in depths)
-                                           + f" ({r['rl_s']:.0f} s RL, signal {r['signal_mean']:.2f})" for r in rows)]
+                                           + f" ({r['rl_s']:.0f} s {'RL' if arm == 'rl' else 'SFT'}"
+                                           + (f", signal {r['signal_mean']:.2f})" if arm == "rl" else ")") for r in rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -179,8 +198,8 @@ def merge_controls(dirs: list[Path], out: Path, depths) -> dict:
     parts = [json.loads((Path(d) / "control.json").read_text()) for d in dirs]
     first = parts[0]
     for p, d in zip(parts[1:], dirs[1:]):
-        for k in ("recipe", "overrides", "stage1", "items"):
-            if p[k] != first[k]:
+        for k in ("recipe", "overrides", "stage1", "items", "arm"):
+            if p.get(k, "rl" if k == "arm" else None) != first.get(k, "rl" if k == "arm" else None):
                 raise ValueError(f"--merge {d}: {k} differs ({p[k]!r} vs {first[k]!r}); merge runs of one setting only")
     rows = [r for p in parts for r in p["rows"]]
     seeds = [r["seed"] for r in rows]
@@ -193,6 +212,36 @@ def merge_controls(dirs: list[Path], out: Path, depths) -> dict:
     (out / "control.json").write_text(json.dumps(summary, indent=1))
     (out / "control.md").write_text(control_table(summary, depths))
     return summary
+
+
+def pair_controls(a_dir: Path, b_dir: Path, out: Path, depths) -> str:
+    """A minus B per seed at every depth, mean and 95% t-interval over seeds: two `rl` outputs that must
+    share the stage 1, held-out items and seeds (so every difference is of the same start and problems)."""
+    a, b = (json.loads((Path(d) / "control.json").read_text()) for d in (a_dir, b_dir))
+    for k in ("stage1", "items"):
+        if a[k] != b[k]:
+            raise ValueError(f"pair: {k} differs ({a[k]!r} vs {b[k]!r}); pair runs from one stage 1 and item set")
+    by_a, by_b = ({r["seed"]: r for r in x["rows"]} for x in (a, b))
+    if sorted(by_a) != sorted(by_b):
+        raise ValueError(f"pair: the seeds differ ({sorted(by_a)} vs {sorted(by_b)}); pair the same seeds")
+    missing = [d for d in depths if any(f"acc_d{d}" not in r["end"] for r in a["rows"] + b["rows"])]
+    if missing:
+        raise ValueError(f"pair: no accuracy at depth {missing[0]} in both; pass --depths that both evaluated")
+    seeds = sorted(by_a)
+    name = lambda x: ARMS[x.get("arm", "rl")]  # noqa: E731
+    lines = [f"A = {a_dir} ({name(a)}), B = {b_dir} ({name(b)}); seeds {seeds}, {a['items']} held-out items per "
+             f"depth, stage 1 {a['stage1']}", "", "| | " + " | ".join(f"d{d}" for d in depths) + " |",
+             "|---|" + "---|" * len(depths)]
+    for label, src in (("A", by_a), ("B", by_b)):
+        lines.append(f"| {label}: {name(a if label == 'A' else b)} | " + " | ".join(
+            "{:.3f} ± {:.3f}".format(*mean_ci([src[s]["end"][f"acc_d{d}"] for s in seeds])) for d in depths) + " |")
+    lines.append("| A − B, paired by seed | " + " | ".join(
+        "{:+.3f} ± {:.3f}".format(*mean_ci([by_a[s]["end"][f"acc_d{d}"] - by_b[s]["end"][f"acc_d{d}"] for s in seeds]))
+        for d in depths) + " |")
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pair.md").write_text(text)
+    return text
 
 
 def continue_sft(recipe_path: str, state: str, out: Path, overrides: list[str], depths, items: int, log=print) -> Path:
@@ -418,7 +467,14 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--track-items", type=int, default=200, help="items per depth of the in-RL curve (rl.eval_every)")
     a.add_argument("--track-depths", type=int, nargs="+", default=[2])
     a.add_argument("--start-from", help="control.json of an earlier rl output of the same stage 1: reuse its start accuracies")
+    a.add_argument("--arm", default="rl", choices=list(ARMS),
+                   help="rl (default), or sft_only: the matched supervised arm (same problems, optimizer, lr, steps)")
     a.add_argument("overrides", nargs="*")
+    pr = sub.add_parser("pair", help="A minus B per seed and depth (two rl outputs of one stage 1, items and seeds)")
+    pr.add_argument("a")
+    pr.add_argument("b")
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3])
     c = sub.add_parser("sft")
     c.add_argument("recipe")
     c.add_argument("--stage1", required=True, help="state.pt to continue from, or init (a fresh stage 1)")
@@ -458,8 +514,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "rl":
             s = run_rl_seeds(args.recipe, args.stage1, args.seeds, Path(args.out), args.overrides, args.depths,
-                             args.items, log, args.track_items, args.track_depths, args.start_from)
+                             args.items, log, args.track_items, args.track_depths, args.start_from, args.arm)
             print(control_table(s, args.depths))
+        elif args.cmd == "pair":
+            print(pair_controls(Path(args.a), Path(args.b), Path(args.out), args.depths))
         elif args.cmd == "merge":
             print(control_table(merge_controls([Path(d) for d in args.dirs], Path(args.out), args.depths), args.depths))
         elif args.cmd == "gradcheck":
