@@ -417,6 +417,7 @@ class StrCompTask:
     rl_shallow_fraction: float = 0.25  # share of rl_problems at depths 1..train_max_depth-1
     only: tuple[str, ...] | None = None  # explicit atomic functions (overrides n_functions), e.g. the ones a tiny model can master
     unparseable_reward: float = -1.0  # reward of a truncated completion or one without an Answer line (wrong = 0, right = 1)
+    atomic_chained_fraction: float = 0.0  # share of atomic examples whose input is a train predecessor's output (see atomic_examples)
 
     _train_pairs: frozenset = field(init=False, repr=False, compare=False)
     _heldout_pairs: frozenset = field(init=False, repr=False, compare=False)
@@ -443,6 +444,8 @@ class StrCompTask:
             raise ValueError("train_max_depth must be >= 1")
         if not 0.0 <= self.rl_shallow_fraction <= 1.0:
             raise ValueError("rl_shallow_fraction must be in [0, 1]")
+        if not 0.0 <= self.atomic_chained_fraction <= 1.0:
+            raise ValueError("atomic_chained_fraction must be in [0, 1]")
         self.test_depths = tuple(self.test_depths)
         if any(d < 1 for d in self.test_depths):
             raise ValueError("test depths must be >= 1")
@@ -581,6 +584,32 @@ class StrCompTask:
         rng = self._rng("atomic", seed)
         show = self.atomic_prompts == "definition"
         return [self._train_item(rng, 1, first=f, show_definition=show) for f in self._balanced_functions(rng, n)]
+
+    def chained_inputs(self, items: list[Problem], seed: int) -> list[Problem]:
+        """A share `atomic_chained_fraction` of the depth-1 items, their input replaced by the output of one
+        of the function's predecessors in a *train* pair on a train input: the intermediate step of a train
+        composition, as a stand-alone atomic item (prompt style kept). A function learned on random letters
+        does not carry over to the shapes other functions output (doubled letters, dashes, masks), which is
+        what a depth-2 item needs at its second step. Held-out pairs never appear, not even as an input
+        shape. Drawn from its own stream: fraction 0 returns the items unchanged."""
+        if self.atomic_chained_fraction <= 0.0:
+            return list(items)
+        rng = self._rng("atomic-chained", seed)
+        pred: dict[str, list[str]] = {}
+        for a, b in sorted(self._train_pairs):
+            pred.setdefault(b, []).append(a)
+        out = []
+        for it in items:
+            g = it.functions[0]
+            if it.depth != 1 or g not in pred or rng.random() >= self.atomic_chained_fraction:
+                out.append(it)
+                continue
+            while True:
+                y = apply_chain([rng.choice(pred[g])], self._train_input(rng))[-1]
+                if y and not self.is_heldout_input(y):
+                    out.append(self.make_problem([g], y, show_definition=it.prompt.startswith("def ")))
+                    break
+        return out
 
     def composite_examples(self, n: int, seed: int, depths: Iterable[int] = (1, 2)) -> list[Problem]:
         """Name-only items on the train split, depths balanced over `depths` (each <= train_max_depth)."""

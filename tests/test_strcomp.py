@@ -364,3 +364,45 @@ def test_explicit_function_subset():
         assert set(p.functions) <= {"func_1", "func_7", "func_15"}
     with pytest.raises(ValueError):
         StrCompTask(only=("func_1", "nope"))
+
+
+def test_chained_inputs_use_train_predecessors_only(monkeypatch):
+    import synthetic_tasks.strcomp as sc
+
+    task = StrCompTask(seed=0, n_functions=8, cot="steps", atomic_chained_fraction=1.0)
+    items = task.atomic_examples(40, seed=3) + task.composite_examples(20, seed=4, depths=(1, 2))
+    assert StrCompTask(seed=0, n_functions=8, cot="steps").chained_inputs(items, 3) == items  # fraction 0: unchanged
+    calls = []
+    real = sc.apply_chain
+    monkeypatch.setattr(sc, "apply_chain", lambda fns, x: calls.append(tuple(fns)) or real(fns, x))
+    out = task.chained_inputs(items, 3)
+    monkeypatch.setattr(sc, "apply_chain", real)
+    assert len(out) == len(items)
+    has_pred = {b for _, b in task.train_pairs}
+    for old, new in zip(items, out):
+        if old.depth != 1 or old.functions[0] not in has_pred:
+            assert new == old  # composites (and functions without a train predecessor) stay as they were
+            continue
+        g = old.functions[0]
+        assert new.functions == (g,) and new.input != old.input and new.answer == real([g], new.input)[-1]
+        assert new.prompt.startswith("def ") == old.prompt.startswith("def ")  # the prompt style is kept
+        assert not task.is_heldout_input(new.input)
+    # every drawn input is f(x) for f a train predecessor of the item's function: per replaced item, the draws
+    # (one, or more when the output fell on the held-out side) come before make_problem's call on g
+    calls = iter(calls)
+    for old, new in zip(items, out):
+        if new == old:
+            continue
+        g, draws = new.functions[0], []
+        for c in calls:
+            if c == (g,):
+                break
+            draws.append(c[0])
+        assert draws and all((f, g) in task.train_pairs for f in draws)
+    # a share p of the items, by their own stream
+    half = StrCompTask(seed=0, n_functions=8, cot="steps", atomic_chained_fraction=0.5).chained_inputs(
+        task.atomic_examples(400, seed=3), 3)
+    changed = sum(a != b for a, b in zip(task.atomic_examples(400, seed=3), half))
+    assert 140 < changed < 260
+    with pytest.raises(ValueError, match="atomic_chained_fraction"):
+        StrCompTask(seed=0, atomic_chained_fraction=1.5)

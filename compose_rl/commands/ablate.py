@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from compose_rl.pipeline import Pipeline, say
 from compose_rl.recipe import AblateCfg, recipe_from_dict
@@ -151,7 +152,8 @@ def matched_sft(pipe) -> int:
     opt = torch.optim.Adam(params, lr=r.rl.lr)  # as run_rl: same optimizer, same constant lr
     replay = pipe._replay_fn() if r.rl.replay_fraction > 0 else None
     model.train()
-    for step in range(r.rl.steps):
+    bar = tqdm(range(r.rl.steps), desc="sft_only (matched)", dynamic_ncols=True)
+    for step in bar:
         probs = task_of(pipe.domains).rl_problems(r.rl.prompts_per_step, seed=step_seed(r.seed, step))
         loss = _replay_loss(model, [encode_pair(pipe.policy, p.prompt, p.target) for p in probs], pad)
         stats = {"sft/loss_task": float(loss.detach())}
@@ -165,6 +167,7 @@ def matched_sft(pipe) -> int:
         opt.step()
         stats["loss/total"] = float(loss.detach())
         pipe.run.log("sft_only", step, stats)
+        bar.set_postfix(loss=f"{stats['sft/loss_task']:.3f}")
     model.eval()
     pipe.engine.load_weights(pipe.sync(), pipe.engine.policy_version + 1)
     return r.rl.steps

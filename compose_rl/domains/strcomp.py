@@ -26,7 +26,8 @@ class StrCompDomain(DomainBase):
                                     test_depths=tuple(depths or t.test_depths), cot=t.cot,
                                     train_pair_fraction=t.train_pair_fraction,
                                     only=tuple(t.functions) if t.functions else None,
-                                    unparseable_reward=t.unparseable_reward)
+                                    unparseable_reward=t.unparseable_reward,
+                                    atomic_chained_fraction=t.atomic_chained_fraction)
 
     @staticmethod
     def check_recipe(recipe) -> None:
@@ -71,8 +72,8 @@ class StrCompDomain(DomainBase):
         n_atom = n - n_comp
         # half the atomics show the definition (learn the function), half only the name (recall it
         # by name, which is all stage-2 prompts give)
-        atom = self.task.atomic_examples(n_atom - n_atom // 2, seed=seed)
-        named = self.task.composite_examples(n_atom // 2, seed=seed + 1, depths=(1,))
+        atom = self.task.chained_inputs(self.task.atomic_examples(n_atom - n_atom // 2, seed=seed), seed)
+        named = self.task.chained_inputs(self.task.composite_examples(n_atom // 2, seed=seed + 1, depths=(1,)), seed + 1)
         comp = self.task.composite_examples(n_comp, seed=seed + 2,
                                             depths=tuple(range(2, self.task.train_max_depth + 1))) if n_comp else []
         items = atom + named + comp

@@ -83,6 +83,10 @@ class TaskCfg(Section):
     unparseable_reward: float = Field(-1.0, ge=-100.0, le=0.0)
     """Reward of a truncated completion or one without an Answer line (wrong = 0, right = 1; -100..0).
     -1 (Yuan et al.) also rewards a wrong but well-formed answer over a malformed one; 0 = correctness only."""
+    atomic_chained_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of stage-1 atomic examples whose input is the output of the function's predecessor in a train
+    pair (the intermediate step of a train composition, 0..1). 0 = atomics on random letters only, where a
+    tiny model's skills do not carry over to other functions' output shapes (strcomp-positive-control.md)."""
     split_seed: Seed | None = None
     """Seed of the train/held-out split (which function pairs and inputs are held out); null = the
     recipe's `seed`. Fix it to vary the RL seed from one shared stage 1 without moving the held-out set."""
