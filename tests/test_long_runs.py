@@ -45,6 +45,22 @@ def test_50_steps_keep_n_plus_stage_checkpoints_and_resume_from_the_newest_is_ex
     assert not all(torch.equal(a[k], start[k]) for k in a)  # the 55 steps did train
 
 
+def test_a_fresh_rl_stage_drops_the_rows_of_an_attempt_killed_before_its_first_checkpoint(tmp_path):
+    """Resuming from the stage-1 checkpoint restarts RL at step 0: the killed attempt's RL rows (it never
+    checkpointed) must not stay beside the new ones; other stages' rows stay."""
+    policy = load_policy("tiny", seed=0)
+    run = RunDir.create(tmp_path / "a", "t", "")
+    run.log("eval-sft", 0, {"x": 1.0})
+    for step in range(4):  # the killed attempt
+        run.log("rl", step, {"reward/mean": -9.0})
+    collector = FixedCollector(policy.tokenizer, PAIRS, REWARDS)
+    run_rl(policy, StubEngine(), collector, _rl_cfg(steps=2, checkpoint_every=100, lr=1e-3), run, "rl",
+           seed=0, max_new_tokens=8)
+    rows = run.read_metrics()
+    assert [(r["stage"], r["step"]) for r in rows] == [("eval-sft", 0), ("rl", 0), ("rl", 1)]
+    assert all(r.get("reward/mean") != -9.0 for r in rows)
+
+
 def test_samples_are_rotated_at_the_cap_and_still_readable_across_it(tmp_path):
     """samples/<stage>.txt past the cap becomes <stage>.previous.txt: at most ~2x the cap on disk,
     the newest step always in <stage>.txt, and the primitive tracker still reads a window of steps

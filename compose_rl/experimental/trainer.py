@@ -163,6 +163,8 @@ def run_latent_rl(loop, policy, engine, collector, cfg, run, stage: str,
         opt.load_state_dict(tensors["optimizer"])
         start = meta["step"] + 1
         run.truncate_metrics(stage, meta["step"])
+    else:  # a fresh start of this stage: rows of an attempt killed before its first checkpoint are stale
+        run.truncate_metrics(stage, -1)
     engine.load_weights(None, start)
     loop.train()
     last: dict = {}

@@ -349,6 +349,8 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         run.truncate_metrics(stage, meta["step"])
         if rollouts is None:
             engine.load_weights(sync() if sync else None, start)
+    else:  # a fresh start of this stage: rows of an attempt killed before its first checkpoint are stale
+        run.truncate_metrics(stage, -1)
     if rollouts is not None:
         rollouts.start(start, sync())  # the workers get version `start` and begin generating ahead
     model.train()
