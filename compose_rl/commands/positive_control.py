@@ -125,7 +125,8 @@ def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, ove
         pipe.policy.model.eval()
         end = heldout_accuracy(pipe, depths, items)
         curve = [x for x in pipe.run.read_metrics() if x.get("stage") == "rl" and "reward/mean" in x]
-        (out / f"curve-s{seed}.md").write_text(curve_table(curve))
+        if arm == "rl":  # the supervised arm logs no RL curve
+            (out / f"curve-s{seed}.md").write_text(curve_table(curve))
         row = {"seed": seed, "arm": arm, "run": str(pipe.run.path), "start": start, "end": end, "rl_s": t_rl,
                "wall_s": time.perf_counter() - t0, "steps": recipe.rl.steps,
                "signal_mean": sum(x["rollout/groups_with_signal"] for x in curve) / max(len(curve), 1)}
