@@ -12,29 +12,9 @@ the spiral-leduc recipe's tiny model and compact prompt; each arm's forward + ba
 from __future__ import annotations
 
 import argparse
-import random
 import time
 
 import torch
-
-
-def decision_states(game, n: int, seed: int):
-    rng = random.Random(seed)
-    out, seen = [], set()
-    while len(out) < n:
-        state = game.openspiel_game.new_initial_state()
-        for _ in range(rng.randint(2, 8)):
-            if state.is_terminal():
-                break
-            acts = [a for a, _ in state.chance_outcomes()] if state.is_chance_node() else state.legal_actions()
-            state.apply_action(rng.choice(acts))
-        if state.is_terminal() or state.is_chance_node():
-            continue
-        key = (str(state), state.current_player())
-        if key not in seen:
-            seen.add(key)
-            out.append((state, state.current_player()))
-    return out
 
 
 def main() -> None:
@@ -50,7 +30,7 @@ def main() -> None:
     from compose_rl.rl.learner import legal_answer_table
     from compose_rl.types import Sample
     from games import get_game
-    from games.base import prompt_rewrites
+    from games.base import prompt_rewrites, random_decision_states
 
     game = get_game(args.game)
     policy = load_policy("tiny", seed=0, tiny=TinySpec(hidden_size=128, num_layers=2, num_heads=2,
@@ -58,7 +38,7 @@ def main() -> None:
     policy.rewrites = prompt_rewrites("boxed", args.prompt, [game])
     tok, model = policy.tokenizer, policy.model
     batch = []
-    for state, p in decision_states(game, args.states, seed=0):
+    for state, p in random_decision_states(game, args.states, seed=0):
         ids = tok(policy.format_prompt(game.prompt(state, p)), add_special_tokens=False)["input_ids"]
         legal = [game.answer_text(state, a) for a in state.legal_actions()]
         batch.append(Sample(prompt_ids=ids, completion_ids=[1], old_logprobs=[0.0], reward=0.0,

@@ -39,6 +39,29 @@ def prompt_rewrites(answer: str, style: str, games) -> tuple[tuple[str, str], ..
     return tuple(out)
 
 
+def random_decision_states(game: "Game", n: int, seed: int, plies: tuple[int, int] = (2, 8)) -> list[tuple[pyspiel.State, int]]:
+    """`n` distinct (state, player to move) pairs at decision nodes, each reached by a random number of
+    uniformly random moves (chance and players alike) in `plies`: test and benchmark batches."""
+    rng = random.Random(seed)
+    out, seen = [], set()
+    for _ in range(1000 * (n + 1)):
+        if len(out) == n:
+            break
+        state = game.openspiel_game.new_initial_state()
+        for _ in range(rng.randint(*plies)):
+            if state.is_terminal():
+                break
+            acts = [a for a, _ in state.chance_outcomes()] if state.is_chance_node() else state.legal_actions()
+            state.apply_action(rng.choice(acts))
+        if state.is_terminal() or state.is_chance_node():
+            continue
+        key = (str(state), state.current_player())
+        if key not in seen:
+            seen.add(key)
+            out.append((state, state.current_player()))
+    return out
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` in `text`, braces balanced; None when absent or unclosed.
 

@@ -191,21 +191,12 @@ def test_legal_answer_table_shares_prefixes_with_the_same_values_and_gradients(t
     from compose_rl.rl.logprobs import completion_logprobs
     from compose_rl.types import Sample
     from games import get_game
+    from games.base import random_decision_states
 
     game = get_game("leduc_poker")
     tok, model = tiny_policy.tokenizer, tiny_policy.model
-    rng = random.Random(3)
     batch, states = [], []
-    for _ in range(6):  # states at different depths: prompts of different lengths, 2 or 3 legal answers
-        state = game.openspiel_game.new_initial_state()
-        for _ in range(rng.randint(2, 5)):
-            if state.is_terminal():
-                break
-            acts = [a for a, _ in state.chance_outcomes()] if state.is_chance_node() else state.legal_actions()
-            state.apply_action(rng.choice(acts))
-        if state.is_terminal() or state.is_chance_node():
-            continue
-        p = state.current_player()
+    for state, p in random_decision_states(game, 6, seed=3, plies=(2, 5)):  # prompts of different lengths
         prompt = tok(tiny_policy.format_prompt(game.prompt(state, p)), add_special_tokens=False)["input_ids"]
         legal = [game.answer_text(state, a) for a in state.legal_actions()]
         batch.append(Sample(prompt_ids=prompt, completion_ids=[1], old_logprobs=[0.0], reward=0.0,
