@@ -642,6 +642,37 @@ class StrCompTask:
         rng.shuffle(depths)
         return [self._train_item(rng, d, max_depth=top) for d in depths]
 
+    SHAPES = ("random", "train-pair", "heldout-pair")
+
+    def shaped_problems(self, shape: str, n: int, seed: int = 0) -> list[Problem]:
+        """Depth-1 diagnostic items on held-out inputs, by the shape of the input string: `random` (letters, as
+        the depth-1 eval), `train-pair` (f(x) for f a train-pair predecessor of the item's function: the
+        second step of a train composition) or `heldout-pair` (f a held-out-pair predecessor: the second step
+        of a held-out depth-2 item). Functions without such a predecessor are skipped; outputs longer than 24
+        characters are redrawn. Separates "the atomic skill does not carry over to other functions' output
+        shapes" from "it does not carry over to the held-out pairs' shapes"."""
+        if shape not in self.SHAPES:
+            raise ValueError(f"shape {shape!r}: choose one of {', '.join(self.SHAPES)}")
+        rng = self._rng("shaped", shape, seed)
+        names = self.function_names
+        pairs = self._train_pairs if shape == "train-pair" else self._heldout_pairs
+        pred: dict[str, list[str]] = {}
+        for a, b in sorted(pairs):
+            pred.setdefault(b, []).append(a)
+        targets = names if shape == "random" else [g for g in names if g in pred]
+        if not targets:
+            raise ValueError(f"shape {shape!r}: no function has a predecessor of that kind")
+        out = []
+        while len(out) < n:
+            g = rng.choice(targets)
+            x = self._heldout_input(rng)
+            if shape != "random":
+                x = apply_chain([rng.choice(pred[g])], x)[-1]
+                if not 1 <= len(x) <= 24:
+                    continue
+            out.append(self.make_problem([g], x))
+        return out
+
     def eval_problems(self, depth: int, n: int) -> list[Problem]:
         """Held-out name-only problems, deterministic; a shorter list is a prefix of a longer one.
 

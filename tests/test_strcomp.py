@@ -406,3 +406,33 @@ def test_chained_inputs_use_train_predecessors_only(monkeypatch):
     assert 140 < changed < 260
     with pytest.raises(ValueError, match="atomic_chained_fraction"):
         StrCompTask(seed=0, atomic_chained_fraction=1.5)
+
+
+def test_shaped_problems_draw_the_named_input_shapes(monkeypatch):
+    import synthetic_tasks.strcomp as sc
+
+    task = StrCompTask(seed=0, n_functions=8, cot="steps")
+    rand = task.shaped_problems("random", 30)
+    assert all(p.depth == 1 and task.is_heldout_input(p.input) and p.input.isalpha() for p in rand)
+    for shape, pairs in (("train-pair", task.train_pairs), ("heldout-pair", task.heldout_pairs)):
+        calls, real = [], sc.apply_chain
+        monkeypatch.setattr(sc, "apply_chain", lambda fns, x: calls.append(tuple(fns)) or real(fns, x))
+        probs = task.shaped_problems(shape, 30, seed=1)
+        monkeypatch.setattr(sc, "apply_chain", real)
+        # each item: a draw f(x) (too long: a new g and f are drawn), then make_problem's g on it: (f, g) of that kind
+        draws = iter(calls)
+        for p in probs:
+            fs = []
+            for (c,) in draws:
+                if c == p.functions[0] and fs:
+                    break
+                fs.append(c)
+            assert fs and (fs[-1], p.functions[0]) in pairs
+        assert len(probs) == 30 and probs == task.shaped_problems(shape, 30, seed=1)  # deterministic
+        for p in probs:
+            g = p.functions[0]
+            # the input is the output of some predecessor of g of that kind, on a held-out input
+            preds = [f for f, b in pairs if b == g]
+            assert preds and p.answer == apply_chain([g], p.input)[-1] and 1 <= len(p.input) <= 24
+    with pytest.raises(ValueError, match="shape 'other'"):
+        task.shaped_problems("other", 3)

@@ -9,6 +9,9 @@
         `--arm sft_only`: instead of RL, supervised training on the same problems per step with their correct
         targets, through the same optimizer, lr, clip, replay and step count (`compose-rl ablate`'s sft_only,
         commands/ablate.matched_sft): the matched SFT arm from the same stage-1 tensors.
+    python -m compose_rl.commands.positive_control shapes RECIPE --stage1 STATE.pt --items 400 --out DIR
+        Greedy depth-1 accuracy by the shape of the input (StrCompTask.shaped_problems): random letters, the
+        output of a train-pair predecessor, the output of a held-out-pair predecessor. DIR/shapes.json.
     python -m compose_rl.commands.positive_control pair A_DIR B_DIR --out DIR
         Paired by seed: A's held-out accuracy minus B's at every depth (two `rl` outputs of the same stage 1,
         items and seeds, e.g. --arm rl vs --arm sft_only), mean and 95% t-interval; DIR/pair.md.
@@ -213,6 +216,26 @@ def merge_controls(dirs: list[Path], out: Path, depths) -> dict:
     (out / "control.json").write_text(json.dumps(summary, indent=1))
     (out / "control.md").write_text(control_table(summary, depths))
     return summary
+
+
+def input_shapes(recipe_path: str, stage1: str, out: Path, overrides: list[str], items: int, log=print) -> dict:
+    """Greedy depth-1 accuracy of a checkpoint on each input shape of `StrCompTask.shaped_problems`."""
+    from compose_rl.evals.strcomp import accuracy
+    from compose_rl.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, list(overrides) + ["stages=[rl]"])
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = _pipe(recipe, out, f"{recipe.name}-shapes")
+    _load_state(pipe, None if stage1 == "init" else stage1)
+    pipe.policy.model.eval()
+    task = task_of(pipe.domains)
+    res = {"stage1": stage1, "items": items}
+    for shape in task.SHAPES:
+        probs = task.shaped_problems(shape, items)
+        res[shape] = accuracy(pipe.engine, pipe.policy.format_prompt, task, probs, pipe.max_new_tokens)[0]
+        log(f"d1 on {shape} inputs: {res[shape]:.3f} ({items} items)")
+    (out / "shapes.json").write_text(json.dumps(res, indent=1))
+    return res
 
 
 def pair_controls(a_dir: Path, b_dir: Path, out: Path, depths) -> str:
@@ -471,6 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--arm", default="rl", choices=list(ARMS),
                    help="rl (default), or sft_only: the matched supervised arm (same problems, optimizer, lr, steps)")
     a.add_argument("overrides", nargs="*")
+    sh = sub.add_parser("shapes", help="depth-1 accuracy by input shape (random, train-pair and held-out-pair outputs)")
+    sh.add_argument("recipe")
+    sh.add_argument("--stage1", required=True, help="state.pt of a finished stage 1, or init")
+    sh.add_argument("--out", required=True)
+    sh.add_argument("--items", type=int, default=400)
+    sh.add_argument("overrides", nargs="*")
     pr = sub.add_parser("pair", help="A minus B per seed and depth (two rl outputs of one stage 1, items and seeds)")
     pr.add_argument("a")
     pr.add_argument("b")
@@ -517,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
             s = run_rl_seeds(args.recipe, args.stage1, args.seeds, Path(args.out), args.overrides, args.depths,
                              args.items, log, args.track_items, args.track_depths, args.start_from, args.arm)
             print(control_table(s, args.depths))
+        elif args.cmd == "shapes":
+            input_shapes(args.recipe, args.stage1, Path(args.out), args.overrides, args.items, log)
         elif args.cmd == "pair":
             print(pair_controls(Path(args.a), Path(args.b), Path(args.out), args.depths))
         elif args.cmd == "merge":
