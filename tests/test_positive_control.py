@@ -298,3 +298,17 @@ def test_sft_only_arm_trains_the_matched_steps_from_the_same_start(tmp_path):
     # supervised steps on the same problems lower the task loss (lr 1e-3 on a fresh tiny model)
     assert sft[-1]["sft/loss_task"] < sft[0]["sft/loss_task"]
     assert "after matched SFT" in (out / "control.md").read_text()
+
+
+def test_train_accuracy_first_and_last_window_by_hand(tmp_path):
+    from compose_rl.commands.positive_control import train_accuracy
+    from compose_rl.rundir import RunDir
+
+    run = RunDir.create(tmp_path, "t", "")
+    for step in range(6):  # window 2: steps 0-1 -> (0.5 + 0.7) / 2, steps 4-5 -> (0.8 + 1.0) / 2
+        run.log("rl", step, {"reward/depth2/correct": [0.5, 0.7, 0.0, 0.0, 0.8, 1.0][step]})
+    run.log("eval-rl", 0, {"reward/depth2/correct": 9.0})  # other stages are not RL's samples
+    first, last = train_accuracy(run.path, 2, window=2)
+    assert first == pytest.approx(0.6) and last == pytest.approx(0.9)
+    assert train_accuracy(run.path, 2, window=4) is None  # shorter than two windows
+    assert train_accuracy(run.path, 3, window=2) is None and train_accuracy(tmp_path / "none", 2) is None

@@ -169,6 +169,24 @@ def curve_table(rows: list[dict], window: int = 25) -> str:
     return "\n".join(lines) + "\n"
 
 
+def train_accuracy(run_dir: str | Path, depth: int, window: int = 100) -> tuple[float, float] | None:
+    """Depth-`depth` accuracy of RL's own samples (reward/depth<d>/correct in the run's metrics.jsonl), mean over
+    the first `window` steps and over the last `window` steps: the positive control's training-reward change.
+    None when the run directory or the key is missing, or the run is shorter than two windows."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    key = f"reward/depth{depth}/correct"
+    pts = {x["step"]: x[key] for x in rows if x.get("stage") == "rl" and key in x}
+    if not pts or max(pts) + 1 < 2 * window:
+        return None
+    last = max(pts) + 1 - window
+    first_w = [v for k, v in pts.items() if k < window]
+    last_w = [v for k, v in pts.items() if k >= last]
+    return sum(first_w) / len(first_w), sum(last_w) / len(last_w)
+
+
 def control_table(summary: dict, depths) -> str:
     rows = summary["rows"]
     lines = [f"seeds {[r['seed'] for r in rows]}, {summary['items']} held-out items per depth (unseen pairs), greedy; "
@@ -188,6 +206,12 @@ def control_table(summary: dict, depths) -> str:
     for d in depths:
         cells.append(ci([r["end"][f"acc_d{d}"] - r["start"][f"acc_d{d}"] for r in rows], "+"))
     lines.append(f"| {'RL' if arm == 'rl' else 'SFT'} − start | " + " | ".join(cells) + " |")
+    if arm == "rl":  # the positive control proper: RL's own training reward, first vs last 100 steps, by seed
+        tr = [train_accuracy(r["run"], 2) for r in rows]
+        if all(t is not None for t in tr):
+            lines.append("| train d2 (RL's samples), steps 0–99 → last 100 | "
+                         + f"{sum(a for a, _ in tr) / len(tr):.3f} → {sum(b for _, b in tr) / len(tr):.3f}, paired "
+                         + ci([b - a for a, b in tr], "+") + " |" + " |" * (len(depths) - 1))
     fl = summary["floors"]
     lines.append("| shortcut floor | " + " | ".join(f"{fl[f'acc_d{d}'][0]:.3f} ({fl[f'acc_d{d}'][1]})" for d in depths) + " |")
     lines += ["", "per seed: " + "; ".join(f"s{r['seed']} " + " ".join(f"d{d} {r['end'][f'acc_d{d}']:.3f}" for d in depths)
