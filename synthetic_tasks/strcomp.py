@@ -475,6 +475,14 @@ class StrCompTask:
             succ[a].append(b)
         self._succ = succ
 
+    @staticmethod
+    def _predecessors(pairs) -> dict[str, list[str]]:
+        """inner functions by outer function, over ordered (inner, outer) `pairs`, sorted: deterministic draws."""
+        pred: dict[str, list[str]] = {}
+        for a, b in sorted(pairs):
+            pred.setdefault(b, []).append(a)
+        return pred
+
     @property
     def _fkey(self) -> str:
         return str(self.n_functions) if self.only is None else ",".join(self.only)
@@ -595,9 +603,7 @@ class StrCompTask:
         if self.atomic_chained_fraction <= 0.0:
             return list(items)
         rng = self._rng("atomic-chained", seed)
-        pred: dict[str, list[str]] = {}
-        for a, b in sorted(self._train_pairs):
-            pred.setdefault(b, []).append(a)
+        pred = self._predecessors(self._train_pairs)
         out = []
         for it in items:
             g = it.functions[0]
@@ -655,10 +661,7 @@ class StrCompTask:
             raise ValueError(f"shape {shape!r}: choose one of {', '.join(self.SHAPES)}")
         rng = self._rng("shaped", shape, seed)
         names = self.function_names
-        pairs = self._train_pairs if shape == "train-pair" else self._heldout_pairs
-        pred: dict[str, list[str]] = {}
-        for a, b in sorted(pairs):
-            pred.setdefault(b, []).append(a)
+        pred = self._predecessors(self._train_pairs if shape == "train-pair" else self._heldout_pairs)
         targets = names if shape == "random" else [g for g in names if g in pred]
         if not targets:
             raise ValueError(f"shape {shape!r}: no function has a predecessor of that kind")

@@ -145,7 +145,8 @@ def run_rl_seeds(recipe_path: str, stage1: str, seeds: list[int], out: Path, ove
     return summary
 
 
-ARMS = {"rl": "after RL", "sft_only": "after matched SFT"}
+ARMS = {"rl": "after RL", "sft_only": "after matched SFT"}  # the row label of each arm's table
+ARM_SHORT = {"rl": "RL", "sft_only": "SFT"}
 
 
 CURVE_KEYS = ["reward/mean", "reward/depth1/correct", "reward/depth2/correct", "rollout/unparseable_rate", "rollout/depth1/groups_with_signal",
@@ -205,7 +206,7 @@ def control_table(summary: dict, depths) -> str:
     cells = []
     for d in depths:
         cells.append(ci([r["end"][f"acc_d{d}"] - r["start"][f"acc_d{d}"] for r in rows], "+"))
-    lines.append(f"| {'RL' if arm == 'rl' else 'SFT'} − start | " + " | ".join(cells) + " |")
+    lines.append(f"| {ARM_SHORT[arm]} − start | " + " | ".join(cells) + " |")
     if arm == "rl":  # the positive control proper: RL's own training reward, first vs last 100 steps, by seed
         tr = [train_accuracy(r["run"], 2) for r in rows]
         if all(t is not None for t in tr):
@@ -215,7 +216,7 @@ def control_table(summary: dict, depths) -> str:
     fl = summary["floors"]
     lines.append("| shortcut floor | " + " | ".join(f"{fl[f'acc_d{d}'][0]:.3f} ({fl[f'acc_d{d}'][1]})" for d in depths) + " |")
     lines += ["", "per seed: " + "; ".join(f"s{r['seed']} " + " ".join(f"d{d} {r['end'][f'acc_d{d}']:.3f}" for d in depths)
-                                           + f" ({r['rl_s']:.0f} s {'RL' if arm == 'rl' else 'SFT'}"
+                                           + f" ({r['rl_s']:.0f} s {ARM_SHORT[arm]}"
                                            + (f", signal {r['signal_mean']:.2f})" if arm == "rl" else ")") for r in rows)]
     return "\n".join(lines) + "\n"
 
