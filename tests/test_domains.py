@@ -195,3 +195,45 @@ def test_rl_turn_shares_follow_the_weights_and_are_logged():
         assert m["rollout/kuhn_poker/sample_share"] + m["rollout/tic_tac_toe/sample_share"] == pytest.approx(1.0)
         out[unit] = got["kuhn_poker"]
     assert out["games"] < 0.32 and out["samples"] == pytest.approx(0.5, abs=0.06)
+
+
+class _CharPolicy:
+    """encode_pair's view of a policy: one token per character, EOS 0, no chat wrapping."""
+
+    class tokenizer:  # noqa: N801 - a stand-in for the tokenizer object
+        eos_token_id = 0
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in text]}
+
+    tokenizer = tokenizer()
+
+    @staticmethod
+    def format_prompt(p):
+        return p
+
+
+def test_games_replay_shows_only_held_out_formats_fresh_each_step_and_needs_them():
+    from types import SimpleNamespace
+
+    from games import get_game
+
+    def recipe(fmt, fraction):
+        return recipe_from_dict({"name": "x", "stages": ["sft", "rl"], "rl": {"games_per_step": 16,
+                                 "replay_fraction": fraction}, "games": {"train": [{"name": "kuhn_poker"}],
+                                 "held_out": ["tic_tac_toe"], "held_out_format": fmt}})
+
+    r = recipe("uniform", 0.25)
+    (dom,) = training_domains(r)
+    ctx = SimpleNamespace(recipe=r, policy=_CharPolicy())
+    a, again, nxt = dom.replay(ctx, 3), dom.replay(ctx, 3), dom.replay(ctx, 4)
+    assert len(a) == 4 and a == again and a != nxt  # round(16 x 0.25); a function of (seed, step)
+    ttt = get_game("tic_tac_toe")
+    board = ttt.prompt(ttt.new_initial_state(random.Random(0)), 0)[:40]
+    for prompt_ids, completion_ids in a + nxt:
+        prompt, answer = "".join(map(chr, prompt_ids)), "".join(map(chr, completion_ids[:-1]))
+        assert prompt.startswith(board) and completion_ids[-1] == 0  # tic-tac-toe only, never Kuhn
+        assert answer.startswith("\\boxed{") and answer[7] in "abc" and answer[8] in "123"
+    assert dom.replay(SimpleNamespace(recipe=recipe("uniform", 0.0), policy=_CharPolicy()), 3) == []
+    with pytest.raises(Exception, match="rl.replay_fraction: a games recipe replays"):
+        recipe("none", 0.25)

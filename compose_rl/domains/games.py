@@ -156,6 +156,11 @@ class GameDomain(DomainBase):
                 if g not in GAMES:
                     raise ValueError(f"games: unknown game {g!r}; known: {', '.join(sorted(GAMES))}")
             check_opponents(recipe)
+            if recipe.rl.replay_fraction > 0 and recipe.task is None and (
+                    recipe.games.held_out_format == "none" or not recipe.games.held_out):
+                raise ValueError("rl.replay_fraction: a games recipe replays its held-out games' stage-1 format "
+                                 "examples; give games.held_out and games.held_out_format (uniform|code), or set "
+                                 "rl.replay_fraction: 0")
             if recipe.games.invalid.mode == "retry" and recipe.games.invalid.retries == 0:
                 raise ValueError("games.invalid.retries: mode `retry` needs retries >= 1")
 
@@ -184,7 +189,11 @@ class GameDomain(DomainBase):
             pool = draw_weights(self.mixture + [(g, w) for g in held], self.cfg.weight_unit)
         else:
             pool = self.draw_mixture
-        states = sample_states(pool, n, rng)
+        return self._labelled(sample_states(pool, n, rng), rng)
+
+    def _labelled(self, states, rng: random.Random) -> list[tuple[str, str]]:
+        """Stage 1's (prompt, answer) for each (game, state, player): the seed's code, or a uniform legal
+        action where the recipe asks for the format alone (games.stage1_labels, games.held_out_format)."""
         train_names = {g.name for g, _ in self.mixture}
         code = private_info_labels(states, self.seed, rng, LABEL_SHARP, self.label_by)
         labels = []
@@ -194,6 +203,22 @@ class GameDomain(DomainBase):
                 a = rng.choice(st.legal_actions())  # the format alone: no map from information to action
             labels.append(a)
         return [(game.prompt(st, pl), game.answer_text(st, a)) for (game, st, pl), a in zip(states, labels)]
+
+    def replay(self, ctx, step: int) -> list:
+        """rl.replay_fraction: round(games_per_step x fraction) stage-1 examples of the held-out games whose
+        format stage 1 taught (labelled as stage 1 labelled them), fresh states each step, added to the RL
+        loss as an NLL term. RL never samples those games, and without an anchor it erodes their formats
+        (docs/results/transfer.md). Training games are not replayed: their stage-1 labels are a code RL
+        must be free to leave."""
+        from compose_rl.sft.stage import encode_pair
+
+        r = ctx.recipe
+        if r.rl.replay_fraction <= 0 or not self.formatted:
+            return []
+        k = max(1, int(round(r.rl.games_per_step * r.rl.replay_fraction)))
+        rng = random.Random(self.seed * 1_000_003 + step)
+        states = sample_states(draw_weights([(g, 1.0) for g in self.formatted], self.cfg.weight_unit), k, rng)
+        return [encode_pair(ctx.policy, p, a) for p, a in self._labelled(states, rng)]
 
     def label_baseline(self, ctx) -> dict:
         """The stage-1 label policy's own score, exactly (a table, no model), per exact game: the

@@ -361,7 +361,9 @@ class RlCfg(Section):
     entropy_coef: float = Field(0.0, ge=0.0, le=1000.0)
     """Entropy bonus weight (games: on the exact distribution over legal actions; at most 1000)."""
     replay_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-    """String task: share of each RL batch replaced by supervised depth-1 examples (limits forgetting)."""
+    """Supervised examples added to each RL step's loss as an NLL term (limits forgetting). String task:
+    prompts_per_step x group_size x fraction depth-1 examples. Games: games_per_step x fraction stage-1
+    examples of the held-out games whose format stage 1 taught (needs games.held_out_format)."""
     checkpoint_every: int = Field(10, gt=0, le=1_000_000)
     """Steps between atomic checkpoints (resume restarts from the last one; 1..1e6)."""
     eval_every: int = Field(0, ge=0, le=1_000_000)
