@@ -174,10 +174,9 @@ def train_accuracy(run_dir: str | Path, depth: int, window: int = 100) -> tuple[
     """Depth-`depth` accuracy of RL's own samples (reward/depth<d>/correct in the run's metrics.jsonl), mean over
     the first `window` steps and over the last `window` steps: the positive control's training-reward change.
     None when the run directory or the key is missing, or the run is shorter than two windows."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return None
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    from compose_rl.rundir import RunDir
+
+    rows = RunDir(Path(run_dir)).read_metrics()  # [] without the file; skips a line cut by a kill
     key = f"reward/depth{depth}/correct"
     pts = {x["step"]: x[key] for x in rows if x.get("stage") == "rl" and key in x}
     if not pts or max(pts) + 1 < 2 * window:
