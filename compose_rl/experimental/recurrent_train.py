@@ -11,7 +11,6 @@ stage, the RL plumbing into the main learner, and its probes and depth evaluatio
 """
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import replace
 
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 
 from compose_rl.experimental.recurrent_depth import (LoopedEngine, LoopedLM, LoopSpec, flops_per_answer,
                                                      participation_ratio, readout_scores, sample_depth)
-from compose_rl.experimental.trainer import draw_batch, sft_optimizer
+from compose_rl.experimental.trainer import draw_batch, sft_setup
 from compose_rl.rollout.hf import encode, eos_pad, pad_left
 
 
@@ -84,13 +83,7 @@ def sft_step(looped: LoopedLM, opt, sched, batch, rng: random.Random, pad: int, 
 
 def looped_sft(looped: LoopedLM, policy, pairs: list[tuple[str, str]], cfg, run, stage: str, seed: int) -> dict:
     """Supervised training through the loop on (prompt, answer) pairs (AdamW, linear or constant lr)."""
-    from compose_rl.sft.stage import encode_pair
-
-    tok = policy.tokenizer
-    pad = eos_pad(tok)[1]
-    data = [encode_pair(policy, p, c) for p, c in pairs]
-    steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(len(data) * cfg.epochs / cfg.batch_size)
-    opt, sched = sft_optimizer(looped, cfg.lr, steps, cfg.schedule)
+    pad, data, steps, opt, sched = sft_setup(looped, policy, pairs, cfg)
     rng = random.Random(seed)
     order: list[int] = []
     looped.train()

@@ -94,6 +94,18 @@ def sft_optimizer(module, lr: float, steps: int, schedule: str = "linear"):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, (lambda s: 1.0 - s / steps) if schedule == "linear" else (lambda s: 1.0))
 
 
+def sft_setup(module, policy, pairs: list[tuple[str, str]], cfg):
+    """What both experimental stage 1s start from: the pad id, the encoded (prompt, answer) pairs, the number
+    of steps (cfg.max_steps, or epochs over the data) and `sft_optimizer` over `module` for that many steps."""
+    from compose_rl.sft.stage import encode_pair
+
+    pad = eos_pad(policy.tokenizer)[1]
+    data = [encode_pair(policy, p, c) for p, c in pairs]
+    steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(len(data) * cfg.epochs / cfg.batch_size)
+    opt, sched = sft_optimizer(module, cfg.lr, steps, cfg.schedule)
+    return pad, data, steps, opt, sched
+
+
 def draw_batch(data: list, order: list[int], rng: random.Random, size: int) -> list:
     """`size` examples without replacement within an epoch: `order` holds the rest of the current
     shuffled epoch and is refilled (and reshuffled with `rng`) whenever it runs out."""
@@ -110,13 +122,7 @@ def latent_sft(loop, policy, pairs: list[tuple[str, str]], cfg, run, stage: str,
                warmup_fraction: float = 0.0) -> dict:
     """Supervised training through the loop on (prompt, answer) pairs (teacher forcing, AdamW), with
     the loop-length curriculum of `curriculum_steps`."""
-    from compose_rl.sft.stage import encode_pair
-
-    tok = policy.tokenizer
-    pad = eos_pad(tok)[1]
-    data = [encode_pair(policy, p, c) for p, c in pairs]
-    steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(len(data) * cfg.epochs / cfg.batch_size)
-    opt, sched = sft_optimizer(loop, cfg.lr, steps, cfg.schedule)
+    pad, data, steps, opt, sched = sft_setup(loop, policy, pairs, cfg)
     rng = random.Random(seed)
     order: list[int] = []
     loop.train()
