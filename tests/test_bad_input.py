@@ -306,6 +306,10 @@ def corpus() -> list[tuple]:
                         ("rl.negative_weight=1.5", "rl.negative_weight"), ("rl.negative_weight=-0.1", "rl.negative_weight"),
                         ("rl.warmup_steps=-1", "rl.warmup_steps")):
         add((f"override {o!r}", "override", (GAME_BASE, [o]), expected))
+    # the per-state magnet needs exactly scored legal answers (games.answer: boxed, no string task)
+    for o in ("games.answer=reason", "task={n_functions: 4}"):
+        add((f"moving_table with {o}", "override", (GAME_BASE, ["rl.algorithm=mmd", "rl.mmd.magnet=moving_table", o]),
+             "rl.mmd.magnet: moving_table"))
     return cases
 
 

@@ -384,3 +384,88 @@ def test_mmd_exact_terms_accumulate_the_unsplit_gradient(tiny_policy, micro):
     for a, b in zip(g_full, g_micro):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
     assert t_micro == pytest.approx(t_full, rel=1e-5, abs=1e-7)
+
+
+# ------------------------------------------------------------------------------ the per-state moving magnet
+def test_moving_magnet_by_hand():
+    # rho uniform over 2 answers, p = (0.8, 0.2), m = 0.5: rho' ∝ (sqrt(0.5 * 0.8), sqrt(0.5 * 0.2)) = (2/3, 1/3);
+    # a padded (illegal) column stays 0
+    from compose_rl.rl.losses import moving_magnet
+
+    legal = torch.tensor([[True, True, False]])
+    rho = uniform_log_probs(legal).double()
+    p = torch.tensor([[0.8, 0.2, 1.0]], dtype=torch.float64).log().masked_fill(~legal, 0.0)
+    new = moving_magnet(rho, p, legal, 0.5)
+    assert new.exp()[0, :2].tolist() == pytest.approx([2 / 3, 1 / 3], abs=1e-12)
+    assert new[0, 2].item() == 0.0
+    assert torch.allclose(moving_magnet(rho, p, legal, 1.0)[0, :2], p[0, :2], atol=1e-12)  # m = 1: the policy
+
+
+def test_magnet_table_follows_the_policy_state_by_state(tiny_policy):
+    # MagnetTable (rl.mmd.magnet: moving_table): uniform for states never updated; after two updates towards the
+    # same p, rho ∝ p^(1 - (1 - m)^2) at the updated states only; rows keep each state's own legal width and
+    # round-trip through the checkpoint's state dict
+    from compose_rl.rl.learner import MagnetTable, legal_answer_table
+    from tests.test_scale import _samples
+
+    tok, model = tiny_policy.tokenizer, tiny_policy.model
+    with torch.no_grad():
+        keys, seq, legal, _ = legal_answer_table(model, tok, _samples(tok, legal=True), tok.pad_token_id)
+    logp, _ = legal_log_probs(seq, legal)
+    m = 0.3
+    table = MagnetTable(m)
+    assert torch.equal(table.log_probs(keys, legal), uniform_log_probs(legal))
+    half = len(keys) // 2
+    for _ in range(2):
+        table.update(keys[:half], logp[:half], legal[:half])
+    got = table.log_probs(keys, legal)
+    power = 1 - (1 - m) ** 2
+    expect, _ = legal_log_probs(power * logp[:half], legal[:half])
+    assert torch.allclose(got[:half], expect, atol=1e-6)
+    assert not torch.allclose(got[:half], uniform_log_probs(legal[:half]), atol=1e-3)  # it moved
+    assert torch.equal(got[half:], uniform_log_probs(legal[half:]))  # states not updated keep the uniform magnet
+    assert all(r.numel() == int(legal[i].sum()) for i, r in enumerate(table.rows.values()))
+    again = MagnetTable(0.9)
+    again.load_state_dict(table.state_dict())
+    assert again.rate == m and torch.equal(again.log_probs(keys, legal), got)
+
+
+def test_moving_table_magnet_is_checkpointed_and_resumes_bit_identically(tmp_path):
+    # two smoke RL steps; then the same run "killed" after its step-0 checkpoint (later checkpoints and the
+    # stage's completion removed) and resumed: step 1 and the final magnet table equal the uninterrupted run's
+    import glob
+    import json
+    import os
+    import shutil
+
+    from compose_rl.cli import main
+    from tests.conftest import ROOT
+
+    out = tmp_path / "runs"
+    over = ["--smoke", f"output={out}", "stages=[sft,rl]", "rl.mmd.magnet=moving_table", "rl.lr_schedule=constant",
+            "rl.drop_zero_advantage=false"]  # the smoke model plays invalid answers: keep their (zero-advantage) states
+    assert main(["recipe", os.path.join(ROOT, "recipes", "spiral-kuhn.yaml"), *over]) == 0
+    (run,) = glob.glob(str(out / "*"))
+    ck = os.path.join(run, "checkpoints")
+    tables = {t: torch.load(os.path.join(ck, t, "state.pt"), weights_only=False)["magnet_table"]
+              for t in ("rl-000000", "rl-000001")}
+    assert len(tables["rl-000000"]["keys"]) > 0
+    assert not torch.equal(tables["rl-000000"]["rows"][0], tables["rl-000001"]["rows"][0])  # it moves every step
+    killed = str(tmp_path / "killed")
+    shutil.copytree(run, killed)
+    for gone in ("checkpoints/rl-000001", "checkpoints/rl-final", "stages/rl"):
+        shutil.rmtree(os.path.join(killed, gone))
+    with open(os.path.join(killed, "checkpoints", "LATEST"), "w") as f:
+        f.write("rl-000000")
+    progress = json.load(open(os.path.join(killed, "progress.json")))
+    progress["done"] = [0]
+    json.dump(progress, open(os.path.join(killed, "progress.json"), "w"))
+    assert main(["recipe", "--resume", killed]) == 0
+    resumed = torch.load(os.path.join(killed, "checkpoints", "rl-000001", "state.pt"), weights_only=False)["magnet_table"]
+    assert resumed["keys"] == tables["rl-000001"]["keys"]
+    assert all(torch.equal(a, b) for a, b in zip(resumed["rows"], tables["rl-000001"]["rows"]))
+
+    def rl_rows(d):
+        return [(r["step"], r.get("loss/total")) for r in map(json.loads, open(os.path.join(d, "metrics.jsonl")))
+                if r["stage"] == "rl"]
+    assert rl_rows(killed) == rl_rows(run) and len(rl_rows(run)) == 2

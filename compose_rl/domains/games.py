@@ -413,7 +413,7 @@ def write_reference_curves(run, names, recipe) -> None:
         return
     m = recipe.rl.mmd
     cfg = MMDConfig(alpha=m.alpha, alpha_schedule=m.alpha_schedule, alpha_horizon=m.alpha_horizon, eta=None,
-                    magnet="moving" if m.magnet == "moving" else "uniform", magnet_rate=m.magnet_rate)
+                    magnet="moving" if m.magnet in ("moving", "moving_table") else "uniform", magnet_rate=m.magnet_rate)
     say("reference curves: tabular MMD and outcome-sampling MCCFR at the run's games per step ...")
     curves = {n: reference_curves(n, recipe.rl.games_per_step, recipe.rl.steps, cfg, seed=recipe.seed,
                                   lr_schedule=recipe.rl.lr_schedule) for n in names}

@@ -286,10 +286,13 @@ class MmdCfg(Section):
     """Mirror-descent step size eta of the proximal term (1/eta) KL(pi || pi_old) (> 0). pi_old is the policy
     before the step, so the term's gradient is 0 on the first pass over a batch: it acts only with
     rl.ppo_epochs > 1 or several minibatches per step."""
-    magnet: Literal["uniform", "reference", "moving"] = "moving"
+    magnet: Literal["uniform", "reference", "moving", "moving_table"] = "moving"
     """rho: `uniform` over the legal answers; `reference` the policy RL started from (stage 1); `moving` a
     parameter average of the policy, rho <- (1 - magnet_rate) rho + magnet_rate theta after every step
-    (the magnet follows the policy, so the fixed point moves towards Nash without annealing alpha)."""
+    (the magnet follows the policy, so the fixed point moves towards Nash without annealing alpha), starting
+    at the stage-1 weights; `moving_table` the tabular algorithm's moving magnet: one distribution per
+    information state, uniform at first, rho(s) <- rho(s)^(1 - m) pi(s)^m after every step at the states
+    it trained on (needs exactly scored legal answers: a games recipe with games.answer: boxed)."""
     magnet_rate: float = Field(0.05, gt=0.0, le=1.0)
     """The moving magnet's update rate m (0 < m <= 1)."""
     validity: float = Field(1.0, ge=0.0, le=1000.0)
@@ -632,6 +635,10 @@ class Recipe(Section):
             t = self.model.tiny
             if t.hidden_size % t.num_heads or t.hidden_size // t.num_heads != 64:
                 raise ValueError(f"model.tiny: hidden_size / num_heads must be 64 (got {t.hidden_size}/{t.num_heads}); vLLM's CPU attention needs head_dim 64")
+        if ("rl" in self.stages and self.rl.algorithm == "mmd" and self.rl.mmd.magnet == "moving_table"
+                and (self.task is not None or self.games is None or self.games.answer != "boxed")):
+            raise ValueError("rl.mmd.magnet: moving_table keeps one magnet per game state over its legal answers, which "
+                             "needs a games-only recipe with games.answer: boxed; use magnet moving or uniform here")
         for domain in domain_classes():  # the string task's, then the games' (domains/)
             domain.check_recipe(self)
         check_engine(self)

@@ -36,8 +36,8 @@ from tqdm.auto import tqdm
 from compose_rl.memory import return_freed_heap
 from compose_rl.rl import advantages as adv_lib
 from compose_rl.rl.logprobs import completion_logprobs, shared_prefix_sums
-from compose_rl.rl.losses import (aggregate, kl_k2_seq, kl_k3, legal_log_probs, lr_factor, mmd_alpha, mmd_state_terms, ppo_clip_loss,
-                                  reinforce_loss, truncated_is_weights, uniform_log_probs)
+from compose_rl.rl.losses import (aggregate, kl_k2_seq, kl_k3, legal_log_probs, lr_factor, mmd_alpha, mmd_state_terms,
+                                  moving_magnet, ppo_clip_loss, reinforce_loss, truncated_is_weights, uniform_log_probs)
 from compose_rl.rl.staleness import filter_stale
 from compose_rl.types import Sample
 
@@ -330,7 +330,10 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
     if mmd is not None:
         # reference: the stage-1 policy; moving: a parameter EMA of the policy, rho <- (1 - m) rho + m theta
         magnet_model = {"reference": ref_model, "moving": _frozen_copy(model) if mmd.magnet == "moving" else None,
-                        "uniform": None}[mmd.magnet]
+                        "uniform": None, "moving_table": None}[mmd.magnet]
+    # moving_table: one magnet distribution per information state (by prompt), uniform until the state's first
+    # update, rho(s) <- rho(s)^(1 - m) p(s)^m after every step at the states it visited (MagnetTable)
+    magnet_table = MagnetTable(mmd.magnet_rate) if mmd is not None and mmd.magnet == "moving_table" else None
     baselines = adv_lib.RoleBaselines(cfg.rae_decay) if cfg.advantage in ("rae", "state") else None
     start = 0
     if resume is not None:
@@ -341,6 +344,8 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             ref_model.load_state_dict(tensors["ref_model"])
         if mmd is not None and mmd.magnet == "moving" and "magnet_model" in tensors:
             magnet_model.load_state_dict(tensors["magnet_model"])
+        if magnet_table is not None and "magnet_table" in tensors:
+            magnet_table.load_state_dict(tensors["magnet_table"])
         if baselines is not None:
             baselines.load_state_dict(meta["baselines"])
         if hooks.load_extra_state is not None:
@@ -441,7 +446,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
                 stats, total, rows = accumulate_gradients(
                     model, ref_model if cfg.kl_coef > 0 else None, batch, cfg, pad, max_new_tokens, policy.tokenizer, amp, run, stage, step,
                     old_is_current=single_pass, temperature=temperature, is_trunc=is_trunc, hooks=hooks, version=version,
-                    mmd=MMDStep(mmd, alpha, magnet_model, old_legal, legal_exact) if mmd is not None else None)
+                    mmd=MMDStep(mmd, alpha, magnet_model, old_legal, legal_exact, magnet_table) if mmd is not None else None)
                 mismatch_rows += rows
                 stats["loss/total"] = total
                 stats["loss/grad_norm"] = _clip_and_step(opt, params, cfg.max_grad_norm, run, stage, step)
@@ -453,6 +458,12 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             with torch.no_grad():  # the moving magnet follows the policy: rho <- (1 - m) rho + m theta
                 for pm, p in zip(magnet_model.parameters(), model.parameters()):
                     pm.lerp_(p.detach(), mmd.magnet_rate)
+        if magnet_table is not None and n_minibatches and legal_exact:
+            with torch.no_grad(), amp():  # the per-state magnet follows the policy after this step's updates
+                table = legal_answer_table(model, policy.tokenizer, samples, pad)
+            if table is not None:
+                now, _ = legal_log_probs(table[1].float(), table[2])
+                magnet_table.update(table[0], now, table[2])
         if not samples and hooks.replay is not None:
             # no RL signal this step, but replay still keeps the atomics alive
             with amp():
@@ -509,6 +520,8 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
                 tensors["ref_model"] = ref_model.state_dict()
             if mmd is not None and mmd.magnet == "moving":
                 tensors["magnet_model"] = magnet_model.state_dict()
+            if magnet_table is not None:
+                tensors["magnet_table"] = magnet_table.state_dict()
             meta = {"stage": stage, "step": step,
                     "baselines": baselines.state_dict() if baselines else None,
                     "extra": hooks.extra_state() if hooks.extra_state else {}}
@@ -536,13 +549,50 @@ def _vocab(model) -> int:
     return model.get_output_embeddings().weight.shape[0]
 
 
-def _mmd_exact(table, mmd, alpha: float, magnet_model, tokenizer, batch, pad: int, old_legal: dict, stats: dict):
+class MagnetTable:
+    """`rl.mmd.magnet: moving_table`: MMD's moving magnet held per information state, as tabular MMD holds it
+    (rl/tabular.py): rho(s) over the state's legal answers, keyed by the prompt's tokens, uniform until the
+    state is first updated; after every learner step rho(s) <- rho(s)^(1 - m) p(s)^m (losses.moving_magnet)
+    at each state the step visited. Unlike the parameter-average magnet (`moving`), it starts at uniform
+    rather than at the stage-1 policy, and one state's update leaves every other state's magnet as it was."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.rows: dict[tuple, torch.Tensor] = {}  # prompt tokens -> (n_legal,) log-probs, float32, CPU
+
+    def log_probs(self, keys: list[tuple], legal: torch.Tensor) -> torch.Tensor:
+        """(S, A) magnet log-probs of `keys` (rows padded like `legal`; uniform for states not seen yet)."""
+        out = uniform_log_probs(legal).clone()
+        for i, k in enumerate(keys):
+            row = self.rows.get(k)
+            if row is not None:
+                out[i, : row.numel()] = row.to(out.device, out.dtype)
+        return out
+
+    def update(self, keys: list[tuple], logp: torch.Tensor, legal: torch.Tensor) -> None:
+        """One moving-magnet step at the given states, towards the policy's log-probs `logp` (S, A)."""
+        new = moving_magnet(self.log_probs(keys, legal).to(logp.dtype), logp, legal, self.rate)
+        for i, k in enumerate(keys):
+            self.rows[k] = new[i, : int(legal[i].sum())].detach().float().cpu()
+
+    def state_dict(self) -> dict:
+        return {"rate": self.rate, "keys": [list(k) for k in self.rows], "rows": list(self.rows.values())}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rate = state["rate"]
+        self.rows = {tuple(k): r for k, r in zip(state["keys"], state["rows"])}
+
+
+def _mmd_exact(table, mmd, alpha: float, magnet_model, tokenizer, batch, pad: int, old_legal: dict, stats: dict,
+               magnet_table: MagnetTable | None = None):
     """MMD's regulariser at the minibatch's distinct states, exact over the legal answers (rl/losses.py):
     mean over states of alpha KL(p || rho) + (1/eta) KL(p || p_old) - validity log m. Each state weighs
     the same (not by visits: more stable, tiny-scale-pitfalls.md)."""
     keys, seq, legal, _ = table
     logp, log_mass = legal_log_probs(seq, legal)
-    if magnet_model is None:
+    if magnet_table is not None:
+        rho = magnet_table.log_probs(keys, legal).to(logp.dtype)
+    elif magnet_model is None:
         rho = uniform_log_probs(legal).to(logp.dtype)
     else:
         with torch.no_grad():
@@ -558,14 +608,15 @@ def _mmd_exact(table, mmd, alpha: float, magnet_model, tokenizer, batch, pad: in
 @dataclass
 class MMDStep:
     """What MMD needs in one learner step: its settings, this step's alpha, the magnet model (None: uniform),
-    the legal-answer log-probs before the step's updates (the proximal term's p_old, by prompt), and whether
-    legal answers are scored exactly (`games.answer: boxed`)."""
+    the legal-answer log-probs before the step's updates (the proximal term's p_old, by prompt), whether
+    legal answers are scored exactly (`games.answer: boxed`), and the per-state magnet (`moving_table`)."""
 
     cfg: object
     alpha: float
     magnet_model: object
     old_legal: dict
     legal_exact: bool
+    magnet_table: MagnetTable | None = None
 
 
 def accumulate_gradients(model, ref_model, batch: list[Sample], cfg, pad: int, max_len: int, tokenizer, amp, run,
@@ -611,7 +662,7 @@ def accumulate_gradients(model, ref_model, batch: list[Sample], cfg, pad: int, m
                     part["loss/legal_entropy"] = float(h.detach())
             if exact and table is not None:
                 term = _mmd_exact(table, mmd.cfg, mmd.alpha, mmd.magnet_model, tokenizer, chunk, pad, mmd.old_legal,
-                                  part)
+                                  part, mmd.magnet_table)
                 loss = loss + term * (len(table[0]) / n_states if shares else 1.0)
             if mmd is not None:
                 part["loss/mmd_alpha"] = mmd.alpha

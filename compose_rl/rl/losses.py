@@ -158,6 +158,14 @@ def mmd_state_terms(logp: torch.Tensor, log_mass: torch.Tensor, legal: torch.Ten
     return {"magnet": magnet, "prox": prox, "validity": valid, "loss": magnet + prox + valid}
 
 
+def moving_magnet(magnet_logp: torch.Tensor, logp: torch.Tensor, legal: torch.Tensor, rate: float) -> torch.Tensor:
+    """MMD's moving magnet step at each state, rho <- rho^(1 - m) p^m renormalised over the legal answers
+    (a geometric mixture: the magnet follows the policy at rate m = `rate`). (S, A) log-probs in and out,
+    0 where not legal."""
+    mixed = (1.0 - rate) * magnet_logp.detach() + rate * logp.detach()
+    return legal_log_probs(mixed, legal)[0]
+
+
 def uniform_log_probs(legal: torch.Tensor) -> torch.Tensor:
     """log of the uniform distribution over each row's legal entries (0 elsewhere), (S, A)."""
     n = legal.sum(-1, keepdim=True).clamp(min=1).to(torch.float32)

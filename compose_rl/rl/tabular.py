@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import pyspiel
 import torch
 
-from compose_rl.rl.losses import legal_log_probs, lr_factor, mmd_alpha, mmd_state_terms, uniform_log_probs
+from compose_rl.rl.losses import legal_log_probs, lr_factor, mmd_alpha, mmd_state_terms, moving_magnet, uniform_log_probs
 
 
 @dataclass
@@ -142,8 +142,7 @@ class TabularPolicy:
         if mmd is not None and mmd.magnet == "moving":
             with torch.no_grad():
                 logp, _ = self.log_probs()
-                mixed = (1 - mmd.magnet_rate) * self.magnet + mmd.magnet_rate * logp
-                self.magnet, _ = legal_log_probs(mixed, self.tg.legal)
+                self.magnet = moving_magnet(self.magnet, logp, self.tg.legal, mmd.magnet_rate)
         self.t += 1
 
     def exact_step(self, mmd: MMDConfig | None, inner_steps: int = 1) -> None:
