@@ -33,7 +33,7 @@ from compose_rl.stats import mean_ci
 
 
 MATCHED = [
-    "optimizer: Adam (torch defaults), the one rl/learner.py builds, fresh at the start of stage 2",
+    "optimizer: rl.optimizer (Adam, torch defaults, unless the recipe says sgd), the one rl/learner.py builds, fresh at the start of stage 2",
     "learning rate and schedule: rl.lr, constant, for every variant's stage 2",
     "gradient clip: rl.max_grad_norm",
     "problems: the same rl.prompts_per_step problems per step (task.rl_problems with the collector's step seed)",
@@ -143,13 +143,13 @@ def _train_stage1(recipe, seed: int, root: Path) -> dict:
 def matched_sft(pipe) -> int:
     """SFT-only stage 2, matched to the RL learner (see MATCHED); returns the gradient steps taken."""
     from compose_rl.domains.strcomp import task_of
-    from compose_rl.rl.learner import _replay_loss
+    from compose_rl.rl.learner import _replay_loss, make_optimizer
     from compose_rl.sft.stage import encode_pair
 
     r = pipe.recipe
     model, pad = pipe.policy.model, pipe.policy.tokenizer.pad_token_id or 0
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=r.rl.lr)  # as run_rl: same optimizer, same constant lr
+    opt = make_optimizer(params, r.rl)  # as run_rl: same optimizer, same constant lr
     replay = pipe._replay_fn() if r.rl.replay_fraction > 0 else None
     model.train()
     bar = tqdm(range(r.rl.steps), desc="sft_only (matched)", dynamic_ncols=True)

@@ -330,7 +330,13 @@ class RlCfg(Section):
     minibatch: int = Field(256, gt=0, le=65536)
     """Samples per gradient step inside an epoch (1..65536)."""
     lr: float = Field(1e-4, gt=0.0, le=1.0)
-    """Adam learning rate (> 0, at most 1)."""
+    """Learning rate of rl.optimizer (> 0, at most 1)."""
+    optimizer: Literal["adam", "sgd"] = "adam"
+    """The learner's optimizer: `adam` (torch Adam, betas 0.9/0.999, eps 1e-8), or `sgd` (plain gradient
+    descent, no momentum: the step is lr times the clipped gradient, as in the tabular reference
+    rl/tabular.py). Adam moves every weight by about lr whatever its gradient's size, so near a fixed point
+    it keeps stepping; on a table it turns sampled MMD with a moving magnet into a cycle
+    (docs/results/spiral-kuhn-mmd.md, round 5). The plan counts Adam's moments either way (stage 1 uses AdamW)."""
     lr_schedule: Literal["constant", "linear_tail"] = "constant"
     """`constant`, or `linear_tail`: rl.lr for the first half of the steps, then linearly down to rl.lr / 10 at
     the last step. With sampled self-play gradients the last iterate jitters at a constant rate; a smaller

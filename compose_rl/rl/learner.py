@@ -317,7 +317,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
     hooks = hooks or LearnerHooks()
     model, pad = policy.model, policy.tokenizer.pad_token_id or 0
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    opt = make_optimizer(params, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]  # rl.lr_schedule scales these (a resumed optimizer's saved lr is not reused)
     from compose_rl.precision import autocast
 
@@ -536,6 +536,11 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         rollouts.close()
         engine.load_weights(sync() if sync else None, cfg.steps)  # the evaluations use the final policy
     return last
+
+
+def make_optimizer(params, cfg):
+    """The RL learner's optimizer from rl.optimizer and rl.lr (the ablation's matched SFT arm uses it too)."""
+    return torch.optim.SGD(params, lr=cfg.lr) if cfg.optimizer == "sgd" else torch.optim.Adam(params, lr=cfg.lr)
 
 
 def _frozen_copy(model):
