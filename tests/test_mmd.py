@@ -469,3 +469,29 @@ def test_moving_table_magnet_is_checkpointed_and_resumes_bit_identically(tmp_pat
         return [(r["step"], r.get("loss/total")) for r in map(json.loads, open(os.path.join(d, "metrics.jsonl")))
                 if r["stage"] == "rl"]
     assert rl_rows(killed) == rl_rows(run) and len(rl_rows(run)) == 2
+
+
+def test_rl_optimizer_sgd_reaches_the_learner(tmp_path):
+    # rl.optimizer: sgd -> the checkpointed optimizer is plain SGD (no momentum, no Adam moments) at rl.lr, and
+    # each step moves the weights by lr times the gradient: a step at lr 0 leaves them exactly as they were
+    import glob
+    import os
+
+    from compose_rl.cli import main
+    from tests.conftest import ROOT
+
+    def run(out, lr):
+        assert main(["recipe", os.path.join(ROOT, "recipes", "spiral-kuhn.yaml"), "--smoke", f"output={out}",
+                     "stages=[sft,rl]", "rl.optimizer=sgd", f"rl.lr={lr}", "rl.lr_schedule=constant",
+                     "rl.drop_zero_advantage=false"]) == 0
+        (run_dir,) = glob.glob(str(out / "*"))
+        load = lambda t: torch.load(os.path.join(run_dir, "checkpoints", t, "state.pt"), weights_only=False)  # noqa: E731
+        return load("sft-final")["model"], load("rl-000001")
+
+    before, after = run(tmp_path / "a", 0.5)
+    group = after["optimizer"]["param_groups"][0]
+    assert group["lr"] == 0.5 and group["momentum"] == 0 and "betas" not in group
+    assert not any("exp_avg" in st for st in after["optimizer"]["state"].values())
+    assert any(not torch.equal(before[k], after["model"][k]) for k in before)
+    before0, after0 = run(tmp_path / "b", 1e-30)
+    assert all(torch.equal(before0[k], after0["model"][k]) for k in before0)
