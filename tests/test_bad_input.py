@@ -304,7 +304,9 @@ def corpus() -> list[tuple]:
                         ("games.prompt=tiny", "games.prompt"), ("games.stage1_labels=best", "games.stage1_labels"),
                         ("rl.token_aggregation=seq_max", "rl.token_aggregation"),
                         ("rl.negative_weight=1.5", "rl.negative_weight"), ("rl.negative_weight=-0.1", "rl.negative_weight"),
-                        ("rl.warmup_steps=-1", "rl.warmup_steps"), ("rl.optimizer=adagrad", "rl.optimizer")):
+                        ("rl.warmup_steps=-1", "rl.warmup_steps"), ("rl.optimizer=adagrad", "rl.optimizer"),
+                        ("rl.switch={step: 1000000, lr: 1}", "rl.switch.step"), ("rl.switch={step: 1}", "rl.switch.lr"),
+                        ("rl.switch={step: 1, lr: 1, optimizer: lion}", "rl.switch.optimizer")):
         add((f"override {o!r}", "override", (GAME_BASE, [o]), expected))
     # the per-state magnet needs exactly scored legal answers (games.answer: boxed, no string task)
     for o in ("games.answer=reason", "task={n_functions: 4}"):

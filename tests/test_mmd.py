@@ -495,3 +495,42 @@ def test_rl_optimizer_sgd_reaches_the_learner(tmp_path):
     assert any(not torch.equal(before[k], after["model"][k]) for k in before)
     before0, after0 = run(tmp_path / "b", 1e-30)
     assert all(torch.equal(before0[k], after0["model"][k]) for k in before0)
+
+
+def test_rl_switch_changes_optimizer_at_its_step_and_resumes_with_it(tmp_path):
+    # rl.switch {step: 1, optimizer: sgd, lr: 0.5} over 3 steps: step 0's checkpoint holds Adam's moments, steps 1
+    # and 2 a fresh SGD at 0.5. Killed after step 0 (resumes with Adam, switches at step 1) or after step 1
+    # (resumes with the saved SGD), the run ends with the uninterrupted run's weights
+    import glob
+    import json
+    import os
+    import shutil
+
+    from compose_rl.cli import main
+    from tests.conftest import ROOT
+
+    out = tmp_path / "runs"
+    assert main(["recipe", os.path.join(ROOT, "recipes", "spiral-kuhn.yaml"), f"output={out}", "stages=[sft,rl]",
+                 "sft.examples=64", "sft.max_steps=4", "sft.batch_size=16", "sft.gate=off", "rl.steps=3",
+                 "rl.checkpoint_every=1", "rl.eval_every=0", "rl.games_per_step=8", "checkpoint.keep=3",
+                 "rl.lr_schedule=constant", "rl.drop_zero_advantage=false", "primitives=null", "eval.games=4",
+                 "rl.switch={step: 1, optimizer: sgd, lr: 0.5}"]) == 0
+    (run,) = glob.glob(str(out / "*"))
+    load = lambda d, t: torch.load(os.path.join(d, "checkpoints", t, "state.pt"), weights_only=False)  # noqa: E731
+    groups = [load(run, f"rl-00000{k}")["optimizer"]["param_groups"][0] for k in range(3)]
+    assert "betas" in groups[0] and all(g["lr"] == 0.5 and g["momentum"] == 0 and "betas" not in g for g in groups[1:])
+    final = load(run, "rl-000002")["model"]
+    for k in (0, 1):
+        killed = str(tmp_path / f"killed{k}")
+        shutil.copytree(run, killed)
+        for gone in [f"checkpoints/rl-00000{j}" for j in range(k + 1, 3)] + ["checkpoints/rl-final", "stages/rl"]:
+            shutil.rmtree(os.path.join(killed, gone))
+        with open(os.path.join(killed, "checkpoints", "LATEST"), "w") as f:
+            f.write(f"rl-00000{k}")
+        progress = json.load(open(os.path.join(killed, "progress.json")))
+        progress["done"] = [0]
+        json.dump(progress, open(os.path.join(killed, "progress.json"), "w"))
+        assert main(["recipe", "--resume", killed]) == 0
+        again = load(killed, "rl-000002")
+        assert "betas" not in again["optimizer"]["param_groups"][0]
+        assert all(torch.equal(final[key], again["model"][key]) for key in final), k

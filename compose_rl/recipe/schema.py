@@ -271,6 +271,19 @@ class SftCfg(Section):
     """Held-out items per skill for the gate (1..1e6)."""
 
 
+class OptimizerSwitchCfg(Section):
+    """rl.switch: from RL step `step` on, the learner steps with a fresh `optimizer` at base rate `lr` (the
+    rl.lr_schedule factor still applies). For self-play: Adam leaves the card-blind plateau, where every
+    gradient is ~p(1 - p) small and plain SGD stays; SGD then steps in proportion to the gradient, as the
+    tabular reference does, where Adam keeps moving every weight by ~lr."""
+    step: int = Field(gt=0, le=1_000_000)
+    """The first RL step of the new optimizer (>= 1; below rl.steps)."""
+    optimizer: Literal["adam", "sgd"] = "sgd"
+    """The optimizer from `step` on (its state starts fresh)."""
+    lr: float = Field(gt=0.0, le=100.0)
+    """Its base learning rate (> 0, at most 100: SGD on a network's clipped gradient takes larger rates than Adam)."""
+
+
 class MmdCfg(Section):
     """Magnetic mirror descent (rl.algorithm: mmd; Sokota et al. 2023): loss = policy gradient +
     alpha KL(pi || rho) + (1/eta) KL(pi || pi_old) + validity term (rl/losses.py)."""
@@ -337,6 +350,8 @@ class RlCfg(Section):
     rl/tabular.py). Adam moves every weight by about lr whatever its gradient's size, so near a fixed point
     it keeps stepping; on a table it turns sampled MMD with a moving magnet into a cycle
     (docs/results/spiral-kuhn-mmd.md, round 5). The plan counts Adam's moments either way (stage 1 uses AdamW)."""
+    switch: OptimizerSwitchCfg | None = None
+    """Change optimizer mid-RL: {step, optimizer, lr} (null: rl.optimizer throughout)."""
     lr_schedule: Literal["constant", "linear_tail"] = "constant"
     """`constant`, or `linear_tail`: rl.lr for the first half of the steps, then linearly down to rl.lr / 10 at
     the last step. With sampled self-play gradients the last iterate jitters at a constant rate; a smaller
@@ -394,6 +409,10 @@ class RlCfg(Section):
 
     @model_validator(mode="after")
     def _phases(self) -> "RlCfg":
+        if self.switch is not None and self.phases is not None:
+            raise ValueError("rl.switch: not with rl.phases (each phase is its own learner); drop one of them")
+        if self.switch is not None and self.switch.step >= self.steps:
+            raise ValueError(f"rl.switch.step: {self.switch.step} is not below rl.steps ({self.steps}); the switch would never happen")
         if self.phases is None:
             return self
         if not self.phases:

@@ -319,6 +319,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]  # rl.lr_schedule scales these (a resumed optimizer's saved lr is not reused)
+    switch = getattr(cfg, "switch", None)  # rl.switch: a fresh optimizer from switch.step on
     from compose_rl.precision import autocast
 
     device_type = next(model.parameters()).device.type
@@ -339,6 +340,8 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
     if resume is not None:
         tensors, meta = resume
         model.load_state_dict(tensors["model"])
+        if switch is not None and meta["step"] >= switch.step:  # that checkpoint holds the switched optimizer
+            opt, base_lrs = _switched(params, switch)
         opt.load_state_dict(tensors["optimizer"])
         if ref_model is not None and "ref_model" in tensors:
             ref_model.load_state_dict(tensors["ref_model"])
@@ -365,6 +368,8 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"rl [{stage}]", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
+        if switch is not None and step == switch.step:
+            opt, base_lrs = _switched(params, switch)
         for group, base in zip(opt.param_groups, base_lrs):
             group["lr"] = base * lr_factor(cfg.lr_schedule, step, cfg.steps, cfg.warmup_steps)
         # 1. rollouts: samples scored by the verifier or the game
@@ -539,8 +544,15 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
 
 
 def make_optimizer(params, cfg):
-    """The RL learner's optimizer from rl.optimizer and rl.lr (the ablation's matched SFT arm uses it too)."""
+    """The RL learner's optimizer from `optimizer` and `lr` of rl (or of rl.switch); the ablation's matched SFT
+    arm uses it too."""
     return torch.optim.SGD(params, lr=cfg.lr) if cfg.optimizer == "sgd" else torch.optim.Adam(params, lr=cfg.lr)
+
+
+def _switched(params, switch):
+    """rl.switch's optimizer, fresh, and its base learning rates."""
+    opt = make_optimizer(params, switch)
+    return opt, [g["lr"] for g in opt.param_groups]
 
 
 def _frozen_copy(model):
