@@ -305,7 +305,7 @@ def corpus() -> list[tuple]:
                         ("rl.token_aggregation=seq_max", "rl.token_aggregation"),
                         ("rl.negative_weight=1.5", "rl.negative_weight"), ("rl.negative_weight=-0.1", "rl.negative_weight"),
                         ("rl.warmup_steps=-1", "rl.warmup_steps"), ("rl.optimizer=adagrad", "rl.optimizer"),
-                        ("rl.switch={step: 1000000, lr: 1}", "rl.switch.step"), ("rl.switch={step: 1}", "rl.switch.lr"),
+                        ("rl.switch={step: 1000000, lr: 1}", "rl.switch.step"),  ("rl.switch={lr: 0}", "rl.switch.lr"),
                         ("rl.switch={step: 1, lr: 1, optimizer: lion}", "rl.switch.optimizer")):
         add((f"override {o!r}", "override", (GAME_BASE, [o]), expected))
     # the per-state magnet needs exactly scored legal answers (games.answer: boxed, no string task)

@@ -276,11 +276,11 @@ class OptimizerSwitchCfg(Section):
     rl.lr_schedule factor still applies). For self-play: Adam leaves the card-blind plateau, where every
     gradient is ~p(1 - p) small and plain SGD stays; SGD then steps in proportion to the gradient, as the
     tabular reference does, where Adam keeps moving every weight by ~lr."""
-    step: int = Field(gt=0, le=1_000_000)
+    step: int = Field(1, gt=0, le=1_000_000)
     """The first RL step of the new optimizer (>= 1; below rl.steps)."""
     optimizer: Literal["adam", "sgd"] = "sgd"
     """The optimizer from `step` on (its state starts fresh)."""
-    lr: float = Field(gt=0.0, le=100.0)
+    lr: float = Field(1.0, gt=0.0, le=100.0)
     """Its base learning rate (> 0, at most 100: SGD on a network's clipped gradient takes larger rates than Adam)."""
 
 
