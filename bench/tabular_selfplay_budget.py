@@ -7,7 +7,7 @@ after `--steps` steps (mean and 95% t-interval over `--seeds`, the worst seed) b
 outcome-sampling MCCFR average policy at the same number of sampled games. Not a timed benchmark.
 
     OMP_NUM_THREADS=1 python bench/tabular_selfplay_budget.py [--game kuhn_poker] [--steps 300] [--seeds 4]
-        [--games 64 128 256] [--lrs 1 4]
+        [--games 64 128 256] [--lrs 1 4] [--optimizer sgd|adam] [--rates 0.05] [--alpha 0.5]
 """
 from __future__ import annotations
 
@@ -18,12 +18,9 @@ import pyspiel
 from compose_rl.rl.tabular import MMDConfig, TabularGame, train_sampled
 from compose_rl.stats import mean_ci
 
-MAGNETS = {
-    # the magnets the recipes ship: uniform with a decaying alpha (biased towards a QRE while alpha > 0),
-    # and a moving magnet (an EMA of the policy) with a constant alpha (converges in the last iterate)
-    "uniform a=0.5/sqrt(1+t/50)": MMDConfig(alpha=0.5, alpha_schedule="inv_sqrt", alpha_horizon=50.0, magnet="uniform"),
-    "moving a=0.5 rate 0.05": MMDConfig(alpha=0.5, alpha_schedule="constant", magnet="moving", magnet_rate=0.05),
-}
+# the shipped recipe's magnet: uniform with a decaying alpha (biased towards a QRE while alpha > 0); the moving
+# magnets (--rates: rho <- rho^(1-m) p^m, constant alpha) converge in the last iterate
+UNIFORM = MMDConfig(alpha=0.5, alpha_schedule="inv_sqrt", alpha_horizon=50.0, magnet="uniform")
 
 
 def mccfr(game, games: int, seed: int) -> float:
@@ -41,18 +38,27 @@ def main() -> None:
     ap.add_argument("--games", type=int, nargs="+", default=[64, 128, 256])
     ap.add_argument("--lrs", type=float, nargs="+", default=[1.0, 4.0])
     ap.add_argument("--lr-schedule", default="linear_tail")
+    ap.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
+                    help="the table's optimizer (the LM learner's rl.optimizer); adam wants lrs ~0.01-0.1")
+    ap.add_argument("--rates", type=float, nargs="+", default=[0.05], help="moving-magnet rates m to try")
+    ap.add_argument("--alpha", type=float, default=0.5, help="the moving magnet's (constant) alpha")
     args = ap.parse_args()
+    magnets = {"uniform a=0.5/sqrt(1+t/50)": UNIFORM}
+    magnets.update({f"moving a={args.alpha:g} rate {m:g}": MMDConfig(alpha=args.alpha, alpha_schedule="constant",
+                                                                      magnet="moving", magnet_rate=m) for m in args.rates})
     game = pyspiel.load_game(args.game)
     tg = TabularGame.build(game)
-    print(f"{args.game}: {args.steps} steps, last iterate, {args.seeds} seeds, lr schedule {args.lr_schedule}")
+    print(f"{args.game}: {args.steps} steps, last iterate, {args.seeds} seeds, lr schedule {args.lr_schedule}, "
+          f"table optimizer {args.optimizer}")
     print("| games/step | total games | magnet | table lr | exploitability (95% CI) | worst seed | MCCFR avg (95% CI) |")
     print("|---|---|---|---|---|---|---|")
     for g in args.games:
         total = g * args.steps
         ref = mean_ci([mccfr(game, total, s) for s in range(args.seeds)])
-        for name, cfg in MAGNETS.items():
+        for name, cfg in magnets.items():
             for lr in args.lrs:
-                xs = [train_sampled(tg, g, args.steps, cfg, seed=s, lr=lr, lr_schedule=args.lr_schedule)[1][-1][1]
+                xs = [train_sampled(tg, g, args.steps, cfg, seed=s, lr=lr, lr_schedule=args.lr_schedule,
+                                    optimizer=args.optimizer)[1][-1][1]
                       for s in range(args.seeds)]
                 m, h = mean_ci(xs)
                 print(f"| {g} | {total} | {name} | {lr:g} | {m:.3f} ± {h:.3f} | {max(xs):.3f} | "

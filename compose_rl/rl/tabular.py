@@ -215,11 +215,11 @@ TABLE_LR = 4.0
 
 
 def train_sampled(tg: TabularGame, games_per_step: int, steps: int, mmd: MMDConfig | None, seed: int = 0,
-                  lr: float = TABLE_LR, lr_schedule: str = "constant", every: int = 0):
-    """Sampled self-play MMD on a table: `steps` x `sampled_step(games_per_step)`, SGD at `lr` times
-    `lr_factor(lr_schedule)` (the LM learner's schedule). Returns (policy, [[games, exploitability], ...]
-    every `every` steps (0: only the start and the end), last iterate)."""
-    pol = TabularPolicy(tg, lr=lr, seed=seed)
+                  lr: float = TABLE_LR, lr_schedule: str = "constant", every: int = 0, optimizer: str = "sgd"):
+    """Sampled self-play MMD on a table: `steps` x `sampled_step(games_per_step)`, SGD (or `optimizer`
+    "adam") at `lr` times `lr_factor(lr_schedule)` (the LM learner's schedule). Returns (policy,
+    [[games, exploitability], ...] every `every` steps (0: only the start and the end), last iterate)."""
+    pol = TabularPolicy(tg, lr=lr, optimizer=optimizer, seed=seed)
     rng = random.Random(seed)
     curve = [[0.0, exploitability(tg, pol.probs())]]
     for step in range(steps):
