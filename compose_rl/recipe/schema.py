@@ -308,6 +308,17 @@ class MmdCfg(Section):
     it trained on (needs exactly scored legal answers: a games recipe with games.answer: boxed)."""
     magnet_rate: float = Field(0.05, gt=0.0, le=1.0)
     """The moving magnet's update rate m (0 < m <= 1)."""
+    update: Literal["gradient", "target"] = "gradient"
+    """`gradient`: policy-gradient steps on the loss above. `target`: MMD's closed-form step per information
+    state, pi*(s) ∝ exp((log pi_old(s) + eta alpha log rho(s) + eta q(s)) / (1 + eta alpha)), with q(s, a) the
+    mean return of this step's turns that played a at s (earlier steps' estimate where a was not played;
+    `q_decay`), then `target_steps` optimizer steps on mean_s KL(pi*(s) || pi(s)) + the validity term: the size
+    of the policy's step is eta's, not the optimizer's (games with exactly scored answers; uniform or
+    moving_table magnet)."""
+    target_steps: int = Field(4, gt=0, le=1000)
+    """Optimizer steps on the target's KL per RL step (update: target; 1..1000)."""
+    q_decay: float = Field(0.0, ge=0.0, lt=1.0)
+    """Weight of the previous q(s, a) where a was played this step (update: target; 0 = this step's mean)."""
     validity: float = Field(1.0, ge=0.0, le=1000.0)
     """Weight of -log m(s), m(s) = the policy's mass on the legal answers at state s. The KLs are over the
     answers renormalised to the legal ones, which alone can be met by making every legal answer unlikely."""
@@ -660,10 +671,14 @@ class Recipe(Section):
             t = self.model.tiny
             if t.hidden_size % t.num_heads or t.hidden_size // t.num_heads != 64:
                 raise ValueError(f"model.tiny: hidden_size / num_heads must be 64 (got {t.hidden_size}/{t.num_heads}); vLLM's CPU attention needs head_dim 64")
-        if ("rl" in self.stages and self.rl.algorithm == "mmd" and self.rl.mmd.magnet == "moving_table"
-                and (self.task is not None or self.games is None or self.games.answer != "boxed")):
+        mmd = self.rl.mmd if "rl" in self.stages and self.rl.algorithm == "mmd" else None
+        exact = self.task is None and self.games is not None and self.games.answer == "boxed"
+        if mmd is not None and mmd.magnet == "moving_table" and not exact:
             raise ValueError("rl.mmd.magnet: moving_table keeps one magnet per game state over its legal answers, which "
                              "needs a games-only recipe with games.answer: boxed; use magnet moving or uniform here")
+        if mmd is not None and mmd.update == "target" and (not exact or mmd.magnet not in ("uniform", "moving_table")):
+            raise ValueError("rl.mmd.update: target steps each game state over its legal answers: it needs a games-only "
+                             "recipe with games.answer: boxed and rl.mmd.magnet uniform or moving_table")
         for domain in domain_classes():  # the string task's, then the games' (domains/)
             domain.check_recipe(self)
         check_engine(self)

@@ -36,8 +36,8 @@ from tqdm.auto import tqdm
 from compose_rl.memory import return_freed_heap
 from compose_rl.rl import advantages as adv_lib
 from compose_rl.rl.logprobs import completion_logprobs, shared_prefix_sums
-from compose_rl.rl.losses import (aggregate, kl_k2_seq, kl_k3, legal_log_probs, lr_factor, mmd_alpha, mmd_state_terms,
-                                  moving_magnet, ppo_clip_loss, reinforce_loss, truncated_is_weights, uniform_log_probs)
+from compose_rl.rl.losses import (aggregate, kl_categorical, kl_k2_seq, kl_k3, legal_log_probs, lr_factor, mmd_alpha, mmd_state_terms,
+                                  mmd_target, moving_magnet, ppo_clip_loss, reinforce_loss, truncated_is_weights, uniform_log_probs)
 from compose_rl.rl.staleness import filter_stale
 from compose_rl.types import Sample
 
@@ -335,6 +335,8 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
     # moving_table: one magnet distribution per information state (by prompt), uniform until the state's first
     # update, rho(s) <- rho(s)^(1 - m) p(s)^m after every step at the states it visited (MagnetTable)
     magnet_table = MagnetTable(mmd.magnet_rate) if mmd is not None and mmd.magnet == "moving_table" else None
+    # rl.mmd.update: target: MMD's closed-form step per state from per-(state, answer) values (MMDTarget)
+    target = MMDTarget(mmd) if mmd is not None and mmd.update == "target" and legal_exact else None
     baselines = adv_lib.RoleBaselines(cfg.rae_decay) if cfg.advantage in ("rae", "state") else None
     start = 0
     if resume is not None:
@@ -349,6 +351,8 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
             magnet_model.load_state_dict(tensors["magnet_model"])
         if magnet_table is not None and "magnet_table" in tensors:
             magnet_table.load_state_dict(tensors["magnet_table"])
+        if target is not None and "q_table" in tensors:
+            target.q.load_state_dict(tensors["q_table"])
         if baselines is not None:
             baselines.load_state_dict(meta["baselines"])
         if hooks.load_extra_state is not None:
@@ -401,7 +405,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         # 3. keep only samples with signal
         if cfg.drop_uniform_groups and cfg.advantage in ("group", "group_unscaled"):
             samples = [s for s in samples if s.group in mixed]
-        if cfg.drop_zero_advantage:
+        if cfg.drop_zero_advantage and target is None:  # the target's values need every turn
             samples = [s for s in samples if s.advantage != 0.0]
         samples = [s for s in samples if s.completion_ids]
 
@@ -410,7 +414,7 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         # 4. old log-probs recomputed on the learner (the engine's may differ numerically). With one
         #    epoch and one minibatch pi_old is the policy of the loss's own forward pass: no extra pass.
         t1 = time.perf_counter()
-        single_pass = cfg.ppo_epochs == 1 and len(samples) <= cfg.minibatch
+        single_pass = (cfg.ppo_epochs == 1 and len(samples) <= cfg.minibatch) or target is not None
         mismatch_rows: list[dict] = []
         # in micro-batches (rl.micro_batch_size) too: a whole batch's logits would not fit at scale
         chunk_n = cfg.micro_batch_size or max(len(samples), 1)
@@ -443,7 +447,12 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
         rng = random.Random(seed * 31 + step)
-        for _epoch in range(cfg.ppo_epochs):
+        if target is not None and samples:  # MMD's closed-form step per state, then fit the policy to it
+            for k, v in target.step(model, policy.tokenizer, samples, pad, alpha, magnet_table, opt, params, cfg, amp,
+                                    run, stage, step).items():
+                sums[k] += v
+                counts[k] += 1
+        for _epoch in range(cfg.ppo_epochs if target is None else 0):
             order = list(range(len(samples)))
             rng.shuffle(order)
             for i in range(0, len(order), cfg.minibatch):
@@ -527,6 +536,8 @@ def run_rl(policy, engine, collector, cfg, run, stage: str, seed: int, max_new_t
                 tensors["magnet_model"] = magnet_model.state_dict()
             if magnet_table is not None:
                 tensors["magnet_table"] = magnet_table.state_dict()
+            if target is not None:
+                tensors["q_table"] = target.q.state_dict()
             meta = {"stage": stage, "step": step,
                     "baselines": baselines.state_dict() if baselines else None,
                     "extra": hooks.extra_state() if hooks.extra_state else {}}
@@ -598,6 +609,90 @@ class MagnetTable:
     def load_state_dict(self, state: dict) -> None:
         self.rate = state["rate"]
         self.rows = {tuple(k): r for k, r in zip(state["keys"], state["rows"])}
+
+
+class QTable:
+    """Per (information state, legal answer) value estimates for `rl.mmd.update: target`: q(s, a) = the mean
+    return of a step's turns that answered a at s (mixed with the previous estimate by `decay`), kept where a
+    was not played that step; 0 before a's first turn. Keyed by the prompt's tokens, like MagnetTable."""
+
+    def __init__(self, decay: float = 0.0):
+        self.decay = decay
+        self.rows: dict[tuple, torch.Tensor] = {}  # prompt tokens -> (n_legal,) float64, CPU
+
+    def update(self, samples: list[Sample]) -> int:
+        """Fold in the valid turns of `samples` (reward = the mover's return); returns how many were used."""
+        sums: dict[tuple, dict[int, list[float]]] = {}
+        for s in samples:
+            legal = s.info.get("legal_answers")
+            action = s.info.get("action")
+            if not legal or not s.info.get("valid") or s.retry or action is None:
+                continue
+            j = next((k for k, text in enumerate(legal) if text.endswith("{" + action + "}")), None)
+            if j is None:
+                continue
+            key = tuple(s.prompt_ids)
+            self.rows.setdefault(key, torch.zeros(len(legal), dtype=torch.float64))
+            sums.setdefault(key, {}).setdefault(j, []).append(s.reward)
+        for key, by_action in sums.items():
+            row = self.rows[key]
+            for j, rs in by_action.items():
+                row[j] = self.decay * row[j] + (1 - self.decay) * (sum(rs) / len(rs))
+        return sum(len(rs) for by_action in sums.values() for rs in by_action.values())
+
+    def values(self, keys: list[tuple], legal: torch.Tensor) -> torch.Tensor:
+        """(S, A) values of `keys`, rows padded like `legal` (0 where unknown or not legal)."""
+        out = torch.zeros(legal.shape, dtype=torch.float64)
+        for i, k in enumerate(keys):
+            row = self.rows.get(k)
+            if row is not None:
+                out[i, : row.numel()] = row
+        return out.to(legal.device)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "keys": [list(k) for k in self.rows], "rows": list(self.rows.values())}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay = state["decay"]
+        self.rows = {tuple(k): r for k, r in zip(state["keys"], state["rows"])}
+
+
+class MMDTarget:
+    """`rl.mmd.update: target`: at every state of the step's turns, MMD's closed-form step
+    p*(s) = losses.mmd_target(p_old(s), q(s), rho(s)) from the QTable's values, then `target_steps` optimizer
+    steps on mean_s KL(p*(s) || p(s)) - validity mean_s log m(s). How far the policy moves per RL step is set by
+    eta (logged: `loss/mmd_target_step`, the mean KL(p* || p_old)), not by the optimizer's step size."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.q = QTable(cfg.q_decay)
+
+    def step(self, model, tokenizer, samples, pad: int, alpha: float, magnet_table, opt, params, rl_cfg, amp, run,
+             stage: str, step: int) -> dict[str, float]:
+        used = self.q.update(samples)
+        with torch.no_grad(), amp():
+            table = legal_answer_table(model, tokenizer, samples, pad)
+        if table is None:
+            return {}
+        keys, seq, legal, _ = table
+        old, _ = legal_log_probs(seq.double(), legal)
+        rho = magnet_table.log_probs(keys, legal) if magnet_table is not None else uniform_log_probs(legal)
+        goal = mmd_target(old, self.q.values(keys, legal), rho.double(), legal, alpha, self.cfg.eta)
+        out = {"loss/mmd_target_step": float(kl_categorical(goal, old, legal).mean()), "loss/mmd_target_turns": used}
+        for k in range(self.cfg.target_steps):
+            opt.zero_grad(set_to_none=True)
+            with amp():
+                _, seq_k, legal_k, _ = legal_answer_table(model, tokenizer, samples, pad)  # same states, same order
+                logp, log_mass = legal_log_probs(seq_k.float(), legal_k)
+                kl = kl_categorical(goal.to(logp.dtype), logp, legal_k)
+                loss = kl.mean() - self.cfg.validity * log_mass.mean()
+            _backward_checked(loss, run, stage, step)
+            grad = _clip_and_step(opt, params, rl_cfg.max_grad_norm, run, stage, step)
+            if k == 0:
+                out["loss/mmd_target_kl_first"] = float(kl.detach().mean())
+        out.update({"loss/total": float(loss.detach()), "loss/grad_norm": grad, "loss/mmd_target_kl_last": float(kl.detach().mean()),
+                    "rollout/legal_mass": float(log_mass.detach().exp().mean())})
+        return out
 
 
 def _mmd_exact(table, mmd, alpha: float, magnet_model, tokenizer, batch, pad: int, old_legal: dict, stats: dict,

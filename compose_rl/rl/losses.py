@@ -158,6 +158,16 @@ def mmd_state_terms(logp: torch.Tensor, log_mass: torch.Tensor, legal: torch.Ten
     return {"magnet": magnet, "prox": prox, "validity": valid, "loss": magnet + prox + valid}
 
 
+def mmd_target(old_logp: torch.Tensor, q: torch.Tensor, magnet_logp: torch.Tensor, legal: torch.Tensor,
+               alpha: float, eta: float) -> torch.Tensor:
+    """MMD's step in closed form at each state (Sokota et al. 2023, eq. 5): the maximiser over p of
+    <p, q> - alpha KL(p || rho) - (1/eta) KL(p || p_old) is p* ∝ exp((log p_old + eta alpha log rho + eta q) /
+    (1 + eta alpha)). (S, A) in (log-probs normalised over the legal answers, values), log p* out, 0 where
+    not legal; no gradient."""
+    z = (old_logp.detach() + eta * alpha * magnet_logp.detach() + eta * q.detach()) / (1.0 + eta * alpha)
+    return legal_log_probs(z, legal)[0]
+
+
 def moving_magnet(magnet_logp: torch.Tensor, logp: torch.Tensor, legal: torch.Tensor, rate: float) -> torch.Tensor:
     """MMD's moving magnet step at each state, rho <- rho^(1 - m) p^m renormalised over the legal answers
     (a geometric mixture: the magnet follows the policy at rate m = `rate`). (S, A) log-probs in and out,
