@@ -312,6 +312,9 @@ def corpus() -> list[tuple]:
     for o in ("games.answer=reason", "task={n_functions: 4}"):
         add((f"moving_table with {o}", "override", (GAME_BASE, ["rl.algorithm=mmd", "rl.mmd.magnet=moving_table", o]),
              "rl.mmd.magnet: moving_table"))
+    for o in ("games.answer=reason", "rl.mmd.magnet=moving", "rl.mmd.magnet=reference"):
+        add((f"mmd target with {o}", "override", (GAME_BASE, ["rl.algorithm=mmd", "rl.mmd.update=target", o]),
+             "rl.mmd.update: target"))
     return cases
 
 

@@ -430,9 +430,11 @@ def test_magnet_table_follows_the_policy_state_by_state(tiny_policy):
     assert again.rate == m and torch.equal(again.log_probs(keys, legal), got)
 
 
-def test_moving_table_magnet_is_checkpointed_and_resumes_bit_identically(tmp_path):
+@pytest.mark.parametrize("update", ["gradient", "target"])
+def test_moving_table_magnet_is_checkpointed_and_resumes_bit_identically(tmp_path, update):
     # two smoke RL steps; then the same run "killed" after its step-0 checkpoint (later checkpoints and the
-    # stage's completion removed) and resumed: step 1 and the final magnet table equal the uninterrupted run's
+    # stage's completion removed) and resumed: step 1 and the final magnet table (and, with update: target,
+    # the value table) equal the uninterrupted run's
     import glob
     import json
     import os
@@ -443,7 +445,8 @@ def test_moving_table_magnet_is_checkpointed_and_resumes_bit_identically(tmp_pat
 
     out = tmp_path / "runs"
     over = ["--smoke", f"output={out}", "stages=[sft,rl]", "rl.mmd.magnet=moving_table", "rl.lr_schedule=constant",
-            "rl.drop_zero_advantage=false"]  # the smoke model plays invalid answers: keep their (zero-advantage) states
+            "rl.drop_zero_advantage=false", f"rl.mmd.update={update}", "rl.mmd.eta=0.3"]
+    # (the smoke model plays invalid answers: keep their zero-advantage states)
     assert main(["recipe", os.path.join(ROOT, "recipes", "spiral-kuhn.yaml"), *over]) == 0
     (run,) = glob.glob(str(out / "*"))
     ck = os.path.join(run, "checkpoints")
@@ -464,6 +467,10 @@ def test_moving_table_magnet_is_checkpointed_and_resumes_bit_identically(tmp_pat
     resumed = torch.load(os.path.join(killed, "checkpoints", "rl-000001", "state.pt"), weights_only=False)["magnet_table"]
     assert resumed["keys"] == tables["rl-000001"]["keys"]
     assert all(torch.equal(a, b) for a, b in zip(resumed["rows"], tables["rl-000001"]["rows"]))
+    if update == "target":
+        q = [torch.load(os.path.join(d, "checkpoints", "rl-000001", "state.pt"), weights_only=False)["q_table"]
+             for d in (run, killed)]
+        assert q[0]["keys"] == q[1]["keys"] and all(torch.equal(a, b) for a, b in zip(q[0]["rows"], q[1]["rows"]))
 
     def rl_rows(d):
         return [(r["step"], r.get("loss/total")) for r in map(json.loads, open(os.path.join(d, "metrics.jsonl")))
@@ -534,3 +541,53 @@ def test_rl_switch_changes_optimizer_at_its_step_and_resumes_with_it(tmp_path):
         again = load(killed, "rl-000002")
         assert "betas" not in again["optimizer"]["param_groups"][0]
         assert all(torch.equal(final[key], again["model"][key]) for key in final), k
+
+
+def test_mmd_target_is_the_closed_form_maximiser_by_hand():
+    # two answers, p_old uniform, rho uniform, q = (1, 0), alpha 0.5, eta 0.3: p*(a0) = sigmoid(0.3 / 1.15) = 0.564853;
+    # three answers at random: p* beats every point of a grid on <p, q> - alpha KL(p || rho) - KL(p || p_old) / eta
+    from compose_rl.rl.losses import mmd_target
+
+    legal = torch.tensor([[True, True]])
+    u = uniform_log_probs(legal).double()
+    p = mmd_target(u, torch.tensor([[1.0, 0.0]], dtype=torch.float64), u, legal, 0.5, 0.3).exp()
+    assert p[0, 0].item() == pytest.approx(1 / (1 + math.exp(-0.3 / 1.15)), abs=1e-12)
+    gen = torch.Generator().manual_seed(3)
+    legal3 = torch.ones(1, 3, dtype=torch.bool)
+    old = torch.log_softmax(torch.randn(1, 3, generator=gen, dtype=torch.float64), -1)
+    rho = torch.log_softmax(torch.randn(1, 3, generator=gen, dtype=torch.float64), -1)
+    q = torch.randn(1, 3, generator=gen, dtype=torch.float64)
+    alpha, eta = 0.7, 0.4
+
+    def objective(logp):
+        return float((logp.exp() * q).sum() - alpha * kl_categorical(logp, rho, legal3).sum()
+                     - kl_categorical(logp, old, legal3).sum() / eta)
+    best = objective(mmd_target(old, q, rho, legal3, alpha, eta))
+    grid = [(a / 40, b / 40) for a in range(1, 40) for b in range(1, 40 - a)]
+    assert all(objective(torch.tensor([[a, b, 1 - a - b]], dtype=torch.float64).log()) <= best + 1e-12 for a, b in grid)
+
+
+def test_q_table_means_the_returns_of_each_answer_at_each_state():
+    # QTable: per (state, answer) mean return of the step's valid turns; kept where the answer was not played;
+    # invalid turns and re-prompted attempts do not count; decay mixes the previous estimate in
+    from compose_rl.rl.learner import QTable
+    from compose_rl.types import Sample
+
+    legal = ["\\boxed{pass}", "\\boxed{bet}"]
+
+    def turn(prompt, action, reward, valid=True, retry=False):
+        return Sample(prompt_ids=prompt, completion_ids=[1], old_logprobs=[0.0], reward=reward, retry=retry,
+                      info={"legal_answers": legal, "action": action, "valid": valid})
+
+    q = QTable(decay=0.0)
+    used = q.update([turn([1], "bet", 2.0), turn([1], "bet", -1.0), turn([1], "pass", 1.0), turn([2], "pass", -2.0),
+                     turn([2], "bet", -3.0, valid=False), turn([2], "bet", -3.0, retry=True)])
+    assert used == 4
+    legal_t = torch.ones(3, 2, dtype=torch.bool)
+    assert q.values([(1,), (2,), (9,)], legal_t).tolist() == [[1.0, 0.5], [-2.0, 0.0], [0.0, 0.0]]
+    q.decay = 0.25
+    q.update([turn([1], "bet", 1.5)])
+    assert q.values([(1,)], legal_t[:1]).tolist() == [[1.0, 0.25 * 0.5 + 0.75 * 1.5]]
+    again = QTable()
+    again.load_state_dict(q.state_dict())
+    assert again.decay == 0.25 and torch.equal(again.values([(1,), (2,)], legal_t[:2]), q.values([(1,), (2,)], legal_t[:2]))
