@@ -591,3 +591,14 @@ def test_q_table_means_the_returns_of_each_answer_at_each_state():
     again = QTable()
     again.load_state_dict(q.state_dict())
     assert again.decay == 0.25 and torch.equal(again.values([(1,), (2,)], legal_t[:2]), q.values([(1,), (2,)], legal_t[:2]))
+
+
+def test_report_names_the_update_and_optimizer_as_they_ran():
+    from compose_rl.report.reference import learner_line
+
+    rows = [{"stage": "rl", "loss/clip_frac": 0.0}]
+    plain = learner_line({"rl": {"algorithm": "mmd", "mmd": {"magnet": "uniform"}, "lr": 3e-4}}, rows)[0]
+    assert "REINFORCE" in plain and "optimizer adam." in plain and "closed-form" not in plain
+    tgt = learner_line({"rl": {"algorithm": "mmd", "optimizer": "adam", "mmd": {"update": "target", "target_steps": 4},
+                               "switch": {"step": 100, "optimizer": "sgd", "lr": 0.5}}}, [{"stage": "rl"}])[0]
+    assert "closed-form step per state" in tgt and "4 adam steps" in tgt and "then sgd at lr 0.5 from step 100" in tgt

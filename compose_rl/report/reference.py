@@ -21,11 +21,17 @@ def learner_line(resolved: dict, rows: list[dict]) -> list[str]:
         ran += " (policy-gradient term: REINFORCE, ratio = 1: nothing clipped in any step)"
     if algo == "mmd":
         m = rl.get("mmd", {})
+        if m.get("update") == "target":
+            ran += (f" (closed-form step per state from per-answer values, q_decay {m.get('q_decay')}, fitted by "
+                    f"{m.get('target_steps')} {rl.get('optimizer', 'adam')} steps per RL step: no policy-gradient term)")
         ran += (f"; magnet {m.get('magnet')} (rate {m.get('magnet_rate')}), alpha {m.get('alpha')} "
                 f"{m.get('alpha_schedule')} (horizon {m.get('alpha_horizon')}), eta {m.get('eta')}, "
                 f"validity {m.get('validity')}")
+    switch = rl.get("switch")
+    opt = f"optimizer {rl.get('optimizer', 'adam')}" + (f", then {switch['optimizer']} at lr {switch['lr']} from step "
+                                                         f"{switch['step']}" if switch else "")
     return [f"RL update: {ran}; advantage {rl.get('advantage')}, token aggregation {rl.get('token_aggregation')}, "
-            f"lr {rl.get('lr')}.", ""]
+            f"lr {rl.get('lr')}, {opt}.", ""]
 
 
 def reference_plot(run, rows: list[dict]) -> list[str]:
