@@ -8,6 +8,7 @@ outcome-sampling MCCFR average policy at the same number of sampled games. Not a
 
     OMP_NUM_THREADS=1 python bench/tabular_selfplay_budget.py [--game kuhn_poker] [--steps 300] [--seeds 4]
         [--games 64 128 256] [--lrs 1 4] [--optimizer sgd|adam] [--rates 0.05] [--alpha 0.5]
+        [--update gradient|target] [--eta 0.3]
 """
 from __future__ import annotations
 
@@ -42,10 +43,19 @@ def main() -> None:
                     help="the table's optimizer (the LM learner's rl.optimizer); adam wants lrs ~0.01-0.1")
     ap.add_argument("--rates", type=float, nargs="+", default=[0.05], help="moving-magnet rates m to try")
     ap.add_argument("--alpha", type=float, default=0.5, help="the moving magnet's (constant) alpha")
+    ap.add_argument("--update", choices=["gradient", "target"], default="gradient",
+                    help="target: the closed-form MMD step from sampled per-action values (rl.mmd.update), "
+                         "step size --eta; --lrs are then ignored")
+    ap.add_argument("--eta", type=float, default=0.3)
     args = ap.parse_args()
-    magnets = {"uniform a=0.5/sqrt(1+t/50)": UNIFORM}
+    extra = {"update": args.update, "eta": args.eta} if args.update == "target" else {}
+    magnets = {"uniform a=0.5/sqrt(1+t/50)": MMDConfig(**{**UNIFORM.__dict__, **extra})}
     magnets.update({f"moving a={args.alpha:g} rate {m:g}": MMDConfig(alpha=args.alpha, alpha_schedule="constant",
-                                                                      magnet="moving", magnet_rate=m) for m in args.rates})
+                                                                      magnet="moving", magnet_rate=m, **extra)
+                    for m in args.rates})
+    if args.update == "target":
+        args.lrs = [float("nan")]  # the target step has no table lr
+        print(f"update: target, eta {args.eta}")
     game = pyspiel.load_game(args.game)
     tg = TabularGame.build(game)
     print(f"{args.game}: {args.steps} steps, last iterate, {args.seeds} seeds, lr schedule {args.lr_schedule}, "

@@ -602,3 +602,25 @@ def test_report_names_the_update_and_optimizer_as_they_ran():
     tgt = learner_line({"rl": {"algorithm": "mmd", "optimizer": "adam", "mmd": {"update": "target", "target_steps": 4},
                                "switch": {"step": 100, "optimizer": "sgd", "lr": 0.5}}}, [{"stage": "rl"}])[0]
     assert "closed-form step per state" in tgt and "4 adam steps" in tgt and "then sgd at lr 0.5 from step 100" in tgt
+
+
+def test_tabular_target_step_by_hand():
+    # TabularPolicy.target_step: q = each (state, action)'s mean return over the turns, kept where not played;
+    # the visited rows become the closed form from (old p, q, magnet); other rows keep their logits
+    from compose_rl.rl.losses import mmd_target
+
+    tg = TabularGame.build(pyspiel.load_game("kuhn_poker"))
+    pol = TabularPolicy(tg, lr=1.0, seed=0)
+    before = pol.logits.detach().clone()
+    old = pol.log_probs()[0].detach().clone()
+    cfg = MMDConfig(alpha=0.5, eta=0.3, magnet="uniform", update="target")
+    pol.target_step([(0, 1, 2.0), (0, 1, 0.0), (0, 0, -1.0), (3, 0, 1.0)], cfg)
+    assert pol.q[0].tolist() == [-1.0, 1.0] and pol.q[3].tolist() == [1.0, 0.0] and pol.q[1].abs().sum() == 0
+    rows = torch.tensor([0, 3])
+    goal = mmd_target(old[rows], pol.q[rows], uniform_log_probs(tg.legal[rows]).double(), tg.legal[rows], 0.5, 0.3)
+    assert torch.allclose(pol.log_probs()[0][rows].detach(), goal, atol=1e-12)
+    assert pol.probs()[0, 1] > 0.5 + 0.05  # the better answer gained
+    others = [i for i in range(len(tg.keys)) if i not in (0, 3)]
+    assert torch.equal(pol.logits.detach()[others], before[others])
+    pol.target_step([(0, 0, 1.0)], cfg)  # action 1 not played: its value is kept
+    assert pol.q[0].tolist() == [1.0, 1.0]

@@ -412,7 +412,9 @@ def write_reference_curves(run, names, recipe) -> None:
     if recipe.games.opponent != "self" or not names:
         return
     m = recipe.rl.mmd
-    cfg = MMDConfig(alpha=m.alpha, alpha_schedule=m.alpha_schedule, alpha_horizon=m.alpha_horizon, eta=None,
+    target = m.update == "target"  # the table takes the same closed-form step (an exact fit) with the run's eta
+    cfg = MMDConfig(alpha=m.alpha, alpha_schedule=m.alpha_schedule, alpha_horizon=m.alpha_horizon,
+                    eta=m.eta if target else None, update=m.update,
                     magnet="moving" if m.magnet in ("moving", "moving_table") else "uniform", magnet_rate=m.magnet_rate)
     say("reference curves: tabular MMD and outcome-sampling MCCFR at the run's games per step ...")
     curves = {n: reference_curves(n, recipe.rl.games_per_step, recipe.rl.steps, cfg, seed=recipe.seed,

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import pyspiel
 import torch
 
-from compose_rl.rl.losses import legal_log_probs, lr_factor, mmd_alpha, mmd_state_terms, moving_magnet, uniform_log_probs
+from compose_rl.rl.losses import (legal_log_probs, lr_factor, mmd_alpha, mmd_state_terms, mmd_target, moving_magnet,
+                                  uniform_log_probs)
 
 
 @dataclass
@@ -108,6 +109,7 @@ class MMDConfig:
     eta: float | None = None
     magnet: str = "uniform"  # uniform | moving
     magnet_rate: float = 0.05  # moving magnet: rho <- rho^(1-m) p^m
+    update: str = "gradient"  # gradient | target (the closed-form step from sampled per-action values)
     validity: float = 0.0  # a tabular policy has no illegal mass; kept for the shared loss
 
 
@@ -121,6 +123,7 @@ class TabularPolicy:
         self.opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)([self.logits], lr=lr)
         self.magnet = uniform_log_probs(tg.legal).to(torch.float64)
         self.baseline: dict[int, float] = {}
+        self.q: torch.Tensor | None = None  # per (state, action) values of the target update
         self.t = 0
 
     def log_probs(self):
@@ -162,9 +165,50 @@ class TabularPolicy:
         self._after(mmd)
 
     def sampled_step(self, games: int, rng: random.Random, mmd: MMDConfig | None, baseline_decay: float = 0.9) -> None:
-        """Self-play `games` games with the current policy, then one step of -mean A log p + MMD terms."""
+        """Self-play `games` games with the current policy, then one step of -mean A log p + MMD terms
+        (`mmd.update == "target"`: `target_step` instead)."""
+        turns = self._sample_turns(games, rng)
+        if mmd is not None and mmd.update == "target":
+            self.target_step(turns, mmd)
+            return
+        adv = [r - self.baseline.get(i, 0.0) for i, _, r in turns]
+        for i, _, r in turns:
+            self.baseline[i] = baseline_decay * self.baseline.get(i, 0.0) + (1 - baseline_decay) * r
+        logp, log_mass = self.log_probs()
+        rows = torch.tensor([i for i, _, _ in turns])
+        cols = torch.tensor([j for _, j, _ in turns])
+        pg = -(torch.tensor(adv, dtype=logp.dtype) * logp[rows, cols]).mean()
+        visited = torch.tensor(sorted({i for i, _, _ in turns}))
+        loss = pg + self._regulariser(logp, log_mass, visited, mmd, None)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        self._after(mmd)
+
+    def target_step(self, turns: list[tuple[int, int, float]], mmd: MMDConfig) -> None:
+        """The LM learner's `rl.mmd.update: target` on the table: q(s, a) = the mean return of the turns that
+        played a at s (kept where a was not played), then the logits become MMD's closed-form step
+        (losses.mmd_target) at every visited state — an exact fit, where the LM takes optimizer steps."""
+        if self.q is None:
+            self.q = torch.zeros(self.tg.legal.shape, dtype=torch.float64)
+        sums, counts = torch.zeros_like(self.q), torch.zeros_like(self.q)
+        for i, j, r in turns:
+            sums[i, j] += r
+            counts[i, j] += 1
+        self.q = torch.where(counts > 0, sums / counts.clamp(min=1), self.q)
+        visited = torch.tensor(sorted({i for i, _, _ in turns}))
+        alpha = mmd_alpha(mmd.alpha, self.t, mmd.alpha_schedule, mmd.alpha_horizon)
+        with torch.no_grad():
+            logp, _ = self.log_probs()
+            goal = mmd_target(logp[visited], self.q[visited], self.magnet[visited], self.tg.legal[visited], alpha,
+                              mmd.eta if mmd.eta is not None else 1.0)
+            self.logits[visited] = goal.to(self.logits.dtype)
+        self._after(mmd)
+
+    def _sample_turns(self, games: int, rng: random.Random) -> list[tuple[int, int, float]]:
+        """`games` self-play games of the current policy: (state row, action column, return of the mover) per turn."""
         p = self.probs()
-        turns: list[tuple[int, int, float]] = []  # (state row, action column, return of the mover)
+        turns: list[tuple[int, int, float]] = []
         for _ in range(games):
             state = self.tg.game.new_initial_state()
             moves = []
@@ -181,19 +225,7 @@ class TabularPolicy:
                 state.apply_action(acts[j])
             rets = state.returns()
             turns += [(i, j, rets[pl]) for i, j, pl in moves]
-        adv = [r - self.baseline.get(i, 0.0) for i, _, r in turns]
-        for i, _, r in turns:
-            self.baseline[i] = baseline_decay * self.baseline.get(i, 0.0) + (1 - baseline_decay) * r
-        logp, log_mass = self.log_probs()
-        rows = torch.tensor([i for i, _, _ in turns])
-        cols = torch.tensor([j for _, j, _ in turns])
-        pg = -(torch.tensor(adv, dtype=logp.dtype) * logp[rows, cols]).mean()
-        visited = torch.tensor(sorted({i for i, _, _ in turns}))
-        loss = pg + self._regulariser(logp, log_mass, visited, mmd, None)
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
-        self._after(mmd)
+        return turns
 
 
 def exploitability(tg: TabularGame, probs: torch.Tensor) -> float:
