@@ -315,6 +315,9 @@ def corpus() -> list[tuple]:
     for o in ("games.answer=reason", "rl.mmd.magnet=moving", "rl.mmd.magnet=reference"):
         add((f"mmd target with {o}", "override", (GAME_BASE, ["rl.algorithm=mmd", "rl.mmd.update=target", o]),
              "rl.mmd.update: target"))
+    for k in ("kl_coef", "entropy_coef", "replay_fraction"):  # terms the target update has no loss to add to
+        add((f"mmd target with rl.{k}", "override", (GAME_BASE, ["rl.algorithm=mmd", "rl.mmd.update=target",
+                                                                  "rl.mmd.magnet=uniform", f"rl.{k}=0.1"]), f"rl.{k}"))
     return cases
 
 

@@ -679,6 +679,11 @@ class Recipe(Section):
         if mmd is not None and mmd.update == "target" and (not exact or mmd.magnet not in ("uniform", "moving_table")):
             raise ValueError("rl.mmd.update: target steps each game state over its legal answers: it needs a games-only "
                              "recipe with games.answer: boxed and rl.mmd.magnet uniform or moving_table")
+        if mmd is not None and mmd.update == "target":
+            extra = [k for k in ("replay_fraction", "kl_coef", "entropy_coef") if getattr(self.rl, k) > 0]
+            if extra:
+                raise ValueError(f"rl.{extra[0]}: rl.mmd.update: target has no policy-gradient loss to add it to; set "
+                                 f"rl.{extra[0]}: 0 or use rl.mmd.update: gradient")
         for domain in domain_classes():  # the string task's, then the games' (domains/)
             domain.check_recipe(self)
         check_engine(self)
