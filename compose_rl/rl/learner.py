@@ -577,12 +577,30 @@ def _vocab(model) -> int:
     return model.get_output_embeddings().weight.shape[0]
 
 
-class MagnetTable:
+class StateTable:
+    """Rows of numbers per information state, keyed by the prompt's tokens, plus one scalar setting (named by
+    `setting`); saved in RL checkpoints and loaded on resume (MagnetTable, QTable)."""
+
+    setting = ""
+    rows: dict[tuple, torch.Tensor]
+
+    def state_dict(self) -> dict:
+        return {self.setting: getattr(self, self.setting), "keys": [list(k) for k in self.rows],
+                "rows": list(self.rows.values())}
+
+    def load_state_dict(self, state: dict) -> None:
+        setattr(self, self.setting, state[self.setting])
+        self.rows = {tuple(k): r for k, r in zip(state["keys"], state["rows"])}
+
+
+class MagnetTable(StateTable):
     """`rl.mmd.magnet: moving_table`: MMD's moving magnet held per information state, as tabular MMD holds it
     (rl/tabular.py): rho(s) over the state's legal answers, keyed by the prompt's tokens, uniform until the
     state is first updated; after every learner step rho(s) <- rho(s)^(1 - m) p(s)^m (losses.moving_magnet)
     at each state the step visited. Unlike the parameter-average magnet (`moving`), it starts at uniform
     rather than at the stage-1 policy, and one state's update leaves every other state's magnet as it was."""
+
+    setting = "rate"
 
     def __init__(self, rate: float):
         self.rate = rate
@@ -603,18 +621,13 @@ class MagnetTable:
         for i, k in enumerate(keys):
             self.rows[k] = new[i, : int(legal[i].sum())].detach().float().cpu()
 
-    def state_dict(self) -> dict:
-        return {"rate": self.rate, "keys": [list(k) for k in self.rows], "rows": list(self.rows.values())}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.rate = state["rate"]
-        self.rows = {tuple(k): r for k, r in zip(state["keys"], state["rows"])}
-
-
-class QTable:
+class QTable(StateTable):
     """Per (information state, legal answer) value estimates for `rl.mmd.update: target`: q(s, a) = the mean
     return of a step's turns that answered a at s (mixed with the previous estimate by `decay`), kept where a
     was not played that step; 0 before a's first turn. Keyed by the prompt's tokens, like MagnetTable."""
+
+    setting = "decay"
 
     def __init__(self, decay: float = 0.0):
         self.decay = decay
@@ -648,13 +661,6 @@ class QTable:
             if row is not None:
                 out[i, : row.numel()] = row
         return out.to(legal.device)
-
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "keys": [list(k) for k in self.rows], "rows": list(self.rows.values())}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.decay = state["decay"]
-        self.rows = {tuple(k): r for k, r in zip(state["keys"], state["rows"])}
 
 
 class MMDTarget:
