@@ -592,6 +592,14 @@ class StateTable:
         setattr(self, self.setting, state[self.setting])
         self.rows = {tuple(k): r for k, r in zip(state["keys"], state["rows"])}
 
+    def padded(self, keys: list[tuple], out: torch.Tensor) -> torch.Tensor:
+        """`out` (S, A) with each known state's row written over the start of its line (the rest left as given)."""
+        for i, k in enumerate(keys):
+            row = self.rows.get(k)
+            if row is not None:
+                out[i, : row.numel()] = row.to(out.device, out.dtype)
+        return out
+
 
 class MagnetTable(StateTable):
     """`rl.mmd.magnet: moving_table`: MMD's moving magnet held per information state, as tabular MMD holds it
@@ -608,12 +616,7 @@ class MagnetTable(StateTable):
 
     def log_probs(self, keys: list[tuple], legal: torch.Tensor) -> torch.Tensor:
         """(S, A) magnet log-probs of `keys` (rows padded like `legal`; uniform for states not seen yet)."""
-        out = uniform_log_probs(legal).clone()
-        for i, k in enumerate(keys):
-            row = self.rows.get(k)
-            if row is not None:
-                out[i, : row.numel()] = row.to(out.device, out.dtype)
-        return out
+        return self.padded(keys, uniform_log_probs(legal).clone())
 
     def update(self, keys: list[tuple], logp: torch.Tensor, legal: torch.Tensor) -> None:
         """One moving-magnet step at the given states, towards the policy's log-probs `logp` (S, A)."""
@@ -655,12 +658,7 @@ class QTable(StateTable):
 
     def values(self, keys: list[tuple], legal: torch.Tensor) -> torch.Tensor:
         """(S, A) values of `keys`, rows padded like `legal` (0 where unknown or not legal)."""
-        out = torch.zeros(legal.shape, dtype=torch.float64)
-        for i, k in enumerate(keys):
-            row = self.rows.get(k)
-            if row is not None:
-                out[i, : row.numel()] = row
-        return out.to(legal.device)
+        return self.padded(keys, torch.zeros(legal.shape, dtype=torch.float64)).to(legal.device)
 
 
 class MMDTarget:
@@ -675,22 +673,22 @@ class MMDTarget:
 
     def step(self, model, tokenizer, samples, pad: int, alpha: float, magnet_table, opt, params, rl_cfg, amp, run,
              stage: str, step: int) -> dict[str, float]:
-        used = self.q.update(samples)
-        with torch.no_grad(), amp():
-            table = legal_answer_table(model, tokenizer, samples, pad)
-        if table is None:
-            return {}
-        keys, seq, legal, _ = table
-        old, _ = legal_log_probs(seq.double(), legal)
-        rho = magnet_table.log_probs(keys, legal) if magnet_table is not None else uniform_log_probs(legal)
-        goal = mmd_target(old, self.q.values(keys, legal), rho.double(), legal, alpha, self.cfg.eta)
-        out = {"loss/mmd_target_step": float(kl_categorical(goal, old, legal).mean()), "loss/mmd_target_turns": used}
+        out: dict[str, float] = {"loss/mmd_target_turns": self.q.update(samples)}
+        goal = None
         for k in range(self.cfg.target_steps):
             opt.zero_grad(set_to_none=True)
             with amp():
-                _, seq_k, legal_k, _ = legal_answer_table(model, tokenizer, samples, pad)  # same states, same order
-                logp, log_mass = legal_log_probs(seq_k.float(), legal_k)
-                kl = kl_categorical(goal.to(logp.dtype), logp, legal_k)
+                table = legal_answer_table(model, tokenizer, samples, pad)  # the same states, in the same order
+                if table is None:
+                    return {}
+                keys, seq, legal, _ = table
+                logp, log_mass = legal_log_probs(seq.float(), legal)
+                if goal is None:  # the first pass is the policy before the step: p_old, and the target from it
+                    old, _ = legal_log_probs(seq.detach().double(), legal)
+                    rho = magnet_table.log_probs(keys, legal) if magnet_table is not None else uniform_log_probs(legal)
+                    goal = mmd_target(old, self.q.values(keys, legal), rho.double(), legal, alpha, self.cfg.eta)
+                    out["loss/mmd_target_step"] = float(kl_categorical(goal, old, legal).mean())
+                kl = kl_categorical(goal.to(logp.dtype), logp, legal)
                 loss = kl.mean() - self.cfg.validity * log_mass.mean()
             _backward_checked(loss, run, stage, step)
             grad = _clip_and_step(opt, params, rl_cfg.max_grad_norm, run, stage, step)
