@@ -430,6 +430,25 @@ def test_magnet_table_follows_the_policy_state_by_state(tiny_policy):
     assert again.rate == m and torch.equal(again.log_probs(keys, legal), got)
 
 
+def _as_if_killed_after(run: str, dst: str, step: int, steps: int) -> str:
+    """A copy of the finished games run `run` (stages [sft, rl], one RL checkpoint per step) as it would be had it
+    been killed right after the RL checkpoint of `step`: the later checkpoints and the RL stage's completion
+    removed, LATEST pointing at that checkpoint. Returns `dst`."""
+    import json
+    import os
+    import shutil
+
+    shutil.copytree(run, dst)
+    for gone in [f"checkpoints/rl-{j:06d}" for j in range(step + 1, steps)] + ["checkpoints/rl-final", "stages/rl"]:
+        shutil.rmtree(os.path.join(dst, gone))
+    with open(os.path.join(dst, "checkpoints", "LATEST"), "w") as f:
+        f.write(f"rl-{step:06d}")
+    progress = json.load(open(os.path.join(dst, "progress.json")))
+    progress["done"] = [0]
+    json.dump(progress, open(os.path.join(dst, "progress.json"), "w"))
+    return dst
+
+
 @pytest.mark.parametrize("update", ["gradient", "target"])
 def test_moving_table_magnet_is_checkpointed_and_resumes_bit_identically(tmp_path, update):
     # two smoke RL steps; then the same run "killed" after its step-0 checkpoint (later checkpoints and the
@@ -438,7 +457,6 @@ def test_moving_table_magnet_is_checkpointed_and_resumes_bit_identically(tmp_pat
     import glob
     import json
     import os
-    import shutil
 
     from compose_rl.cli import main
     from tests.conftest import ROOT
@@ -454,15 +472,7 @@ def test_moving_table_magnet_is_checkpointed_and_resumes_bit_identically(tmp_pat
               for t in ("rl-000000", "rl-000001")}
     assert len(tables["rl-000000"]["keys"]) > 0
     assert not torch.equal(tables["rl-000000"]["rows"][0], tables["rl-000001"]["rows"][0])  # it moves every step
-    killed = str(tmp_path / "killed")
-    shutil.copytree(run, killed)
-    for gone in ("checkpoints/rl-000001", "checkpoints/rl-final", "stages/rl"):
-        shutil.rmtree(os.path.join(killed, gone))
-    with open(os.path.join(killed, "checkpoints", "LATEST"), "w") as f:
-        f.write("rl-000000")
-    progress = json.load(open(os.path.join(killed, "progress.json")))
-    progress["done"] = [0]
-    json.dump(progress, open(os.path.join(killed, "progress.json"), "w"))
+    killed = _as_if_killed_after(run, str(tmp_path / "killed"), 0, 2)
     assert main(["recipe", "--resume", killed]) == 0
     resumed = torch.load(os.path.join(killed, "checkpoints", "rl-000001", "state.pt"), weights_only=False)["magnet_table"]
     assert resumed["keys"] == tables["rl-000001"]["keys"]
@@ -509,9 +519,7 @@ def test_rl_switch_changes_optimizer_at_its_step_and_resumes_with_it(tmp_path):
     # and 2 a fresh SGD at 0.5. Killed after step 0 (resumes with Adam, switches at step 1) or after step 1
     # (resumes with the saved SGD), the run ends with the uninterrupted run's weights
     import glob
-    import json
     import os
-    import shutil
 
     from compose_rl.cli import main
     from tests.conftest import ROOT
@@ -528,15 +536,7 @@ def test_rl_switch_changes_optimizer_at_its_step_and_resumes_with_it(tmp_path):
     assert "betas" in groups[0] and all(g["lr"] == 0.5 and g["momentum"] == 0 and "betas" not in g for g in groups[1:])
     final = load(run, "rl-000002")["model"]
     for k in (0, 1):
-        killed = str(tmp_path / f"killed{k}")
-        shutil.copytree(run, killed)
-        for gone in [f"checkpoints/rl-00000{j}" for j in range(k + 1, 3)] + ["checkpoints/rl-final", "stages/rl"]:
-            shutil.rmtree(os.path.join(killed, gone))
-        with open(os.path.join(killed, "checkpoints", "LATEST"), "w") as f:
-            f.write(f"rl-00000{k}")
-        progress = json.load(open(os.path.join(killed, "progress.json")))
-        progress["done"] = [0]
-        json.dump(progress, open(os.path.join(killed, "progress.json"), "w"))
+        killed = _as_if_killed_after(run, str(tmp_path / f"killed{k}"), k, 3)
         assert main(["recipe", "--resume", killed]) == 0
         again = load(killed, "rl-000002")
         assert "betas" not in again["optimizer"]["param_groups"][0]
